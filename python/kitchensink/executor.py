@@ -1,0 +1,176 @@
+"""The loop inside each warm interpreter.
+
+Frames (4-byte big-endian length + msgpack) arrive on fd 3 and leave on fd 4, so the
+user's fds 1 and 2 stay theirs: the node reads them as pipes and attributes whatever
+is written there (print, os.write, C extensions, subprocesses) to the running call.
+
+  node -> executor: ["call", seq, fn, payload]   fn: "mod:func" or [source, name]
+                    ["exit"]
+  executor -> node: ["ready", pid] | ["fatal", message]
+                    ["result", seq, packed value]
+                    ["error", seq, {kind, pythonType, message, traceback}]
+
+Before each reply, a sentinel goes through fds 1 and 2: the node holds the reply until
+both pipes have delivered it, so no output arrives after its call's result.
+"""
+import ast
+import hashlib
+import importlib
+import linecache
+import os
+import signal
+import struct
+import sys
+import traceback
+import types
+from typing import Any, Callable, Dict, Tuple
+
+from . import wire
+
+SENTINEL = b"\x00\x1eKS-END\x1e\x00"
+IN_FD = 3
+OUT_FD = 4
+
+_module_functions: Dict[str, Callable[..., Any]] = {}
+_source_cache: Dict[str, Tuple[types.CodeType, str]] = {}
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this interpreter when its node dies, even mid-call."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _read_exact(n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(IN_FD, n)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send(frame: list) -> None:
+    body = wire.msgpack.packb(frame, use_bin_type=True)
+    data = struct.pack(">I", len(body)) + body
+    view = memoryview(data)
+    while view:
+        written = os.write(OUT_FD, view)
+        view = view[written:]
+
+
+def _module_function(spec: str) -> Callable[..., Any]:
+    fn = _module_functions.get(spec)
+    if fn is None:
+        module_name, sep, attr = spec.partition(":")
+        if not sep or not module_name or not attr:
+            raise ValueError(f"function {spec!r} is not of the form 'package.module:function'")
+        fn = importlib.import_module(module_name)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+        if not callable(fn):
+            raise TypeError(f"{spec!r} is not callable")
+        _module_functions[spec] = fn
+    return fn
+
+
+def _source_function(source: str, name: str) -> Callable[..., Any]:
+    """Compiles source once per hash; runs it in a fresh namespace for every call."""
+    if os.environ.get("KS_NO_CODE") == "1":
+        raise PermissionError("this node was started with --no-code: call registered module functions only")
+    key = hashlib.sha1(source.encode("utf-8")).hexdigest()
+    cached = _source_cache.get(key)
+    if cached is None:
+        filename = f"<ks-source {key[:8]}>"
+        tree = ast.parse(source, filename=filename)
+        defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        code = compile(tree, filename, "exec")
+        # Tracebacks then quote the user's lines, as they would from a file.
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        cached = (code, defined[-1] if defined else "")
+        _source_cache[key] = cached
+    code, last_defined = cached
+    target = name or last_defined
+    if not target:
+        raise ValueError("the source defines no function to call")
+    namespace: Dict[str, Any] = {"__name__": "__ks_source__", "__builtins__": __builtins__}
+    exec(code, namespace)
+    if target not in namespace:
+        raise NameError(f"the source defines no function named {target!r}")
+    return namespace[target]
+
+
+def _resolve(fn: Any) -> Callable[..., Any]:
+    if isinstance(fn, str):
+        return _module_function(fn)
+    source, name = fn
+    return _source_function(source, name or "")
+
+
+def _failure(error: BaseException, tb: Any) -> dict:
+    return {
+        "kind": "exception",
+        "pythonType": type(error).__qualname__,
+        "message": str(error),
+        "traceback": "".join(traceback.format_exception(type(error), error, tb)),
+    }
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os.write(1, SENTINEL)
+    os.write(2, SENTINEL)
+
+
+def _run(seq: int, fn: Any, payload: bytes) -> None:
+    try:
+        args, kwargs = wire.unpack(payload)
+        func = _resolve(fn)
+        value = func(*(args or []), **(kwargs or {}))
+        reply = ["result", seq, wire.pack(value)]
+    except wire.UnsendableValue as error:
+        reply = ["error", seq, {"kind": "exception", "pythonType": "UnsendableValue", "message": str(error)}]
+    except BaseException as error:  # noqa: BLE001 - the user's exception goes to the client, whatever it is
+        # Skip this frame: the traceback starts at the user's code.
+        reply = ["error", seq, _failure(error, error.__traceback__.tb_next if error.__traceback__ else None)]
+    _flush_output()
+    _send(reply)
+
+
+def main() -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    sys.stdin.close()
+    for module in filter(None, os.environ.get("KS_MODULES", "").split(",")):
+        try:
+            importlib.import_module(module)
+        except BaseException as error:  # noqa: BLE001
+            _send(["fatal", f"cannot import --module {module}: {type(error).__name__}: {error}"])
+            sys.exit(3)
+    _send(["ready", os.getpid()])
+    while True:
+        try:
+            (length,) = struct.unpack(">I", _read_exact(4))
+            frame = wire.msgpack.unpackb(_read_exact(length), raw=False)
+        except EOFError:
+            return
+        if frame[0] == "call":
+            _run(frame[1], frame[2], frame[3])
+        elif frame[0] == "exit":
+            return
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+import { config } from '../config.js';
+import { decode, encode } from '../codec.js';
+import { RemoteError } from '../errors.js';
+import { taskIdOf } from '../keys.js';
+import type { CallOptions, FailureInfo, FnSpec, HostInfo, WireCall, WireEvent } from '../types.js';
+import { NodeHttp } from './http.js';
+import { Progress } from './progress.js';
+import { toFnSpec } from './py.js';
+
+export interface ClientOptions {
+  /** Bearer token of nodes started with `--token`. */
+  token?: string;
+  /** Receives the remote stdout and stderr as it arrives. Default `process.stdout`. */
+  output?: NodeJS.WritableStream;
+  /** Hosts that would copy this many bytes or more are not routed to. Default 200,000,000. */
+  dataThreshold?: number;
+}
+
+export interface BrOptions {
+  /** Resolve to every outcome instead of rejecting on the first failure (cancels nothing). */
+  collect?: boolean;
+}
+
+/** One call's outcome when `br({collect: true})`. */
+export type Outcome<T = unknown> = { ok: true; value: T } | { ok: false; error: RemoteError };
+
+interface Batch {
+  batchId: string;
+  taskIds: string[];
+}
+
+interface DirectAnswer {
+  ok: boolean;
+  value?: Uint8Array;
+  failure?: FailureInfo;
+  output: [string, Uint8Array][];
+}
+
+/** How long one long-poll may hold; the node bounds it too. */
+const longPollMs = config.longPollMaxMs;
+
+/**
+ * A connection to a kitchensink cluster through any of its nodes.
+ *
+ * ```ts
+ * const c = new Client('http://127.0.0.1:6323');
+ * for (let i = 0; i < 100; i++) c.bc('operator:add', [i, 1]);
+ * await c.execute();
+ * const sums = await c.br();
+ * ```
+ */
+export class Client {
+  readonly http: NodeHttp;
+  readonly output: NodeJS.WritableStream;
+  readonly dataThreshold: number;
+  private pending: WireCall[] = [];
+  private unread: Batch[] = [];
+  private lastBatch?: Batch;
+
+  constructor(url: string, opts: ClientOptions = {}) {
+    this.http = new NodeHttp(url, { token: opts.token });
+    this.output = opts.output ?? process.stdout;
+    this.dataThreshold = opts.dataThreshold ?? config.dataThresholdBytes;
+  }
+
+  /** The url of the node this client talks to. */
+  get url(): string {
+    return this.http.url;
+  }
+
+  /**
+   * Records a call for the next `execute()`; nothing is sent yet.
+   * @param fn `'package.module:function'` or `` py`def f(...): ...` ``
+   * @returns the call's position in the coming batch
+   */
+  bc(fn: FnSpec, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: CallOptions = {}): number {
+    this.pending.push(this.wireCall(fn, args, kwargs, opts));
+    return this.pending.length - 1;
+  }
+
+  /** Sends every call recorded by `bc()` in one request; resolves to their task ids, in order. */
+  async execute(): Promise<string[]> {
+    const calls = this.pending;
+    this.pending = [];
+    if (!calls.length) return [];
+    const batch = await this.submit(calls);
+    this.unread.push(batch);
+    return batch.taskIds;
+  }
+
+  /**
+   * Waits for the calls sent by `execute()` since the last `br()`, printing their output as it
+   * arrives, and resolves to their results in call order. On the first failure it cancels the
+   * rest and rejects with that `RemoteError`; with `{collect: true}` it resolves to every outcome.
+   */
+  async br<T = unknown>(opts: { collect: true }): Promise<Outcome<T>[]>;
+  async br<T = unknown>(opts?: BrOptions): Promise<T[]>;
+  async br<T = unknown>(opts: BrOptions = {}): Promise<T[] | Outcome<T>[]> {
+    const batches = this.unread;
+    this.unread = [];
+    const all: (T | Outcome<T>)[] = [];
+    for (const batch of batches) all.push(...(await this.waitFor<T>(batch, opts.collect ?? false)));
+    return all as T[] | Outcome<T>[];
+  }
+
+  /**
+   * Runs one call and resolves to its result. `opts.async === false` runs it at once on the
+   * contacted node's interpreters, skipping the queue.
+   */
+  async call<T = unknown>(fn: FnSpec, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: CallOptions = {}): Promise<T> {
+    const call = this.wireCall(fn, args, kwargs, opts);
+    if (opts.async === false) return this.callDirect<T>(call);
+    const [value] = await this.waitFor<T>(await this.submit([call]), false);
+    return value as T;
+  }
+
+  /** Runs `fn` once per argument list, in one batch; resolves to the results in order. */
+  async map<T = unknown>(fn: FnSpec, argsList: unknown[][], opts: CallOptions = {}): Promise<T[]> {
+    if (!argsList.length) return [];
+    const batch = await this.submit(argsList.map((args) => this.wireCall(fn, args, {}, opts)));
+    return (await this.waitFor<T>(batch, false)) as T[];
+  }
+
+  /** Cancels one call by task id: it never runs, or is stopped where it runs. */
+  async cancel(taskId: string): Promise<boolean> {
+    const { cancelled } = await this.http.request<{ cancelled: number }>('POST', '/api/v1/cancel', { taskIds: [taskId] });
+    return cancelled > 0;
+  }
+
+  /** Cancels every call of the last batch this client sent that has not ended. */
+  async bulkCancel(): Promise<number> {
+    if (!this.lastBatch) return 0;
+    return this.cancelBatch(this.lastBatch.batchId);
+  }
+
+  /** Cancels every call waiting in any queue of the cluster (admin). */
+  async cancelAll(): Promise<number> {
+    const { cancelled } = await this.http.request<{ cancelled: number }>('POST', '/api/v1/admin/cancel-all', {});
+    return cancelled;
+  }
+
+  /** Live hosts, their workers and queues. */
+  async hosts(): Promise<HostInfo[]> {
+    const { hosts } = await this.http.request<{ hosts: HostInfo[] }>('GET', '/api/v1/hosts');
+    return hosts;
+  }
+
+  /** Closes the client's idle connections. */
+  close(): void {
+    this.http.close();
+  }
+
+  private wireCall(fn: FnSpec, args: unknown[], kwargs: Record<string, unknown>, opts: CallOptions): WireCall {
+    if (!Array.isArray(args)) throw new TypeError('args must be an array');
+    const { async: _async, ...wireOpts } = opts;
+    return { fn: toFnSpec(fn), payload: encode([args, kwargs]), opts: wireOpts };
+  }
+
+  private async submit(calls: WireCall[]): Promise<Batch> {
+    const batch = await this.http.request<Batch>('POST', '/api/v1/calls', { calls });
+    this.lastBatch = batch;
+    return batch;
+  }
+
+  private async cancelBatch(batchId: string): Promise<number> {
+    const { cancelled } = await this.http.request<{ cancelled: number }>('POST', '/api/v1/cancel', { batchId });
+    return cancelled;
+  }
+
+  private async callDirect<T>(call: WireCall): Promise<T> {
+    const answer = await this.http.request<DirectAnswer>('POST', '/api/v1/call', call);
+    for (const [, chunk] of answer.output) this.output.write(Buffer.from(chunk));
+    if (answer.ok) return decode<T>(answer.value!);
+    throw new RemoteError(answer.failure!);
+  }
+
+  /** Long-polls a batch's events until every call has ended. */
+  private async waitFor<T>(batch: Batch, collect: boolean): Promise<(T | Outcome<T>)[]> {
+    const total = batch.taskIds.length;
+    const outcomes: (Outcome<T> | undefined)[] = new Array(total);
+    const progress = new Progress(total);
+    const interrupt = this.cancelOnCtrlC(batch.batchId);
+    let ended = 0;
+    let cursor = '0-0';
+    try {
+      while (ended < total) {
+        const page = await this.http.request<{ cursor: string; events: WireEvent[] }>('POST', '/api/v1/results', {
+          batchId: batch.batchId,
+          cursor,
+          waitMs: longPollMs,
+        });
+        cursor = page.cursor;
+        for (const event of page.events) {
+          if (event.t === 'stdout' || event.t === 'stderr') {
+            if (event.d) this.output.write(Buffer.from(event.d));
+            continue;
+          }
+          if (event.t === 'started' || outcomes[event.i]) continue;
+          const outcome = toOutcome<T>(event, taskIdOf(batch.batchId, event.i));
+          outcomes[event.i] = outcome;
+          ended += 1;
+          progress.advance();
+          if (!outcome.ok && !collect) {
+            await this.cancelBatch(batch.batchId).catch(() => 0);
+            throw outcome.error;
+          }
+        }
+      }
+    } finally {
+      progress.end();
+      interrupt.dispose();
+    }
+    return collect ? (outcomes as Outcome<T>[]) : outcomes.map((o) => (o as { value: T }).value);
+  }
+
+  /** While a batch is awaited, Ctrl-C cancels it before the process exits (kitchensink's behaviour). */
+  private cancelOnCtrlC(batchId: string): { dispose(): void } {
+    if (process.listenerCount('SIGINT') > 0) return { dispose: () => {} };
+    const onSigint = () => {
+      process.stderr.write('\nkitchensink: cancelling the batch\n');
+      void this.cancelBatch(batchId)
+        .catch(() => 0)
+        .finally(() => {
+          process.removeListener('SIGINT', onSigint);
+          process.kill(process.pid, 'SIGINT');
+        });
+    };
+    process.on('SIGINT', onSigint);
+    return { dispose: () => process.removeListener('SIGINT', onSigint) };
+  }
+}
+
+function toOutcome<T>(event: WireEvent, taskId: string): Outcome<T> {
+  if (event.t === 'result') return { ok: true, value: decode<T>(event.d!) };
+  const info = event.d ? decode<FailureInfo>(event.d) : { kind: event.t, message: `the call ended: ${event.t}` };
+  return { ok: false, error: new RemoteError(info as FailureInfo, taskId, event.h) };
+}
+
+let defaultClient: Client | undefined;
+
+/** Sets the default client (kitchensink's `setup_client`), used by `RemoteData` unless given one. */
+export function setupClient(url: string, opts: ClientOptions = {}): Client {
+  defaultClient?.close();
+  defaultClient = new Client(url, opts);
+  return defaultClient;
+}
+
+/** The client set by `setupClient`; throws when there is none. */
+export function getDefaultClient(): Client {
+  if (!defaultClient) throw new Error('no default client: call setupClient(url) first');
+  return defaultClient;
+}

@@ -1,0 +1,43 @@
+/**
+ * Every constant that tunes kitchensink's behaviour, with its unit in its name.
+ * CLI flags and client options default to these values.
+ */
+export const config = {
+  /** Prefix of every Redis key, BullMQ queues included. */
+  keyPrefix: 'ks',
+  /** Where a node looks for (or starts) Redis. */
+  redisUrl: 'redis://127.0.0.1:6379',
+  nodePort: 6323,
+  bindHost: '127.0.0.1',
+  /** A host refreshes `ks:alive:<host>` this often... */
+  heartbeatIntervalMs: 1_000,
+  /** ...and is dead for routing once it has not for this long. */
+  heartbeatTtlMs: 10_000,
+  /** A claim expires unless its owner refreshes it, so a dead node's calls can run elsewhere. */
+  claimTtlMs: 30_000,
+  claimRefreshMs: 10_000,
+  /** Results and events stay readable this long after a batch's last event. */
+  resultTtlS: 3_600,
+  /** The longest a `POST /results` long-poll holds before answering with no events. */
+  longPollMaxMs: 5_000,
+  /** The most events one long-poll answer carries. */
+  eventsPerPoll: 5_000,
+  maxRequestSizeBytes: 256 * 1024 * 1024,
+  maxOutputBytes: 64 * 1024 * 1024,
+  /** How long a stopping node lets running calls finish before killing them. */
+  shutdownGraceMs: 30_000,
+  /** Interrupt, then kill, a stuck interpreter this much later. */
+  killGraceMs: 300,
+  /** stderr lines kept per interpreter to explain a crash. */
+  crashTailLines: 20,
+  /** Hosts that would copy this many bytes or more are not routed to. */
+  dataThresholdBytes: 200_000_000,
+  /** Client HTTP timeouts: a long-poll answers within `longPollMaxMs`, so this bounds a dead node. */
+  clientRequestTimeoutMs: 60_000,
+  /** A batch this large shows a progress bar when stderr is a TTY. */
+  progressMinCalls: 200,
+  /** How long the host snapshot used to validate `opts.host`/`opts.queue` may be stale. */
+  hostCacheMs: 1_000,
+} as const;
+
+export const defaultQueue = 'default';

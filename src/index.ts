@@ -1,0 +1,8 @@
+/**
+ * kitchensink's TypeScript client: run Python on a Redis-backed cluster of warm interpreters.
+ * @packageDocumentation
+ */
+export { Client, setupClient, getDefaultClient, type ClientOptions, type BrOptions, type Outcome } from './client/client.js';
+export { py, type PySource } from './client/py.js';
+export { RemoteError, NodeRequestError } from './errors.js';
+export type { CallOptions, FnSpec, HostInfo, FailureKind } from './types.js';

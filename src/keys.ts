@@ -1,0 +1,52 @@
+import { defaultQueue } from './config.js';
+
+/** Redis key names, in one place (DESIGN's "Redis layout"). */
+export class Keys {
+  constructor(readonly prefix: string) {}
+
+  get hosts(): string {
+    return `${this.prefix}:hosts`;
+  }
+  alive(host: string): string {
+    return `${this.prefix}:alive:${host}`;
+  }
+  claim(taskId: string): string {
+    return `${this.prefix}:claim:${taskId}`;
+  }
+  batchEvents(batchId: string): string {
+    return `${this.prefix}:batch:${batchId}:events`;
+  }
+  /** Number of calls in the batch; tells a finished-and-expired batch from an unknown one. */
+  batchMeta(batchId: string): string {
+    return `${this.prefix}:batch:${batchId}:meta`;
+  }
+  get cancelChannel(): string {
+    return `${this.prefix}:cancel`;
+  }
+  data(url: string): string {
+    return `${this.prefix}:data:${url}`;
+  }
+  dataHosts(url: string): string {
+    return `${this.prefix}:data:${url}:hosts`;
+  }
+}
+
+/** The BullMQ queue a call goes to: `queue` anywhere, or `queue` on one host. */
+export function queueName(queue: string, host?: string): string {
+  if (!host) return queue;
+  return queue === defaultQueue ? `host.${host}` : `${queue}.host.${host}`;
+}
+
+export function taskIdOf(batchId: string, index: number): string {
+  return `${batchId}-${index}`;
+}
+
+/** Splits a task id into its batch id and index, or returns undefined for a malformed id. */
+export function parseTaskId(taskId: string): { batchId: string; index: number } | undefined {
+  const m = /^(b[0-9a-f]{16})-(\d{1,9})$/.exec(taskId);
+  return m ? { batchId: m[1], index: Number(m[2]) } : undefined;
+}
+
+export const batchIdPattern = /^b[0-9a-f]{16}$/;
+/** Host and queue names: safe inside Redis keys and BullMQ queue names (no `:`). */
+export const namePattern = /^[A-Za-z0-9_.-]{1,100}$/;

@@ -1,0 +1,127 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import Koa, { type Context, type Next } from 'koa';
+import Router from '@koa/router';
+import { HttpError, Unauthorized, Forbidden, BadRequest } from '../errors.js';
+import type { HostInfo } from '../types.js';
+import type { DirectCallResult } from '../worker/direct-call.js';
+import type { CallService } from './calls.js';
+import { readBody, reply } from './http-body.js';
+import * as v from './validate.js';
+import type { WireCall } from '../types.js';
+
+/** What the routes need from the node: one function per piece of work. */
+export interface AppContext {
+  calls: CallService;
+  runDirect(call: WireCall, signal: AbortSignal): Promise<DirectCallResult>;
+  liveHosts(): Promise<HostInfo[]>;
+  info(): Record<string, unknown>;
+  metrics(): string;
+}
+
+export interface AppOptions {
+  token?: string;
+  noCode: boolean;
+  maxRequestSizeBytes: number;
+}
+
+function sameToken(given: string, expected: string): boolean {
+  // Hash both so the comparison takes the same time whatever the lengths.
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+/** Turns thrown errors into `{error, detail}` with the right status; never leaks a stack. */
+async function errors(ctx: Context, next: Next): Promise<void> {
+  try {
+    await next();
+  } catch (error) {
+    if (error instanceof HttpError) {
+      reply(ctx, { error: error.code, detail: error.message }, error.status);
+    } else {
+      console.error(`kitchensink: ${ctx.method} ${ctx.path} failed:`, error);
+      reply(ctx, { error: 'internal', detail: (error as Error).message ?? String(error) }, 500);
+    }
+  }
+}
+
+/** A signal that aborts when the client goes away before its answer. */
+function clientGone(ctx: Context): AbortSignal {
+  const gone = new AbortController();
+  ctx.res.once('close', () => {
+    if (!ctx.res.writableFinished) gone.abort();
+  });
+  return gone.signal;
+}
+
+export function createApp(app: AppContext, opts: AppOptions): Koa {
+  const koa = new Koa();
+  const router = new Router();
+  const body = (ctx: Context) => readBody(ctx, opts.maxRequestSizeBytes);
+  const refuseCode = (calls: WireCall[]) => {
+    if (!opts.noCode) return;
+    const k = calls.findIndex((c) => typeof c.fn !== 'string');
+    if (k >= 0) throw new Forbidden(`calls[${k}]: this node runs registered module functions only (--no-code)`);
+  };
+
+  router.get('/health', (ctx) => reply(ctx, { ok: true }));
+  router.get('/info', (ctx) => reply(ctx, app.info()));
+  router.get('/metrics', (ctx) => {
+    ctx.type = 'text/plain; version=0.0.4';
+    ctx.body = app.metrics();
+  });
+  router.get('/api/v1/hosts', async (ctx) => reply(ctx, { hosts: await app.liveHosts() }));
+
+  router.post('/api/v1/calls', async (ctx) => {
+    const calls = v.wireCalls(await body(ctx));
+    refuseCode(calls);
+    reply(ctx, await app.calls.submit(calls));
+  });
+
+  router.post('/api/v1/call', async (ctx) => {
+    const call = v.wireCall(await body(ctx), 'body');
+    refuseCode([call]);
+    const { outcome, output } = await app.runDirect(call, clientGone(ctx));
+    reply(ctx, outcome.ok ? { ok: true, value: outcome.value, output } : { ok: false, failure: outcome.failure, output });
+  });
+
+  router.post('/api/v1/results', async (ctx) => {
+    const b = v.requireObject(await body(ctx), 'body');
+    const waitMs = b.waitMs === undefined ? Infinity : Number(b.waitMs);
+    if (Number.isNaN(waitMs) || waitMs < 0) throw new BadRequest('waitMs must be a number of milliseconds');
+    reply(ctx, await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, clientGone(ctx)));
+  });
+
+  router.post('/api/v1/cancel', async (ctx) => {
+    const b = v.requireObject(await body(ctx), 'body');
+    if (b.batchId !== undefined) {
+      reply(ctx, { cancelled: await app.calls.cancelBatch(v.batchId(b.batchId)) });
+    } else {
+      reply(ctx, { cancelled: await app.calls.cancel(v.stringList(b.taskIds, 'taskIds')) });
+    }
+  });
+
+  router.post('/api/v1/admin/cancel-all', async (ctx) => {
+    await body(ctx);
+    reply(ctx, { cancelled: await app.calls.cancelAll() });
+  });
+
+  koa.use(errors);
+  if (opts.token) {
+    const expected = opts.token;
+    koa.use(async (ctx, next) => {
+      if (ctx.path !== '/health') {
+        const header = ctx.get('authorization');
+        const given = header.startsWith('Bearer ') ? header.slice(7) : '';
+        if (!sameToken(given, expected)) throw new Unauthorized();
+      }
+      await next();
+    });
+  }
+  koa.use(router.routes());
+  koa.use(router.allowedMethods({ throw: false }));
+  koa.use(async (ctx) => {
+    if (ctx.status === 404 && ctx.body === undefined) reply(ctx, { error: 'not_found', detail: `no route ${ctx.method} ${ctx.path}` }, 404);
+  });
+  return koa;
+}

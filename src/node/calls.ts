@@ -1,0 +1,229 @@
+import { randomBytes } from 'node:crypto';
+import { FlowProducer, Queue, type FlowJob } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { defaultQueue } from '../config.js';
+import { encode } from '../codec.js';
+import { BadRequest, NotFound } from '../errors.js';
+import { queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
+import type { FailureInfo, HostInfo, WireCall, WireEvent } from '../types.js';
+import type { ClaimRedis } from '../worker/claim.js';
+import type { EventReader } from './event-reader.js';
+
+/** What a queued call carries through BullMQ (JSON, so the payload is base64). */
+export interface CallJobData {
+  /** batch id */
+  b: string;
+  /** index in the batch */
+  i: number;
+  f: WireCall['fn'];
+  /** base64 of msgpack `[args, kwargs]` */
+  p: string;
+  o: { timeout?: number; retries?: number; intermediateResults?: boolean };
+}
+
+export interface CallServiceContext {
+  redis: ClaimRedis;
+  keys: Keys;
+  events: EventReader;
+  /** Live hosts, maybe a second old unless `fresh`. */
+  liveHosts(fresh?: boolean): Promise<HostInfo[]>;
+}
+
+export interface CallServiceOptions {
+  resultTtlS: number;
+  longPollMaxMs: number;
+  /** Job attempts when the worker itself fails (Redis gone mid-claim); Python errors never retry. */
+  jobAttempts: number;
+}
+
+export interface ResultsPage {
+  cursor: string;
+  events: WireEvent[];
+}
+
+const cancelledByClient: FailureInfo = { kind: 'cancelled', message: 'cancelled before it ran' };
+
+/** Queues calls, reads their events, cancels them. Routes call into here and nothing else. */
+export class CallService {
+  private readonly flows: FlowProducer;
+  private readonly queues = new Map<string, Queue>();
+
+  constructor(
+    private readonly ctx: CallServiceContext,
+    private readonly opts: CallServiceOptions,
+  ) {
+    this.flows = new FlowProducer({ connection: ctx.redis, prefix: ctx.keys.prefix });
+  }
+
+  /** Enqueues a batch atomically; resolves to its batch id and task ids in call order. */
+  async submit(calls: WireCall[]): Promise<{ batchId: string; taskIds: string[] }> {
+    const batchId = `b${randomBytes(8).toString('hex')}`;
+    const hosts = await this.ctx.liveHosts();
+    const jobs: FlowJob[] = [];
+    const taskIds: string[] = [];
+    for (let index = 0; index < calls.length; index++) {
+      const call = calls[index];
+      const taskId = taskIdOf(batchId, index);
+      taskIds.push(taskId);
+      const data: CallJobData = {
+        b: batchId,
+        i: index,
+        f: call.fn,
+        p: Buffer.from(call.payload).toString('base64'),
+        o: {
+          timeout: call.opts?.timeout,
+          retries: call.opts?.retries,
+          intermediateResults: call.opts?.intermediateResults,
+        },
+      };
+      const targets = await this.targetQueues(call, hosts, index);
+      targets.forEach((queue, rank) =>
+        jobs.push({
+          name: 'call',
+          queueName: queue,
+          data,
+          opts: {
+            jobId: taskId,
+            // Rank 0 (first choice) takes BullMQ's plain FIFO; copies a host may steal come later.
+            priority: rank || undefined,
+            removeOnComplete: true,
+            removeOnFail: true,
+            attempts: this.opts.jobAttempts,
+            backoff: { type: 'fixed', delay: 500 },
+          },
+        }),
+      );
+    }
+    // Same connection as the jobs, so the count exists before any worker can see a job.
+    void this.ctx.redis.set(this.ctx.keys.batchMeta(batchId), calls.length, 'EX', this.opts.resultTtlS).catch(() => {});
+    await this.flows.addBulk(jobs);
+    return { batchId, taskIds };
+  }
+
+  /** Events after `cursor`, waiting up to `waitMs` (bounded) for the first. */
+  async results(batchId: string, cursor: string, waitMs: number, signal?: AbortSignal): Promise<ResultsPage> {
+    const { keys, redis } = this.ctx;
+    const wait = Math.max(0, Math.min(waitMs, this.opts.longPollMaxMs));
+    const stop = new AbortController();
+    signal?.addEventListener('abort', () => stop.abort(), { once: true });
+    let unknown = false;
+    if (cursor === '0' || cursor === '0-0') {
+      // A first read of a batch nobody submitted must not wait out the long-poll.
+      void redis.exists(keys.batchMeta(batchId), keys.batchEvents(batchId)).then((n) => {
+        if (n === 0) {
+          unknown = true;
+          stop.abort();
+        }
+      });
+    }
+    const entries = await this.ctx.events.read(keys.batchEvents(batchId), cursor, wait, stop.signal);
+    if (!entries.length && (unknown || (await redis.exists(keys.batchMeta(batchId), keys.batchEvents(batchId))) === 0)) {
+      throw new NotFound(`no batch ${batchId}: it was never submitted or its results expired`);
+    }
+    return {
+      cursor: entries.length ? entries[entries.length - 1].id : cursor,
+      events: entries.map((e) => ({
+        t: e.fields.get('t')!.toString() as WireEvent['t'],
+        i: Number(e.fields.get('i')),
+        h: e.fields.get('h')?.toString(),
+        d: e.fields.get('d'),
+      })),
+    };
+  }
+
+  /** Cancels calls by task id: waiting ones never run, running ones are stopped by their node. */
+  async cancel(taskIds: string[]): Promise<number> {
+    const byBatch = new Map<string, number[]>();
+    for (const taskId of taskIds) {
+      const parsed = parseTaskId(taskId);
+      if (!parsed) throw new BadRequest(`not a task id: ${JSON.stringify(taskId)}`);
+      const list = byBatch.get(parsed.batchId) ?? [];
+      list.push(parsed.index);
+      byBatch.set(parsed.batchId, list);
+    }
+    let ended = 0;
+    for (const [batchId, indexes] of byBatch) ended += await this.cancelInBatch(batchId, indexes);
+    return ended;
+  }
+
+  /** Cancels every call of a batch that has not ended. */
+  async cancelBatch(batchId: string): Promise<number> {
+    const count = Number(await this.ctx.redis.get(this.ctx.keys.batchMeta(batchId)));
+    if (!count) throw new NotFound(`no batch ${batchId}`);
+    return this.cancelInBatch(batchId, Array.from({ length: count }, (_, k) => k));
+  }
+
+  /** Cancels every call still waiting in any queue of a live host (admin). */
+  async cancelAll(): Promise<number> {
+    const names = new Set<string>();
+    for (const host of await this.ctx.liveHosts(true)) {
+      for (const queue of host.queues) {
+        names.add(queue);
+        names.add(queueName(queue, host.name));
+      }
+    }
+    const waiting: string[] = [];
+    for (const name of names) {
+      const queue = this.queue(name);
+      const jobs = await queue.getJobs(['wait', 'prioritized', 'delayed']);
+      for (const job of jobs) if (job?.id && parseTaskId(job.id)) waiting.push(job.id);
+      await Promise.all(jobs.map((job) => job?.remove().catch(() => {})));
+    }
+    return waiting.length ? this.cancel([...new Set(waiting)]) : 0;
+  }
+
+  async close(): Promise<void> {
+    await this.flows.close();
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+  }
+
+  private queue(name: string): Queue {
+    let queue = this.queues.get(name);
+    if (!queue) {
+      queue = new Queue(name, { connection: this.ctx.redis, prefix: this.ctx.keys.prefix });
+      this.queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  private async cancelInBatch(batchId: string, indexes: number[]): Promise<number> {
+    const { keys, redis } = this.ctx;
+    const claimKeys: string[] = [];
+    const pairs: (string | number)[] = [];
+    for (const index of indexes) {
+      const taskId = taskIdOf(batchId, index);
+      claimKeys.push(keys.claim(taskId));
+      pairs.push(index, taskId);
+    }
+    return redis.ksCancel(
+      2 + claimKeys.length,
+      keys.batchEvents(batchId),
+      keys.cancelChannel,
+      ...claimKeys,
+      this.opts.resultTtlS * 1000,
+      this.opts.resultTtlS,
+      encode(cancelledByClient),
+      ...pairs,
+    );
+  }
+
+  /** The queues a call goes to, in rank order; refuses hosts and queues nobody serves. */
+  private async targetQueues(call: WireCall, hosts: HostInfo[], index: number): Promise<string[]> {
+    const base = call.opts?.queue ?? defaultQueue;
+    const serves = (host: HostInfo) => host.queues.includes(base);
+    const where = `call ${index}`;
+    if (call.opts?.host) {
+      let host = hosts.find((h) => h.name === call.opts!.host);
+      if (!host) host = (await this.ctx.liveHosts(true)).find((h) => h.name === call.opts!.host);
+      if (!host) throw new BadRequest(`${where}: unknown or dead host ${JSON.stringify(call.opts.host)}`);
+      if (!serves(host)) throw new BadRequest(`${where}: host ${host.name} does not serve queue ${JSON.stringify(base)}`);
+      return [queueName(base, host.name)];
+    }
+    if (!hosts.some(serves) && !(await this.ctx.liveHosts(true)).some(serves)) {
+      throw new BadRequest(`${where}: no live host serves queue ${JSON.stringify(base)}`);
+    }
+    const live = new Set(hosts.filter(serves).map((h) => h.name));
+    const ranked = (call.route ?? []).filter((name) => live.has(name));
+    return ranked.length ? ranked.map((name) => queueName(base, name)) : [base];
+  }
+}

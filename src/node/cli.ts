@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { config } from '../config.js';
+import { Keys } from '../keys.js';
+import { KsNode, version, type NodeOptions } from './node.js';
+import { connectRedis } from './redis.js';
+import { readHosts } from './registry.js';
+
+function integer(min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+function positive(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number');
+  return n;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+const program = new Command('ks').description('kitchensink: warm Python on a Redis-backed cluster').version(version);
+
+program
+  .command('start')
+  .description('start a node: web server, queue workers and warm Python interpreters')
+  .requiredOption('--datadir <dir>', 'where this node keeps data and its own Redis files')
+  .option('--num-workers <n>', 'warm Python interpreters', integer(1), 2)
+  .option('--no-redis', 'never start a redis-server, even when none answers')
+  .option('--redis-connection <url>', 'redis://host:port/db or unix:///path.sock', config.redisUrl)
+  .option('--node-url <url>', 'the url other nodes and clients reach this node at')
+  .option('--node-port <port>', 'port to listen on (0 picks a free one)', integer(0), config.nodePort)
+  .option('--node-name <name>', 'host name in the cluster (default: machine name and port)')
+  .option('--host <addr>', 'address to bind', config.bindHost)
+  .option('--token <token>', 'bearer token every route but /health requires')
+  .option('--queue <queue>', 'also serve this custom queue (repeatable)', collect, [])
+  .option('--module <module>', 'import this module in every interpreter at start (repeatable)', collect, [])
+  .option('--python <path>', 'Python interpreter', process.env.KS_PYTHON ?? 'python3')
+  .option('--read-only', 'run calls but store no data', false)
+  .option('--timeout <seconds>', 'kill any call running longer than this', positive)
+  .option('--max-requests <n>', 'restart an interpreter after this many calls (0: never)', integer(0), 0)
+  .option('--result-ttl <seconds>', 'how long results stay readable', integer(1), config.resultTtlS)
+  .option('--no-code', 'refuse source-text functions: registered modules only')
+  .option('--max-request-size <bytes>', 'largest request body', integer(1), config.maxRequestSizeBytes)
+  .option('--max-output <bytes>', 'output kept per call before truncation', integer(1), config.maxOutputBytes)
+  .option('--max-memory <mb>', 'restart an interpreter whose RSS passes this after a call', positive)
+  .option('--min-free-disk <bytes>', 'refuse new data below this much free disk', integer(0), 1_000_000_000)
+  .option('--insecure', 'allow binding a non-loopback address without --token', false)
+  .addOption(new Option('--key-prefix <prefix>', 'prefix of Redis keys').default(config.keyPrefix).hideHelp())
+  .action(async (flags) => {
+    const options: NodeOptions = {
+      datadir: flags.datadir,
+      numWorkers: flags.numWorkers,
+      noRedis: flags.redis === false,
+      redisConnection: flags.redisConnection,
+      nodeUrl: flags.nodeUrl,
+      nodePort: flags.nodePort,
+      nodeName: flags.nodeName,
+      host: flags.host,
+      token: flags.token ?? process.env.KS_TOKEN,
+      queues: flags.queue,
+      modules: flags.module,
+      python: flags.python,
+      readOnly: flags.readOnly,
+      timeoutS: flags.timeout,
+      maxRequests: flags.maxRequests,
+      resultTtlS: flags.resultTtl,
+      noCode: flags.code === false,
+      maxRequestSizeBytes: flags.maxRequestSize,
+      maxOutputBytes: flags.maxOutput,
+      maxMemoryMb: flags.maxMemory,
+      minFreeDiskBytes: flags.minFreeDisk,
+      insecure: flags.insecure,
+      keyPrefix: flags.keyPrefix,
+    };
+    const node = new KsNode(options);
+    let signals = 0;
+    const shutdown = (signal: string) => {
+      signals += 1;
+      if (signals > 1) {
+        process.stderr.write(`kitchensink: ${signal} again, exiting now\n`);
+        process.exit(1);
+      }
+      process.stderr.write(`kitchensink: ${signal}: finishing running calls, then stopping\n`);
+      void node.stop().then(() => process.exit(0));
+    };
+    process.on('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    try {
+      await node.start();
+    } catch (error) {
+      process.stderr.write(`kitchensink: cannot start: ${(error as Error).message}\n`);
+      await node.stop(0);
+      process.exit(1);
+    }
+    process.stdout.write(`kitchensink node ${node.name} ready at ${node.url}\n`);
+  });
+
+program
+  .command('status')
+  .description('print live hosts, their workers and queues')
+  .option('--redis-connection <url>', 'redis://host:port/db or unix:///path.sock', config.redisUrl)
+  .addOption(new Option('--key-prefix <prefix>', 'prefix of Redis keys').default(config.keyPrefix).hideHelp())
+  .action(async (flags) => {
+    const redis = connectRedis(flags.redisConnection, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+    redis.on('error', () => {});
+    try {
+      const hosts = await readHosts(redis, new Keys(flags.keyPrefix));
+      const live = hosts.filter((h) => h.alive);
+      if (!live.length) console.log('no live hosts');
+      for (const h of live) {
+        console.log(`${h.name}  ${h.url}  workers=${h.workers}  queues=${h.queues.join(',')}${h.readOnly ? '  read-only' : ''}  v${h.version}`);
+      }
+      const dead = hosts.length - live.length;
+      if (dead) console.log(`(${dead} registered host${dead > 1 ? 's' : ''} without a heartbeat)`);
+    } catch (error) {
+      console.error(`kitchensink: cannot read ${flags.redisConnection}: ${(error as Error).message}`);
+      process.exitCode = 1;
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+await program.parseAsync();

@@ -1,0 +1,60 @@
+import type { Context } from 'koa';
+import { decode, encode, jsonSafe } from '../codec.js';
+import { BadRequest, PayloadTooLarge, UnsupportedMediaType } from '../errors.js';
+
+export const msgpackType = 'application/msgpack';
+
+function isMsgpack(type: string | undefined): boolean {
+  return !!type && /^application\/(x-)?msgpack\b/i.test(type);
+}
+
+/** Reads the whole body, refusing more than `limitBytes` before buffering it. */
+export async function readRawBody(ctx: Context, limitBytes: number): Promise<Buffer> {
+  const declared = Number(ctx.get('content-length') || 0);
+  if (declared > limitBytes) throw new PayloadTooLarge(`body of ${declared} bytes is over --max-request-size ${limitBytes}`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limitBytes) {
+      ctx.req.resume();
+      throw new PayloadTooLarge(`body is over --max-request-size ${limitBytes} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+/** The request body as msgpack or JSON, by Content-Type; an empty body is `{}`. */
+export async function readBody(ctx: Context, limitBytes: number): Promise<unknown> {
+  const raw = await readRawBody(ctx, limitBytes);
+  if (!raw.length) return {};
+  const type = ctx.get('content-type');
+  if (isMsgpack(type)) {
+    try {
+      return decode(raw);
+    } catch (error) {
+      throw new BadRequest(`body is not valid msgpack: ${(error as Error).message}`);
+    }
+  }
+  if (!type || /^application\/json\b/i.test(type)) {
+    try {
+      return JSON.parse(raw.toString('utf8'));
+    } catch (error) {
+      throw new BadRequest(`body is not valid JSON: ${(error as Error).message}`);
+    }
+  }
+  throw new UnsupportedMediaType(`Content-Type ${type} is neither application/msgpack nor application/json`);
+}
+
+/** Answers in msgpack when the client sent or accepts msgpack, else in JSON. */
+export function reply(ctx: Context, body: unknown, status = 200): void {
+  ctx.status = status;
+  if (isMsgpack(ctx.get('content-type')) || isMsgpack(ctx.get('accept'))) {
+    ctx.type = msgpackType;
+    ctx.body = encode(body);
+  } else {
+    ctx.type = 'application/json';
+    ctx.body = JSON.stringify(jsonSafe(body));
+  }
+}

@@ -1,0 +1,261 @@
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Redis } from 'ioredis';
+import { config, defaultQueue } from '../config.js';
+import { Keys, queueName, namePattern } from '../keys.js';
+import type { HostInfo } from '../types.js';
+import { CallWorker } from '../worker/call-worker.js';
+import { withClaimScripts } from '../worker/claim.js';
+import { runDirectCall } from '../worker/direct-call.js';
+import { ExecutorPool } from '../worker/pool.js';
+import { createApp } from './app.js';
+import { CallService } from './calls.js';
+import { EventReader } from './event-reader.js';
+import { connectRedis, redisAnswers, redisOptions, startRedisServer } from './redis.js';
+import { HostRegistry } from './registry.js';
+
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+
+/** Everything `ks start` takes (DESIGN "Public surface"). */
+export interface NodeOptions {
+  datadir: string;
+  numWorkers: number;
+  /** Do not start a Redis when none answers. */
+  noRedis: boolean;
+  redisConnection: string;
+  nodeUrl?: string;
+  /** 0 picks a free port. */
+  nodePort: number;
+  nodeName?: string;
+  /** Address to bind. */
+  host: string;
+  token?: string;
+  queues: string[];
+  modules: string[];
+  python: string;
+  readOnly: boolean;
+  timeoutS?: number;
+  maxRequests: number;
+  resultTtlS: number;
+  noCode: boolean;
+  maxRequestSizeBytes: number;
+  maxOutputBytes: number;
+  maxMemoryMb?: number;
+  minFreeDiskBytes: number;
+  insecure: boolean;
+  keyPrefix: string;
+}
+
+const log = (message: string) => process.stderr.write(`kitchensink: ${message}\n`);
+
+/** A kitchensink node: web server, queue workers, warm interpreters, heartbeat. */
+export class KsNode {
+  private redisServer?: ChildProcess;
+  private redis?: Redis;
+  private connections: Redis[] = [];
+  private pool?: ExecutorPool;
+  private worker?: CallWorker;
+  private calls?: CallService;
+  private events?: EventReader;
+  private registry?: HostRegistry;
+  private server?: Server;
+  private stopping?: Promise<void>;
+  private readonly startedAt = Date.now();
+  private directCalls = 0;
+  name = '';
+  url = '';
+
+  constructor(private readonly opts: NodeOptions) {}
+
+  async start(): Promise<void> {
+    const o = this.opts;
+    const loopback = ['127.0.0.1', 'localhost', '::1'].includes(o.host);
+    if (!loopback && !o.token && !o.insecure) {
+      throw new Error(`binding ${o.host} exposes the node to the network: give --token, or --insecure to accept that`);
+    }
+    if (o.nodeName && !namePattern.test(o.nodeName)) throw new Error(`--node-name must be letters, digits, '.', '_' or '-'`);
+    for (const queue of o.queues) if (!namePattern.test(queue)) throw new Error(`--queue ${queue}: letters, digits, '.', '_' or '-' only`);
+    mkdirSync(o.datadir, { recursive: true });
+    redisOptions(o.redisConnection);
+    if (!o.noRedis && !(await redisAnswers(o.redisConnection))) {
+      log(`no Redis answers at ${o.redisConnection}: starting redis-server`);
+      this.redisServer = await startRedisServer(o.redisConnection, join(o.datadir, '.redis'));
+    }
+    const keys = new Keys(o.keyPrefix);
+    const redis = withClaimScripts(this.connect({ connectionName: 'ks-cmd' }));
+    this.redis = redis;
+    await redis.ping();
+    await this.warnOnEviction(redis);
+
+    this.server = await this.listen();
+    const port = (this.server.address() as { port: number }).port;
+    this.name = o.nodeName ?? `${hostname()}-${port}`;
+    this.url = o.nodeUrl ?? `http://${loopbackOrHost(o.host)}:${port}`;
+
+    const env = { KS_NODE_NAME: this.name, KS_NODE_URL: this.url, KS_DATADIR: resolve(o.datadir) };
+    if (o.noCode) Object.assign(env, { KS_NO_CODE: '1' });
+    this.pool = new ExecutorPool({
+      python: o.python,
+      pythonPath: [join(packageRoot, 'python')],
+      env,
+      modules: o.modules,
+      size: o.numWorkers,
+      maxRequests: o.maxRequests,
+      onReplace: (slot, reason) => log(`worker ${slot}: ${reason}; starting a fresh interpreter`),
+    });
+    await this.pool.start();
+
+    const queues = [defaultQueue, ...o.queues.filter((q) => q !== defaultQueue)];
+    const self: HostInfo = {
+      name: this.name,
+      url: this.url,
+      workers: o.numWorkers,
+      queues,
+      readOnly: o.readOnly,
+      version,
+      startedAt: this.startedAt,
+    };
+    this.registry = new HostRegistry(redis, keys, self, {
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      heartbeatTtlMs: config.heartbeatTtlMs,
+      cacheMs: config.hostCacheMs,
+    });
+    this.events = new EventReader(redis, this.connect({ connectionName: 'ks-events' }), config.eventsPerPoll);
+    const registry = this.registry;
+    this.calls = new CallService(
+      { redis, keys, events: this.events, liveHosts: (fresh) => registry.liveHosts(fresh) },
+      { resultTtlS: o.resultTtlS, longPollMaxMs: config.longPollMaxMs, jobAttempts: 3 },
+    );
+    this.worker = new CallWorker(
+      {
+        redis,
+        connection: { ...redisOptions(o.redisConnection), connectionName: 'ks-worker' },
+        subscriber: this.connect({ connectionName: 'ks-cancel' }),
+        keys,
+        nodeName: this.name,
+        pool: this.pool,
+        log,
+      },
+      {
+        queues: queues.flatMap((q) => [queueName(q, this.name), q]),
+        claimTtlMs: config.claimTtlMs,
+        claimRefreshMs: config.claimRefreshMs,
+        resultTtlS: o.resultTtlS,
+        timeoutS: o.timeoutS,
+        maxOutputBytes: o.maxOutputBytes,
+      },
+    );
+    await this.worker.start();
+    this.serve(this.server, this.calls, this.pool, this.registry);
+    await this.registry.register();
+  }
+
+  /** Stops taking work, lets running calls finish (bounded), deregisters, stops every child. */
+  stop(graceMs: number = config.shutdownGraceMs): Promise<void> {
+    this.stopping ??= this.doStop(graceMs);
+    return this.stopping;
+  }
+
+  private async doStop(graceMs: number): Promise<void> {
+    const quietly = async (what: string, step: () => Promise<unknown> | unknown) => {
+      try {
+        await step();
+      } catch (error) {
+        log(`while stopping, ${what}: ${(error as Error).message}`);
+      }
+    };
+    await quietly('deregistering', () => this.registry?.deregister());
+    await quietly('stopping the queue workers', () => this.worker?.close(graceMs));
+    this.events?.close();
+    await quietly('closing the web server', () => new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r())));
+    this.server?.closeAllConnections();
+    await quietly('closing the queues', () => this.calls?.close());
+    await quietly('stopping the interpreters', () => this.pool?.close());
+    for (const connection of this.connections) connection.disconnect();
+    if (this.redisServer?.pid) {
+      const exited = new Promise((r) => this.redisServer!.once('exit', r));
+      await quietly('stopping redis-server', () => process.kill(-this.redisServer!.pid!, 'SIGTERM'));
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000).unref())]);
+    }
+  }
+
+  private connect(extra: { connectionName: string }): Redis {
+    const connection = connectRedis(this.opts.redisConnection, extra);
+    connection.on('error', (error: Error) => log(`redis (${extra.connectionName}): ${error.message}`));
+    this.connections.push(connection);
+    return connection;
+  }
+
+  private async warnOnEviction(redis: Redis): Promise<void> {
+    try {
+      const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as string[];
+      if (policy && policy !== 'noeviction') {
+        log(`WARNING: Redis maxmemory-policy is ${policy}; it may evict queued calls and results. Set it to noeviction.`);
+      }
+    } catch {
+      // CONFIG may be disabled on managed Redis; nothing to check then.
+    }
+  }
+
+  /** Binds first, so the node can name itself after its port; routes attach in `serve`. */
+  private listen(): Promise<Server> {
+    const server = createServer();
+    server.keepAliveTimeout = 65_000;
+    server.headersTimeout = 66_000;
+    return new Promise((resolvePromise, reject) => {
+      server.once('listening', () => resolvePromise(server));
+      server.once('error', reject);
+      server.listen(this.opts.nodePort, this.opts.host);
+    });
+  }
+
+  private serve(server: Server, calls: CallService, pool: ExecutorPool, registry: HostRegistry): void {
+    const koa = createApp(
+      {
+        calls,
+        runDirect: (call, signal) => {
+          this.directCalls += 1;
+          return runDirectCall(pool, { fn: call.fn, payload: call.payload, timeoutS: call.opts?.timeout ?? this.opts.timeoutS }, signal);
+        },
+        liveHosts: () => registry.liveHosts(true),
+        info: () => ({
+          name: this.name,
+          url: this.url,
+          version,
+          workers: this.opts.numWorkers,
+          idleWorkers: pool.idle,
+          executorPids: pool.pids(),
+          readOnly: this.opts.readOnly,
+          startedAt: this.startedAt,
+        }),
+        metrics: () => this.metrics(),
+      },
+      { token: this.opts.token, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes },
+    );
+    server.on('request', koa.callback());
+  }
+
+  private metrics(): string {
+    const lines = [
+      '# TYPE ks_workers gauge',
+      `ks_workers{node="${this.name}"} ${this.opts.numWorkers}`,
+      '# TYPE ks_idle_workers gauge',
+      `ks_idle_workers{node="${this.name}"} ${this.pool?.idle ?? 0}`,
+      '# TYPE ks_direct_calls_total counter',
+      `ks_direct_calls_total{node="${this.name}"} ${this.directCalls}`,
+      '# TYPE ks_uptime_seconds gauge',
+      `ks_uptime_seconds{node="${this.name}"} ${((Date.now() - this.startedAt) / 1000).toFixed(0)}`,
+    ];
+    return `${lines.join('\n')}\n`;
+  }
+}
+
+function loopbackOrHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::') return hostname();
+  return host.includes(':') ? `[${host}]` : host;
+}

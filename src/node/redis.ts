@@ -1,0 +1,81 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { Redis, type RedisOptions } from 'ioredis';
+
+/**
+ * ioredis options for `--redis-connection`: `redis://host:port/db`, `unix:///path/to.sock`
+ * or a bare socket path.
+ */
+export function redisOptions(connection: string): RedisOptions {
+  if (connection.startsWith('/')) return { path: connection };
+  const url = new URL(connection);
+  if (url.protocol === 'unix:') return { path: url.pathname };
+  if (url.protocol !== 'redis:') throw new Error(`--redis-connection must be redis://host:port or unix:///path, not ${connection}`);
+  return {
+    host: url.hostname || '127.0.0.1',
+    port: url.port ? Number(url.port) : 6379,
+    db: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0,
+    password: url.password ? decodeURIComponent(url.password) : undefined,
+    username: url.username ? decodeURIComponent(url.username) : undefined,
+  };
+}
+
+/** A command connection: queues commands while reconnecting, so a Redis restart is survived. */
+export function connectRedis(connection: string, extra: RedisOptions = {}): Redis {
+  return new Redis({
+    ...redisOptions(connection),
+    maxRetriesPerRequest: null,
+    enableAutoPipelining: false,
+    retryStrategy: (attempt) => Math.min(50 * attempt, 1_000),
+    ...extra,
+  });
+}
+
+/** True when a Redis answers PING at `connection` within a short time. */
+export async function redisAnswers(connection: string): Promise<boolean> {
+  const probe = new Redis({
+    ...redisOptions(connection),
+    lazyConnect: true,
+    connectTimeout: 500,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  probe.on('error', () => {});
+  try {
+    await probe.connect();
+    return (await probe.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    probe.disconnect();
+  }
+}
+
+/**
+ * Starts a `redis-server` for `connection` (kitchensink's behaviour when none answers), with
+ * append-only persistence in `dir` so that queued calls survive its restart.
+ */
+export async function startRedisServer(connection: string, dir: string): Promise<ChildProcess> {
+  const opts = redisOptions(connection);
+  if (opts.host && !['127.0.0.1', 'localhost', '::1'].includes(opts.host)) {
+    throw new Error(`no Redis answers at ${connection}, and a node only starts its own on this machine`);
+  }
+  mkdirSync(dir, { recursive: true });
+  const args = opts.path
+    ? ['--port', '0', '--unixsocket', opts.path, '--unixsocketperm', '700']
+    : ['--port', String(opts.port), '--bind', '127.0.0.1'];
+  args.push('--dir', dir, '--appendonly', 'yes', '--save', '', '--maxmemory-policy', 'noeviction');
+  const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`redis-server exited at start: ${stderr.trim() || `exit code ${child.exitCode}`}`);
+    }
+    if (await redisAnswers(connection)) return child;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`redis-server did not answer at ${connection} within 10 s`);
+}

@@ -1,0 +1,71 @@
+import type { Redis } from 'ioredis';
+import type { Keys } from '../keys.js';
+import type { HostInfo } from '../types.js';
+
+export interface RegistryOptions {
+  heartbeatIntervalMs: number;
+  heartbeatTtlMs: number;
+  /** How long a `liveHosts()` answer may be reused. */
+  cacheMs: number;
+}
+
+/** Reads every registered host and whether its heartbeat is still alive, in one round trip. */
+export async function readHosts(redis: Redis, keys: Keys): Promise<HostInfo[]> {
+  const all = await redis.hgetall(keys.hosts);
+  const names = Object.keys(all).sort();
+  if (!names.length) return [];
+  const alive = await redis.mget(names.map((name) => keys.alive(name)));
+  return names.map((name, k) => ({ ...(JSON.parse(all[name]) as HostInfo), name, alive: alive[k] !== null }));
+}
+
+/**
+ * This host's entry in `ks:hosts` and its heartbeat `ks:alive:<host>`. The heartbeat rewrites
+ * the entry too, so a Redis that restarted empty learns the host again within a beat.
+ */
+export class HostRegistry {
+  private timer?: NodeJS.Timeout;
+  private cache?: { at: number; hosts: Promise<HostInfo[]> };
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly self: HostInfo,
+    private readonly opts: RegistryOptions,
+  ) {}
+
+  async register(): Promise<void> {
+    await this.beat();
+    this.timer = setInterval(() => void this.beat().catch(() => {}), this.opts.heartbeatIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Live hosts, from a snapshot at most `cacheMs` old unless `fresh`. */
+  liveHosts(fresh = false): Promise<HostInfo[]> {
+    const now = Date.now();
+    if (fresh || !this.cache || now - this.cache.at > this.opts.cacheMs) {
+      const hosts = readHosts(this.redis, this.keys).then((all) => all.filter((h) => h.alive));
+      hosts.catch(() => {
+        this.cache = undefined;
+      });
+      this.cache = { at: now, hosts };
+    }
+    return this.cache.hosts;
+  }
+
+  async deregister(): Promise<void> {
+    clearInterval(this.timer);
+    await this.redis.multi().hdel(this.keys.hosts, this.self.name).del(this.keys.alive(this.self.name)).exec();
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+
+  private async beat(): Promise<void> {
+    await this.redis
+      .multi()
+      .hset(this.keys.hosts, this.self.name, JSON.stringify(this.self))
+      .set(this.keys.alive(this.self.name), String(Date.now()), 'PX', this.opts.heartbeatTtlMs)
+      .exec();
+  }
+}

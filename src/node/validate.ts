@@ -1,0 +1,116 @@
+import { encode } from '../codec.js';
+import { BadRequest } from '../errors.js';
+import { batchIdPattern, namePattern } from '../keys.js';
+import type { CallOptions, FnSpec, WireCall } from '../types.js';
+
+/** The most calls one `POST /calls` may carry. */
+export const maxCallsPerBatch = 1_000_000;
+
+type Obj = Record<string, unknown>;
+
+function isObject(value: unknown): value is Obj {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
+}
+
+export function requireObject(value: unknown, what: string): Obj {
+  if (!isObject(value)) throw new BadRequest(`${what} must be an object`);
+  return value;
+}
+
+function fnSpec(value: unknown, where: string): FnSpec {
+  if (typeof value === 'string') {
+    if (!/^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$/.test(value)) {
+      throw new BadRequest(`${where}.fn ${JSON.stringify(value.slice(0, 200))} is not 'package.module:function'`);
+    }
+    return value;
+  }
+  if (isObject(value) && typeof value.src === 'string') {
+    if (value.name !== undefined && value.name !== null && typeof value.name !== 'string') {
+      throw new BadRequest(`${where}.fn.name must be a string`);
+    }
+    return { src: value.src, name: (value.name as string | undefined) || undefined };
+  }
+  throw new BadRequest(`${where}.fn must be 'package.module:function' or {src, name?}`);
+}
+
+function positiveNumber(value: unknown, where: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new BadRequest(`${where} must be a positive number`);
+  return value;
+}
+
+function name(value: unknown, where: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' || !namePattern.test(value)) throw new BadRequest(`${where} must be a name of letters, digits, '.', '_' or '-'`);
+  return value;
+}
+
+function bool(value: unknown, where: string): boolean | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw new BadRequest(`${where} must be true or false`);
+  return value;
+}
+
+export function callOptions(value: unknown, where: string): CallOptions {
+  if (value === undefined || value === null) return {};
+  const o = requireObject(value, where);
+  const retries = o.retries;
+  if (retries !== undefined && retries !== null && !(Number.isInteger(retries) && (retries as number) >= 0 && (retries as number) <= 100)) {
+    throw new BadRequest(`${where}.retries must be an integer from 0 to 100`);
+  }
+  return {
+    timeout: positiveNumber(o.timeout, `${where}.timeout`),
+    host: name(o.host, `${where}.host`),
+    queue: name(o.queue, `${where}.queue`),
+    intermediateResults: bool(o.intermediateResults, `${where}.intermediateResults`),
+    retries: (retries as number | undefined) ?? undefined,
+    noRouteData: bool(o.noRouteData, `${where}.noRouteData`),
+  };
+}
+
+/** One call: `payload` (msgpack of [args, kwargs]) or `args`/`kwargs` that the node packs. */
+export function wireCall(value: unknown, where: string): WireCall {
+  const c = requireObject(value, where);
+  let payload: Uint8Array;
+  if (c.payload !== undefined) {
+    if (!(c.payload instanceof Uint8Array)) throw new BadRequest(`${where}.payload must be bytes (msgpack of [args, kwargs])`);
+    payload = c.payload;
+  } else {
+    const args = c.args ?? [];
+    const kwargs = c.kwargs ?? {};
+    if (!Array.isArray(args)) throw new BadRequest(`${where}.args must be an array`);
+    if (!isObject(kwargs)) throw new BadRequest(`${where}.kwargs must be an object`);
+    payload = encode([args, kwargs]);
+  }
+  let route: string[] | undefined;
+  if (c.route !== undefined && c.route !== null) {
+    if (!Array.isArray(c.route) || c.route.length > 10_000) throw new BadRequest(`${where}.route must be an array of host names`);
+    route = c.route.map((h, k) => name(h, `${where}.route[${k}]`)!);
+  }
+  return { fn: fnSpec(c.fn, where), payload, opts: callOptions(c.opts, `${where}.opts`), route };
+}
+
+export function wireCalls(body: unknown): WireCall[] {
+  const calls = requireObject(body, 'body').calls;
+  if (!Array.isArray(calls) || calls.length === 0) throw new BadRequest('body.calls must be a non-empty array');
+  if (calls.length > maxCallsPerBatch) throw new BadRequest(`a batch holds at most ${maxCallsPerBatch} calls`);
+  return calls.map((c, k) => wireCall(c, `calls[${k}]`));
+}
+
+export function batchId(value: unknown): string {
+  if (typeof value !== 'string' || !batchIdPattern.test(value)) throw new BadRequest('batchId must be a batch id as returned by POST /calls');
+  return value;
+}
+
+export function cursor(value: unknown): string {
+  if (value === undefined || value === null) return '0-0';
+  if (typeof value !== 'string' || !/^\d{1,20}(-\d{1,20})?$/.test(value)) throw new BadRequest('cursor must be a stream id like 1700000000000-0');
+  return value;
+}
+
+export function stringList(value: unknown, what: string, max = 1_000_000): string[] {
+  if (!Array.isArray(value) || value.length > max || !value.every((v) => typeof v === 'string')) {
+    throw new BadRequest(`${what} must be an array of strings`);
+  }
+  return value as string[];
+}

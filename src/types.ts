@@ -1,0 +1,73 @@
+/** A Python function: `'pkg.module:func'`, or source text and the name of the function in it. */
+export type FnSpec = string | { src: string; name?: string };
+
+/** Per-call options (DESIGN "Call options"). */
+export interface CallOptions {
+  /** `false` runs the call at once on the contacted node's executors, skipping the queue. Default true. */
+  async?: boolean;
+  /** Seconds before the interpreter running the call is killed and the call fails with `timeout`. */
+  timeout?: number;
+  /** Pin the call to this host. */
+  host?: string;
+  /** A custom queue (e.g. `gpu`) served by nodes started with `--queue`. */
+  queue?: string;
+  /** Stream the call's output while it runs (default true); `false` sends it with the result. */
+  intermediateResults?: boolean;
+  /** Re-runs after the interpreter crashed or the node running it was lost. Default 0 for crashes. */
+  retries?: number;
+  /** Ignore `RemoteData` arguments when routing. */
+  noRouteData?: boolean;
+}
+
+/** One call as it crosses from client to node. */
+export interface WireCall {
+  fn: FnSpec;
+  /** msgpack of `[args, kwargs]`: the node passes it to Python without decoding it. */
+  payload: Uint8Array;
+  opts?: CallOptions;
+  /** Hosts ranked by the client's routing; absent means the call's queue on any host. */
+  route?: string[];
+}
+
+/** Events of a batch stream. Every call ends with exactly one terminal event. */
+export type EventType = 'started' | 'stdout' | 'stderr' | TerminalEventType;
+export type TerminalEventType = 'result' | 'error' | 'cancelled' | 'timeout' | 'lost';
+export const terminalEventTypes: ReadonlySet<string> = new Set<TerminalEventType>([
+  'result',
+  'error',
+  'cancelled',
+  'timeout',
+  'lost',
+]);
+
+/** An event as `POST /results` returns it. `d` is msgpack: the value, the output bytes or an error. */
+export interface WireEvent {
+  t: EventType;
+  i: number;
+  h?: string;
+  d?: Uint8Array;
+}
+
+/** Why a call failed; the payload of `error`, `timeout`, `cancelled` and `lost` events. */
+export interface FailureInfo {
+  kind: FailureKind;
+  pythonType?: string;
+  message: string;
+  traceback?: string;
+  exitCode?: number | null;
+  signal?: string | null;
+}
+
+export type FailureKind = 'exception' | 'timeout' | 'cancelled' | 'crashed' | 'lost' | 'rejected';
+
+/** What `ks:hosts` holds for each host. */
+export interface HostInfo {
+  name: string;
+  url: string;
+  workers: number;
+  queues: string[];
+  readOnly: boolean;
+  version: string;
+  startedAt: number;
+  alive?: boolean;
+}

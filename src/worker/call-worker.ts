@@ -1,0 +1,181 @@
+import { randomBytes } from 'node:crypto';
+import { Worker, type ConnectionOptions, type Job } from 'bullmq';
+import type { Redis, RedisOptions } from 'ioredis';
+import { encode } from '../codec.js';
+import { taskIdOf, type Keys } from '../keys.js';
+import type { CallJobData } from '../node/calls.js';
+import type { FailureInfo } from '../types.js';
+import type { ClaimRedis } from './claim.js';
+import type { OutputStream, RunOutcome } from './executor.js';
+import type { ExecutorPool } from './pool.js';
+
+export interface CallWorkerContext {
+  /** Command connection with the claim scripts. */
+  redis: ClaimRedis;
+  /** Options for the blocking connections BullMQ opens per queue. */
+  connection: RedisOptions;
+  /** Receives task ids to cancel (`ks:cancel`). */
+  subscriber: Redis;
+  keys: Keys;
+  nodeName: string;
+  pool: ExecutorPool;
+  log(message: string): void;
+}
+
+export interface CallWorkerOptions {
+  queues: string[];
+  claimTtlMs: number;
+  claimRefreshMs: number;
+  resultTtlS: number;
+  /** Node-wide timeout in seconds (`--timeout`); a call's own `timeout` wins. */
+  timeoutS?: number;
+  maxOutputBytes: number;
+}
+
+interface RunningCall {
+  claimKey: string;
+  abort: AbortController;
+}
+
+/** Runs queued calls: takes jobs from the node's queues, wins the claim, runs, records the outcome. */
+export class CallWorker {
+  private readonly workers: Worker[] = [];
+  private readonly running = new Map<string, RunningCall>();
+  /** One owner token per node: the claim says which node runs a call. */
+  private readonly owner: string;
+  private refreshTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly ctx: CallWorkerContext,
+    private readonly opts: CallWorkerOptions,
+  ) {
+    this.owner = `${ctx.nodeName}/${randomBytes(6).toString('hex')}`;
+  }
+
+  async start(): Promise<void> {
+    await this.ctx.subscriber.subscribe(this.ctx.keys.cancelChannel);
+    this.ctx.subscriber.on('message', (_channel: string, taskId: string) => this.running.get(taskId)?.abort.abort());
+    for (const queue of this.opts.queues) {
+      const worker = new Worker<CallJobData>(queue, (job) => this.process(job), {
+        connection: { ...this.ctx.connection, maxRetriesPerRequest: null } as ConnectionOptions,
+        prefix: this.ctx.keys.prefix,
+        // A job waits here for a free interpreter; the claim is taken only once it has one,
+        // so a copy queued elsewhere can still run on an idle host meanwhile.
+        concurrency: this.ctx.pool.size,
+        removeOnComplete: { count: 0 },
+        removeOnFail: { count: 0 },
+      });
+      worker.on('error', (error) => this.ctx.log(`queue ${queue}: ${error.message}`));
+      this.workers.push(worker);
+    }
+    this.refreshTimer = setInterval(() => void this.refreshClaims(), this.opts.claimRefreshMs);
+    this.refreshTimer.unref();
+  }
+
+  /** Stops taking jobs; lets running calls finish for `graceMs`, then kills them. */
+  async close(graceMs: number): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.pause(true).catch(() => {})));
+    const drained = Promise.all(this.workers.map((w) => w.close().catch(() => {})));
+    const timer = new Promise((resolve) => setTimeout(resolve, graceMs).unref());
+    await Promise.race([drained, timer]);
+    for (const call of this.running.values()) call.abort.abort();
+    await Promise.all(this.workers.map((w) => w.close(true).catch(() => {})));
+    clearInterval(this.refreshTimer);
+  }
+
+  private async process(job: Job<CallJobData>): Promise<void> {
+    const { b: batchId, i: index, f: fn, o: callOpts } = job.data;
+    const { redis, keys, nodeName } = this.ctx;
+    const taskId = taskIdOf(batchId, index);
+    const claimKey = keys.claim(taskId);
+    const streamKey = keys.batchEvents(batchId);
+    let lease = await this.ctx.pool.acquire();
+    try {
+      const won = await redis.ksClaim(claimKey, streamKey, this.owner, this.opts.claimTtlMs, index, nodeName, this.opts.resultTtlS);
+      if (!won) return;
+      const call: RunningCall = { claimKey, abort: new AbortController() };
+      this.running.set(taskId, call);
+      const output = new OutputStreamer(redis, streamKey, index, this.opts.maxOutputBytes, callOpts.intermediateResults !== false);
+      const timeoutS = callOpts.timeout ?? this.opts.timeoutS;
+      const payload = Buffer.from(job.data.p, 'base64');
+      let outcome: RunOutcome;
+      for (let attempt = 0; ; attempt++) {
+        outcome = await lease.run({
+          fn,
+          payload,
+          timeoutMs: timeoutS ? timeoutS * 1000 : undefined,
+          signal: call.abort.signal,
+          onOutput: (stream, chunk) => output.write(stream, chunk),
+        });
+        if (outcome.ok || outcome.failure.kind !== 'crashed' || attempt >= (callOpts.retries ?? 0)) break;
+        this.ctx.log(`task ${taskId} crashed its interpreter; re-running (attempt ${attempt + 2})`);
+        lease.release();
+        lease = await this.ctx.pool.acquire();
+      }
+      output.flush();
+      const [type, data] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
+      await redis.ksFinish(claimKey, streamKey, this.owner, this.opts.resultTtlS * 1000, this.opts.resultTtlS, type, index, nodeName, data);
+    } finally {
+      this.running.delete(taskId);
+      lease.release();
+    }
+  }
+
+  private async refreshClaims(): Promise<void> {
+    const claimKeys = [...this.running.values()].map((c) => c.claimKey);
+    if (!claimKeys.length) return;
+    await this.ctx.redis.ksRefresh(claimKeys.length, ...claimKeys, this.owner, this.opts.claimTtlMs).catch((error: Error) => {
+      this.ctx.log(`cannot refresh claims: ${error.message}`);
+    });
+  }
+}
+
+function eventOf(failure: FailureInfo): [string, Buffer] {
+  const type = failure.kind === 'timeout' || failure.kind === 'cancelled' ? failure.kind : 'error';
+  return [type, encode(failure)];
+}
+
+/**
+ * A call's output on its way to the batch stream: written as it comes (or held until the
+ * result when `intermediateResults` is off), capped at `maxBytes` with a notice.
+ */
+class OutputStreamer {
+  private bytes = 0;
+  private truncated = false;
+  private readonly held: [OutputStream, Buffer][] = [];
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly streamKey: string,
+    private readonly index: number,
+    private readonly maxBytes: number,
+    private readonly live: boolean,
+  ) {}
+
+  write(stream: OutputStream, chunk: Buffer): void {
+    if (this.truncated) return;
+    if (this.bytes + chunk.length > this.maxBytes) {
+      chunk = chunk.subarray(0, this.maxBytes - this.bytes);
+      this.truncated = true;
+    }
+    this.bytes += chunk.length;
+    if (chunk.length) this.emit(stream, chunk);
+    if (this.truncated) {
+      this.emit('stderr', Buffer.from(`\n[kitchensink: output truncated after ${this.maxBytes} bytes (--max-output)]\n`));
+    }
+  }
+
+  /** Sends held output; the result goes after it on the same connection, so in order. */
+  flush(): void {
+    for (const [stream, chunk] of this.held.splice(0)) this.send(stream, chunk);
+  }
+
+  private emit(stream: OutputStream, chunk: Buffer): void {
+    if (this.live) this.send(stream, chunk);
+    else this.held.push([stream, Buffer.from(chunk)]);
+  }
+
+  private send(stream: OutputStream, chunk: Buffer): void {
+    void this.redis.xadd(this.streamKey, '*', 't', stream, 'i', this.index, 'd', chunk).catch(() => {});
+  }
+}

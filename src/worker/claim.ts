@@ -1,0 +1,89 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * The claim lock that makes a call run once although it may sit on several queues.
+ *
+ * `ks:claim:<task>` holds the running copy's owner token (with an expiry its owner keeps
+ * refreshing), then `done` or `cancelled`. Each script does its whole step in one round trip,
+ * and writes the matching event to the batch stream in the same step, so the stream and
+ * the claim can never disagree.
+ */
+
+/** KEYS: claim, stream. ARGV: owner, claimTtlMs, index, host, streamTtlS. Returns 1 if won. */
+const claimScript = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('XADD', KEYS[2], '*', 't', 'started', 'i', ARGV[3], 'h', ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  return 1
+end
+return 0`;
+
+/**
+ * KEYS: claim, stream. ARGV: owner, doneTtlMs, streamTtlS, type, index, host, data.
+ * Records the outcome only if this owner still holds the claim (or it lapsed unclaimed);
+ * a cancellation that came first has already written the call's last event.
+ */
+const finishScript = `
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+redis.call('XADD', KEYS[2], '*', 't', ARGV[4], 'i', ARGV[5], 'h', ARGV[6], 'd', ARGV[7])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1`;
+
+/** KEYS: claim... ARGV: owner, ttlMs. Extends every claim this owner still holds. */
+const refreshScript = `
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) end
+end
+return 0`;
+
+/**
+ * KEYS: stream, cancel channel, claim per task. ARGV: doneTtlMs, streamTtlS, data, then
+ * (index, task id) per claim key. A call not yet claimed is marked `cancelled` so no copy runs it;
+ * a running one is announced on the channel so its node kills it. Returns how many ended.
+ */
+const cancelScript = `
+local ended = 0
+for k = 3, #KEYS do
+  local current = redis.call('GET', KEYS[k])
+  local index, taskId = ARGV[2 * k - 2], ARGV[2 * k - 1]
+  if current ~= 'done' and current ~= 'cancelled' then
+    redis.call('SET', KEYS[k], 'cancelled', 'PX', ARGV[1])
+    redis.call('XADD', KEYS[1], '*', 't', 'cancelled', 'i', index, 'd', ARGV[3])
+    if current then redis.call('PUBLISH', KEYS[2], taskId) end
+    ended = ended + 1
+  end
+end
+if ended > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return ended`;
+
+interface ClaimCommands {
+  ksClaim(claimKey: string, streamKey: string, owner: string, ttlMs: number, index: number, host: string, streamTtlS: number): Promise<number>;
+  ksFinish(
+    claimKey: string,
+    streamKey: string,
+    owner: string,
+    doneTtlMs: number,
+    streamTtlS: number,
+    type: string,
+    index: number,
+    host: string,
+    data: Buffer,
+  ): Promise<number>;
+  ksRefresh(numKeys: number, ...args: (string | number)[]): Promise<number>;
+  ksCancel(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>;
+}
+
+export type ClaimRedis = Redis & ClaimCommands;
+
+/** Adds the claim scripts to a connection (ioredis sends them by SHA after the first use). */
+export function withClaimScripts(redis: Redis): ClaimRedis {
+  const r = redis as ClaimRedis;
+  if (typeof r.ksClaim === 'function') return r;
+  redis.defineCommand('ksClaim', { numberOfKeys: 2, lua: claimScript });
+  redis.defineCommand('ksFinish', { numberOfKeys: 2, lua: finishScript });
+  redis.defineCommand('ksRefresh', { lua: refreshScript });
+  redis.defineCommand('ksCancel', { lua: cancelScript });
+  return r;
+}

@@ -1,0 +1,34 @@
+import type { FnSpec } from '../types.js';
+import type { OutputStream, RunOutcome } from './executor.js';
+import type { ExecutorPool } from './pool.js';
+
+export interface DirectCallResult {
+  outcome: RunOutcome;
+  /** Everything the call printed, in order. */
+  output: [OutputStream, Buffer][];
+}
+
+/**
+ * Runs a call at once on one of this node's interpreters, ahead of queued work and without
+ * Redis (`async: false`). Aborting `signal` (the client went away) kills it.
+ */
+export async function runDirectCall(
+  pool: ExecutorPool,
+  call: { fn: FnSpec; payload: Uint8Array; timeoutS?: number },
+  signal: AbortSignal,
+): Promise<DirectCallResult> {
+  const output: [OutputStream, Buffer][] = [];
+  const lease = await pool.acquire(true);
+  try {
+    const outcome = await lease.run({
+      fn: call.fn,
+      payload: call.payload,
+      timeoutMs: call.timeoutS ? call.timeoutS * 1000 : undefined,
+      signal,
+      onOutput: (stream, chunk) => output.push([stream, Buffer.from(chunk)]),
+    });
+    return { outcome, output };
+  } finally {
+    lease.release();
+  }
+}

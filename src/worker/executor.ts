@@ -1,0 +1,300 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { config } from '../config.js';
+import { decode, encode } from '../codec.js';
+import type { FailureInfo, FnSpec } from '../types.js';
+
+/** Must match `SENTINEL` in python/kitchensink/executor.py. */
+const sentinel = Buffer.from('\x00\x1eKS-END\x1e\x00', 'latin1');
+
+export type OutputStream = 'stdout' | 'stderr';
+
+export interface RunRequest {
+  fn: FnSpec;
+  /** msgpack of `[args, kwargs]`. */
+  payload: Uint8Array;
+  /** Kill the interpreter when the call runs longer than this. */
+  timeoutMs?: number;
+  /** Kill the interpreter when this aborts; the call ends `cancelled`. */
+  signal?: AbortSignal;
+  onOutput(stream: OutputStream, chunk: Buffer): void;
+}
+
+export type RunOutcome = { ok: true; value: Buffer } | { ok: false; failure: FailureInfo };
+
+export interface ExecutorOptions {
+  python: string;
+  /** Prepended to PYTHONPATH: kitchensink's own python/ folder comes first. */
+  pythonPath: string[];
+  env: Record<string, string>;
+  modules: string[];
+  killGraceMs?: number;
+}
+
+type Reply = ['result', number, Buffer] | ['error', number, FailureInfo] | ['ready', number] | ['fatal', string];
+
+interface InFlight {
+  seq: number;
+  request: RunRequest;
+  reply?: RunOutcome;
+  resolve(outcome: RunOutcome): void;
+  timer?: NodeJS.Timeout;
+  onAbort?: () => void;
+}
+
+/** Splits a pipe's bytes at sentinels; keeps a possible partial sentinel for the next chunk. */
+class SentinelSplitter {
+  private pending: Buffer = Buffer.alloc(0);
+  seen = 0;
+
+  constructor(private readonly emit: (chunk: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    for (let at = buf.indexOf(sentinel); at !== -1; at = buf.indexOf(sentinel)) {
+      if (at > 0) this.emit(buf.subarray(0, at));
+      this.seen += 1;
+      buf = buf.subarray(at + sentinel.length);
+    }
+    const keep = partialSentinelLength(buf);
+    if (buf.length > keep) this.emit(buf.subarray(0, buf.length - keep));
+    this.pending = keep ? Buffer.from(buf.subarray(buf.length - keep)) : Buffer.alloc(0);
+  }
+}
+
+function partialSentinelLength(buf: Buffer): number {
+  for (let k = Math.min(sentinel.length - 1, buf.length); k > 0; k--) {
+    if (buf.subarray(buf.length - k).equals(sentinel.subarray(0, k))) return k;
+  }
+  return 0;
+}
+
+/**
+ * One warm Python interpreter running one call at a time. Its stdout and stderr are pipes
+ * read here and attributed to the running call; frames go over fds 3 and 4.
+ */
+export class PythonExecutor {
+  private readonly child: ChildProcess;
+  private readonly toPython: Writable;
+  private frameBuf: Buffer = Buffer.alloc(0);
+  private readonly stdout: SentinelSplitter;
+  private readonly stderr: SentinelSplitter;
+  private stderrTail = '';
+  private seq = 0;
+  private current?: InFlight;
+  private killReason?: 'timeout' | 'cancelled';
+  private exitInfo?: { code: number | null; signal: NodeJS.Signals | null };
+  private readonly readyPromise: Promise<void>;
+  private readonly exitPromise: Promise<void>;
+  /** Calls run so far, for `--max-requests`. */
+  calls = 0;
+  readonly pid: number;
+
+  constructor(private readonly opts: ExecutorOptions) {
+    const env = {
+      ...process.env,
+      ...opts.env,
+      PYTHONPATH: [...opts.pythonPath, process.env.PYTHONPATH].filter(Boolean).join(':'),
+      KS_MODULES: opts.modules.join(','),
+      PYTHONUNBUFFERED: '',
+    };
+    this.child = spawn(opts.python, ['-m', 'kitchensink.executor'], {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+      detached: true,
+      env,
+    });
+    this.pid = this.child.pid ?? -1;
+    this.toPython = this.child.stdio[3] as Writable;
+    this.toPython.on('error', () => {});
+    this.stdout = new SentinelSplitter((chunk) => this.current?.request.onOutput('stdout', chunk));
+    this.stderr = new SentinelSplitter((chunk) => {
+      this.rememberStderr(chunk);
+      this.current?.request.onOutput('stderr', chunk);
+    });
+    this.child.stdout!.on('data', (chunk: Buffer) => {
+      this.stdout.push(chunk);
+      this.maybeFinish();
+    });
+    this.child.stderr!.on('data', (chunk: Buffer) => {
+      this.stderr.push(chunk);
+      this.maybeFinish();
+    });
+    let onReady!: () => void;
+    let onFatal!: (error: Error) => void;
+    this.readyPromise = new Promise((resolve, reject) => {
+      onReady = resolve;
+      onFatal = reject;
+    });
+    const fromPython = this.child.stdio[4] as Readable;
+    fromPython.on('data', (chunk: Buffer) => this.readFrames(chunk, onReady, onFatal));
+    this.exitPromise = new Promise((resolve) => {
+      this.child.on('exit', (code, signal) => {
+        this.exitInfo = { code, signal };
+        onFatal(new Error(`the Python executor exited before it was ready (${describeExit(code, signal)}): ${this.lastStderrLines()}`));
+        // Let stderr drain so a crash report carries the interpreter's last words.
+        const drained = new Promise((r) => this.child.stderr!.once('end', r));
+        void Promise.race([drained, sleep(100)]).then(() => {
+          this.failCurrent();
+          resolve();
+        });
+      });
+      this.child.on('error', (error) => {
+        onFatal(new Error(`cannot start the Python executor '${opts.python}': ${error.message}`));
+        resolve();
+      });
+    });
+  }
+
+  /** Resolves once the interpreter has imported kitchensink and the `--module`s. */
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  get alive(): boolean {
+    return this.exitInfo === undefined;
+  }
+
+  get busy(): boolean {
+    return this.current !== undefined;
+  }
+
+  /** Runs one call; never rejects: failures come back as `{ok: false}`. */
+  run(request: RunRequest): Promise<RunOutcome> {
+    if (this.current) throw new Error('executor is busy');
+    if (!this.alive) return Promise.resolve(this.crashOutcome());
+    const seq = ++this.seq;
+    this.calls += 1;
+    this.stderrTail = '';
+    return new Promise<RunOutcome>((resolve) => {
+      const inFlight: InFlight = { seq, request, resolve };
+      this.current = inFlight;
+      if (request.timeoutMs !== undefined) {
+        inFlight.timer = setTimeout(() => this.kill('timeout'), request.timeoutMs);
+      }
+      if (request.signal) {
+        if (request.signal.aborted) {
+          this.kill('cancelled');
+        } else {
+          inFlight.onAbort = () => this.kill('cancelled');
+          request.signal.addEventListener('abort', inFlight.onAbort, { once: true });
+        }
+      }
+      const fnWire = typeof request.fn === 'string' ? request.fn : [request.fn.src, request.fn.name ?? ''];
+      this.writeFrame(['call', seq, fnWire, request.payload]);
+    });
+  }
+
+  /** Stops the running call's process group: interrupt, then kill. */
+  kill(reason: 'timeout' | 'cancelled'): void {
+    if (!this.alive) return;
+    this.killReason ??= reason;
+    this.signalGroup('SIGINT');
+    setTimeout(() => this.signalGroup('SIGKILL'), this.opts.killGraceMs ?? config.killGraceMs).unref();
+  }
+
+  /** Asks the interpreter to exit, and kills it if it does not within the grace time. */
+  async close(): Promise<void> {
+    if (this.alive) {
+      this.writeFrame(['exit']);
+      const timer = setTimeout(() => this.signalGroup('SIGKILL'), this.opts.killGraceMs ?? config.killGraceMs);
+      await this.exitPromise;
+      clearTimeout(timer);
+    }
+    // Whatever the user's code left running in the group goes too.
+    this.signalGroup('SIGKILL');
+  }
+
+  private signalGroup(signal: NodeJS.Signals): void {
+    try {
+      process.kill(-this.pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+
+  private writeFrame(frame: unknown[]): void {
+    const body = encode(frame);
+    const header = Buffer.allocUnsafe(4);
+    header.writeUInt32BE(body.length, 0);
+    this.toPython.write(Buffer.concat([header, body]));
+  }
+
+  private readFrames(chunk: Buffer, onReady: () => void, onFatal: (error: Error) => void): void {
+    this.frameBuf = this.frameBuf.length ? Buffer.concat([this.frameBuf, chunk]) : chunk;
+    while (this.frameBuf.length >= 4) {
+      const length = this.frameBuf.readUInt32BE(0);
+      if (this.frameBuf.length < 4 + length) break;
+      const reply = decode<Reply>(this.frameBuf.subarray(4, 4 + length));
+      this.frameBuf = this.frameBuf.subarray(4 + length);
+      if (reply[0] === 'ready') onReady();
+      else if (reply[0] === 'fatal') onFatal(new Error(reply[1]));
+      else this.onReply(reply);
+    }
+  }
+
+  private onReply(reply: ['result', number, Buffer] | ['error', number, FailureInfo]): void {
+    const current = this.current;
+    if (!current || current.seq !== reply[1]) return;
+    current.reply =
+      reply[0] === 'result' ? { ok: true, value: Buffer.from(reply[2]) } : { ok: false, failure: reply[2] };
+    this.maybeFinish();
+  }
+
+  /** A reply completes its call only once both pipes have passed the call's sentinel. */
+  private maybeFinish(): void {
+    const current = this.current;
+    if (!current?.reply) return;
+    if (this.stdout.seen < current.seq || this.stderr.seen < current.seq) return;
+    this.finish(current.reply);
+  }
+
+  private finish(outcome: RunOutcome): void {
+    const current = this.current;
+    if (!current) return;
+    this.current = undefined;
+    clearTimeout(current.timer);
+    if (current.onAbort) current.request.signal?.removeEventListener('abort', current.onAbort);
+    current.resolve(outcome);
+  }
+
+  private failCurrent(): void {
+    if (this.current) this.finish(this.crashOutcome());
+  }
+
+  private crashOutcome(): RunOutcome {
+    const { code, signal } = this.exitInfo ?? { code: null, signal: null };
+    if (this.killReason === 'timeout') {
+      const seconds = (this.current?.request.timeoutMs ?? 0) / 1000;
+      return { ok: false, failure: { kind: 'timeout', message: `the call ran past its timeout of ${seconds} s and was killed` } };
+    }
+    if (this.killReason === 'cancelled') {
+      return { ok: false, failure: { kind: 'cancelled', message: 'the call was cancelled while running' } };
+    }
+    return {
+      ok: false,
+      failure: {
+        kind: 'crashed',
+        message: `the Python interpreter died while running the call (${describeExit(code, signal)})`,
+        traceback: this.lastStderrLines(),
+        exitCode: code,
+        signal,
+      },
+    };
+  }
+
+  private rememberStderr(chunk: Buffer): void {
+    this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-8192);
+  }
+
+  private lastStderrLines(): string {
+    return this.stderrTail.split('\n').slice(-config.crashTailLines).join('\n');
+  }
+}
+
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `signal ${signal}` : `exit code ${code}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,122 @@
+import { PythonExecutor, type ExecutorOptions, type RunOutcome, type RunRequest } from './executor.js';
+
+export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
+  size: number;
+  /** Recycle an interpreter after this many calls (`--max-requests`); 0 never. */
+  maxRequests: number;
+  /** Environment of every executor; `KS_WORKER_ID` is added per slot. */
+  env: Record<string, string>;
+  /** Told when an interpreter had to be replaced (crash, kill, recycle). */
+  onReplace?: (slot: number, reason: string) => void;
+}
+
+/** A reserved executor: run one call on it, then `release()` it. */
+export interface Lease {
+  readonly slot: number;
+  run(request: RunRequest): Promise<RunOutcome>;
+  release(): void;
+}
+
+interface Waiter {
+  resolve(lease: Lease): void;
+  reject(error: Error): void;
+}
+
+/**
+ * N warm interpreters shared by the queue workers and direct calls. A call waits for a free
+ * one; an interpreter that died, was killed or reached `maxRequests` is replaced on release.
+ */
+export class ExecutorPool {
+  private readonly executors: PythonExecutor[] = [];
+  private readonly free: number[] = [];
+  private readonly waiters: Waiter[] = [];
+  private closed = false;
+
+  constructor(private readonly opts: PoolOptions) {}
+
+  /** Starts every interpreter; rejects with the interpreter's own words if one cannot start. */
+  async start(): Promise<void> {
+    for (let slot = 0; slot < this.opts.size; slot++) this.executors.push(this.spawn(slot));
+    try {
+      await Promise.all(this.executors.map((e) => e.ready()));
+    } catch (error) {
+      await this.close();
+      throw error;
+    }
+    for (let slot = 0; slot < this.opts.size; slot++) this.free.push(slot);
+  }
+
+  get size(): number {
+    return this.opts.size;
+  }
+
+  get idle(): number {
+    return this.free.length;
+  }
+
+  /** Waits for a free interpreter. `urgent` (direct calls) goes ahead of queued work. */
+  acquire(urgent = false): Promise<Lease> {
+    if (this.closed) return Promise.reject(new Error('the executor pool is closed'));
+    const slot = this.free.pop();
+    if (slot !== undefined) return Promise.resolve(this.lease(slot));
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject };
+      if (urgent) this.waiters.unshift(waiter);
+      else this.waiters.push(waiter);
+    });
+  }
+
+  /** Every interpreter's pid, for `/info` and tests. */
+  pids(): number[] {
+    return this.executors.map((e) => e.pid);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const waiter of this.waiters.splice(0)) waiter.reject(new Error('the executor pool is closed'));
+    await Promise.all(this.executors.map((e) => e.close()));
+  }
+
+  private spawn(slot: number): PythonExecutor {
+    return new PythonExecutor({ ...this.opts, env: { ...this.opts.env, KS_WORKER_ID: String(slot) } });
+  }
+
+  private lease(slot: number): Lease {
+    let released = false;
+    return {
+      slot,
+      run: (request) => this.executors[slot].run(request),
+      release: () => {
+        if (released) return;
+        released = true;
+        void this.recycle(slot);
+      },
+    };
+  }
+
+  private async recycle(slot: number): Promise<void> {
+    const executor = this.executors[slot];
+    const reason = !executor.alive
+      ? 'the interpreter exited'
+      : this.opts.maxRequests > 0 && executor.calls >= this.opts.maxRequests
+        ? `--max-requests ${this.opts.maxRequests} reached`
+        : undefined;
+    if (reason && !this.closed) {
+      this.opts.onReplace?.(slot, reason);
+      void executor.close();
+      const fresh = this.spawn(slot);
+      this.executors[slot] = fresh;
+      try {
+        await fresh.ready();
+      } catch (error) {
+        // A fresh interpreter that cannot start leaves the slot out; say so rather than spin.
+        this.opts.onReplace?.(slot, `cannot restart: ${(error as Error).message}`);
+        return;
+      }
+    }
+    if (this.closed) return;
+    const waiter = this.waiters.shift();
+    if (waiter) waiter.resolve(this.lease(slot));
+    else this.free.push(slot);
+  }
+}
