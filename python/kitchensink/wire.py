@@ -15,6 +15,8 @@ class UnsendableValue(TypeError):
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, int):
+        raise OverflowError  # only ints beyond 64 bits reach here
     if isinstance(value, RemoteData):
         return msgpack.ExtType(REMOTE_DATA_EXT, value.data_url.encode("utf-8"))
     if isinstance(value, (set, frozenset)):

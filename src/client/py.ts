@@ -19,7 +19,8 @@ function dedent(text: string): string {
  * the source defines is called, unless `py.fn(source, name)` names one.
  */
 export function py(strings: TemplateStringsArray, ...values: unknown[]): PySource {
-  const src = strings.reduce((out, s, k) => out + s + (k < values.length ? String(values[k]) : ''), '');
+  // Raw text: a `\n` inside a Python string literal stays a backslash and an n.
+  const src = strings.raw.reduce((out, s, k) => out + s + (k < values.length ? String(values[k]) : ''), '');
   return { src: dedent(src) };
 }
 

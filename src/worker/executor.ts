@@ -5,7 +5,7 @@ import { decode, encode } from '../codec.js';
 import type { FailureInfo, FnSpec } from '../types.js';
 
 /** Must match `SENTINEL` in python/kitchensink/executor.py. */
-const sentinel = Buffer.from('\x00\x1eKS-END\x1e\x00', 'latin1');
+export const sentinel = Buffer.from('\x00\x1eKS-END\x1e\x00', 'latin1');
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -43,7 +43,7 @@ interface InFlight {
 }
 
 /** Splits a pipe's bytes at sentinels; keeps a possible partial sentinel for the next chunk. */
-class SentinelSplitter {
+export class SentinelSplitter {
   private pending: Buffer = Buffer.alloc(0);
   seen = 0;
 

@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { Client, py } from '../src/index.js';
+import { Capture, repoRoot, startNode, startRedis, waitFor, type TestRedis } from './harness.js';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Pids of the processes in a process group. */
+function groupMembers(pgid: number): number[] {
+  const out = execFileSync('ps', ['-eo', 'pid=,pgid=']).toString();
+  return out
+    .trim()
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).map(Number))
+    .filter(([, g]) => g === pgid)
+    .map(([p]) => p);
+}
+
+describe('node lifecycle', function () {
+  let redis: TestRedis;
+
+  before(async function () {
+    redis = await startRedis();
+  });
+  after(async function () {
+    await redis?.stop();
+  });
+
+  it('finishes a running call on SIGTERM, deregisters and leaves no child behind', async function () {
+    const node = await startNode(redis.url, 'leaving');
+    const client = new Client(node.url, { output: new Capture() });
+    try {
+      client.bc(py`
+        import time, subprocess
+        def f():
+            subprocess.Popen(["sleep", "31.5"])
+            time.sleep(1)
+            return "finished"`);
+      await client.execute();
+      const r = redis.client();
+      await waitFor(async () => (await r.keys('ks:claim:*')).length > 0, 'the call to start');
+      const pgid = node.process.pid!;
+      process.kill(pgid, 'SIGTERM');
+      assert.deepEqual(await client.br(), ['finished']);
+      await waitFor(() => node.process.exitCode !== null, 'the node to exit');
+      assert.equal(node.process.exitCode, 0);
+      assert.equal(await r.hexists('ks:hosts', 'leaving'), 0);
+      assert.equal(await r.exists('ks:alive:leaving'), 0);
+      await waitFor(() => groupMembers(pgid).length === 0, 'every child of the node to be gone');
+      // Interpreters run in process groups of their own; what they started goes with them.
+      await waitFor(() => !execFileSync('ps', ['-eo', 'args=']).toString().includes('sleep 31.5'), 'the call\'s subprocess to be gone');
+    } finally {
+      client.close();
+      await node.kill();
+    }
+  });
+
+  it('starts its own redis-server when none answers, and stops it on exit', async function () {
+    const port = await freePort();
+    const datadir = mkdtempSync(join(tmpdir(), 'ks-own-redis-'));
+    const child = spawn(process.execPath, [join(repoRoot, 'dist/node/cli.js'), 'start', '--datadir', datadir, '--redis-connection', `redis://127.0.0.1:${port}`, '--node-port', '0', '--num-workers', '1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let logs = '';
+    child.stdout!.on('data', (c: Buffer) => (logs += c));
+    child.stderr!.on('data', (c: Buffer) => (logs += c));
+    try {
+      const url = await waitFor(() => /ready at (\S+)/.exec(logs)?.[1], 'the node to start');
+      assert.match(logs, /starting redis-server/);
+      const client = new Client(url, { output: new Capture() });
+      assert.equal(await client.call('operator:add', [2, 3]), 5);
+      client.close();
+      const redisPids = () => execFileSync('ps', ['-eo', 'pid=,args=']).toString().split('\n').filter((l) => l.includes(`redis-server 127.0.0.1:${port}`));
+      assert.equal(redisPids().length, 1);
+      process.kill(child.pid!, 'SIGTERM');
+      await waitFor(() => child.exitCode !== null, 'the node to exit');
+      await waitFor(() => redisPids().length === 0, 'its redis-server to stop');
+    } finally {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      rmSync(datadir, { recursive: true, force: true });
+    }
+  });
+
+  it('recycles an interpreter after --max-requests calls', async function () {
+    const node = await startNode(redis.url, 'recycler', ['--max-requests', '2']);
+    const client = new Client(node.url, { output: new Capture() });
+    try {
+      const pids: number[] = [];
+      for (let k = 0; k < 6; k++) pids.push(await client.call<number>('os:getpid', [], {}, { host: 'recycler' }));
+      assert.equal(new Set(pids).size, 3, `pids ${pids.join(',')}`);
+      assert.equal(pids[0], pids[1]);
+      assert.notEqual(pids[1], pids[2]);
+    } finally {
+      client.close();
+      await node.stop();
+    }
+  });
+
+  it('refuses to start with a --module that does not import, and says why', async function () {
+    const error = await startNode(redis.url, 'badmodule', ['--module', 'no_such_module_here']).catch((e: Error) => e);
+    assert.ok(error instanceof Error);
+    assert.match(error.message, /no_such_module_here/);
+  });
+
+  it('kills a call that runs past its timeout and serves again', async function () {
+    const node = await startNode(redis.url, 'timer');
+    const client = new Client(node.url, { output: new Capture() });
+    try {
+      const error = await client.call(py`
+        def f():
+            while True: pass`, [], {}, { timeout: 0.5, host: 'timer' }).catch((e: unknown) => e);
+      assert.equal((error as { kind: string }).kind, 'timeout');
+      assert.equal(await client.call('operator:add', [1, 1], {}, { host: 'timer' }), 2);
+    } finally {
+      client.close();
+      await node.stop();
+    }
+  });
+});

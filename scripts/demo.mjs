@@ -1,0 +1,50 @@
+// Starts a one-node cluster (with its own redis-server when none answers at the default
+// connection) and runs a demo: bulk calls whose output streams back as it is printed.
+// The node keeps running afterwards; Ctrl-C stops it and everything it started.
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, py } from '../dist/index.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const exitAfter = process.argv.includes('--exit');
+const node = spawn(process.execPath, [join(root, 'dist/node/cli.js'), 'start', '--datadir', join(root, '.ks-demo'), '--num-workers', '2', '--node-port', '0', ...process.argv.slice(2).filter((a) => a !== '--exit')], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+const url = await new Promise((resolve, reject) => {
+  let text = '';
+  node.stdout.on('data', (chunk) => {
+    text += chunk;
+    const m = /ready at (\S+)/.exec(text);
+    if (m) resolve(m[1]);
+  });
+  node.on('exit', (code) => reject(new Error(`ks start exited with code ${code}`)));
+});
+console.log(`one-node cluster at ${url}\n`);
+
+const client = new Client(url);
+const work = py`
+  import os, time
+  def work(k):
+      print(f"call {k}: working on pid {os.getpid()} of {os.environ['KS_NODE_NAME']}")
+      time.sleep(0.2)
+      return k * k`;
+for (let k = 0; k < 8; k++) client.bc(work, [k]);
+await client.execute();
+console.log('\nsquares:', await client.br());
+const started = performance.now();
+const sums = await client.map('operator:add', Array.from({ length: 2000 }, (_, k) => [k, 1]));
+console.log(`2000 trivial calls in ${(performance.now() - started).toFixed(0)} ms; last = ${sums.at(-1)}`);
+try {
+  await client.call(py`def broken(): return 1 / 0`);
+} catch (error) {
+  console.log(`\na remote exception comes back with its traceback:\n${error.traceback}`);
+}
+client.close();
+if (exitAfter) {
+  node.kill('SIGTERM');
+} else {
+  console.log(`the node keeps running at ${url}; Ctrl-C stops it`);
+  process.on('SIGINT', () => node.kill('SIGTERM'));
+}
+node.on('exit', () => process.exit(0));
