@@ -34,6 +34,12 @@ export const config = {
   dataThresholdBytes: 200_000_000,
   /** Client HTTP timeouts: a long-poll answers within `longPollMaxMs`, so this bounds a dead node. */
   clientRequestTimeoutMs: 60_000,
+  /** Large batches go to the queues in jobs of up to this many calls... */
+  maxCallsPerJob: 32,
+  /** ...but never so few jobs that a live worker would get fewer than this many. */
+  chunksPerWorker: 4,
+  /** A long-poll that found some but not all of its calls' ends waits this long for more. */
+  pollLingerMs: 10,
   /** A batch this large shows a progress bar when stderr is a TTY. */
   progressMinCalls: 200,
   /** How long the host snapshot used to validate `opts.host`/`opts.queue` may be stale. */

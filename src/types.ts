@@ -60,6 +60,26 @@ export interface FailureInfo {
 
 export type FailureKind = 'exception' | 'timeout' | 'cancelled' | 'crashed' | 'lost' | 'rejected';
 
+/** One call inside a queued job (BullMQ stores job data as JSON, so the payload is base64). */
+export interface JobCall {
+  /** index in the batch */
+  i: number;
+  f: FnSpec;
+  /** base64 of msgpack `[args, kwargs]` */
+  p: string;
+  o: { timeout?: number; retries?: number; intermediateResults?: boolean };
+}
+
+/**
+ * A queued job: one call, or a chunk of consecutive calls of a large batch that share their
+ * queues. Chunks spare BullMQ's per-job work; each call is still claimed on its own.
+ */
+export interface CallJobData {
+  /** batch id */
+  b: string;
+  c: JobCall[];
+}
+
 /** What `ks:hosts` holds for each host. */
 export interface HostInfo {
   name: string;

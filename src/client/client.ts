@@ -188,6 +188,7 @@ export class Client {
           batchId: batch.batchId,
           cursor,
           waitMs: longPollMs,
+          remaining: total - ended,
         });
         cursor = page.cursor;
         for (const event of page.events) {

@@ -89,7 +89,9 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
     const b = v.requireObject(await body(ctx), 'body');
     const waitMs = b.waitMs === undefined ? Infinity : Number(b.waitMs);
     if (Number.isNaN(waitMs) || waitMs < 0) throw new BadRequest('waitMs must be a number of milliseconds');
-    reply(ctx, await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, clientGone(ctx)));
+    const remaining = b.remaining === undefined ? undefined : Number(b.remaining);
+    if (remaining !== undefined && !(Number.isInteger(remaining) && remaining >= 0)) throw new BadRequest('remaining must be a count of calls');
+    reply(ctx, await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, remaining, clientGone(ctx)));
   });
 
   router.post('/api/v1/cancel', async (ctx) => {

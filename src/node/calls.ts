@@ -5,21 +5,9 @@ import { defaultQueue } from '../config.js';
 import { encode } from '../codec.js';
 import { BadRequest, NotFound } from '../errors.js';
 import { queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
-import type { FailureInfo, HostInfo, WireCall, WireEvent } from '../types.js';
+import { terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
 import type { ClaimRedis } from '../worker/claim.js';
-import type { EventReader } from './event-reader.js';
-
-/** What a queued call carries through BullMQ (JSON, so the payload is base64). */
-export interface CallJobData {
-  /** batch id */
-  b: string;
-  /** index in the batch */
-  i: number;
-  f: WireCall['fn'];
-  /** base64 of msgpack `[args, kwargs]` */
-  p: string;
-  o: { timeout?: number; retries?: number; intermediateResults?: boolean };
-}
+import type { EventReader, StreamEntry } from './event-reader.js';
 
 export interface CallServiceContext {
   redis: ClaimRedis;
@@ -32,13 +20,20 @@ export interface CallServiceContext {
 export interface CallServiceOptions {
   resultTtlS: number;
   longPollMaxMs: number;
+  pollLingerMs: number;
   /** Job attempts when the worker itself fails (Redis gone mid-claim); Python errors never retry. */
   jobAttempts: number;
+  maxCallsPerJob: number;
+  chunksPerWorker: number;
 }
 
 export interface ResultsPage {
   cursor: string;
   events: WireEvent[];
+}
+
+function endsIn(entries: StreamEntry[]): number {
+  return entries.filter((e) => terminalEventTypes.has(e.fields.get('t')!.toString())).length;
 }
 
 const cancelledByClient: FailureInfo = { kind: 'cancelled', message: 'cancelled before it ran' };
@@ -47,61 +42,72 @@ const cancelledByClient: FailureInfo = { kind: 'cancelled', message: 'cancelled 
 export class CallService {
   private readonly flows: FlowProducer;
   private readonly queues = new Map<string, Queue>();
+  private readonly jobOpts: FlowJob['opts'];
 
   constructor(
     private readonly ctx: CallServiceContext,
     private readonly opts: CallServiceOptions,
   ) {
     this.flows = new FlowProducer({ connection: ctx.redis, prefix: ctx.keys.prefix });
+    this.jobOpts = { removeOnComplete: true, removeOnFail: true, attempts: opts.jobAttempts, backoff: { type: 'fixed', delay: 500 } };
   }
 
   /** Enqueues a batch atomically; resolves to its batch id and task ids in call order. */
   async submit(calls: WireCall[]): Promise<{ batchId: string; taskIds: string[] }> {
     const batchId = `b${randomBytes(8).toString('hex')}`;
     const hosts = await this.ctx.liveHosts();
+    const chunkSize = this.chunkSize(calls.length, hosts);
     const jobs: FlowJob[] = [];
-    const taskIds: string[] = [];
+    let chunk: JobCall[] = [];
+    let chunkTargets: string[] = [];
+    const flush = () => {
+      if (!chunk.length) return;
+      const data: CallJobData = { b: batchId, c: chunk };
+      chunkTargets.forEach((queue, rank) =>
+        jobs.push({ name: 'call', queueName: queue, data, opts: { ...this.jobOpts, jobId: taskIdOf(batchId, chunk[0].i), priority: rank || undefined } }),
+      );
+      chunk = [];
+    };
     for (let index = 0; index < calls.length; index++) {
       const call = calls[index];
-      const taskId = taskIdOf(batchId, index);
-      taskIds.push(taskId);
-      const data: CallJobData = {
-        b: batchId,
+      const targets = await this.targetQueues(call, hosts, index);
+      if (chunk.length >= chunkSize || targets.join() !== chunkTargets.join()) flush();
+      chunkTargets = targets;
+      chunk.push({
         i: index,
         f: call.fn,
         p: Buffer.from(call.payload).toString('base64'),
-        o: {
-          timeout: call.opts?.timeout,
-          retries: call.opts?.retries,
-          intermediateResults: call.opts?.intermediateResults,
-        },
-      };
-      const targets = await this.targetQueues(call, hosts, index);
-      targets.forEach((queue, rank) =>
-        jobs.push({
-          name: 'call',
-          queueName: queue,
-          data,
-          opts: {
-            jobId: taskId,
-            // Rank 0 (first choice) takes BullMQ's plain FIFO; copies a host may steal come later.
-            priority: rank || undefined,
-            removeOnComplete: true,
-            removeOnFail: true,
-            attempts: this.opts.jobAttempts,
-            backoff: { type: 'fixed', delay: 500 },
-          },
-        }),
-      );
+        o: { timeout: call.opts?.timeout, retries: call.opts?.retries, intermediateResults: call.opts?.intermediateResults },
+      });
     }
+    flush();
     // Same connection as the jobs, so the count exists before any worker can see a job.
     void this.ctx.redis.set(this.ctx.keys.batchMeta(batchId), calls.length, 'EX', this.opts.resultTtlS).catch(() => {});
-    await this.flows.addBulk(jobs);
-    return { batchId, taskIds };
+    const queues = new Set(jobs.map((j) => j.queueName));
+    if (queues.size === 1) {
+      // One queue: its own addBulk is one MULTI too, and lighter than a flow.
+      await this.queue(jobs[0].queueName).addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
+    } else {
+      await this.flows.addBulk(jobs);
+    }
+    return { batchId, taskIds: calls.map((_, index) => taskIdOf(batchId, index)) };
   }
 
-  /** Events after `cursor`, waiting up to `waitMs` (bounded) for the first. */
-  async results(batchId: string, cursor: string, waitMs: number, signal?: AbortSignal): Promise<ResultsPage> {
+  /**
+   * Calls per job: 1 for small batches, so each call can go to a different idle worker; for
+   * large ones, enough that every live worker still gets at least `chunksPerWorker` jobs.
+   */
+  private chunkSize(calls: number, hosts: HostInfo[]): number {
+    const workers = Math.max(1, hosts.reduce((sum, h) => sum + h.workers, 0));
+    return Math.max(1, Math.min(this.opts.maxCallsPerJob, Math.floor(calls / (workers * this.opts.chunksPerWorker))));
+  }
+
+  /**
+   * Events after `cursor`, waiting up to `waitMs` (bounded) for the first. When the client says
+   * how many of its calls have not ended (`remaining`) and fewer ends came, it lingers a few ms
+   * to answer with more at once: a 10,000-call batch then costs hundreds of polls, not thousands.
+   */
+  async results(batchId: string, cursor: string, waitMs: number, remaining?: number, signal?: AbortSignal): Promise<ResultsPage> {
     const { keys, redis } = this.ctx;
     const wait = Math.max(0, Math.min(waitMs, this.opts.longPollMaxMs));
     const stop = new AbortController();
@@ -116,9 +122,22 @@ export class CallService {
         }
       });
     }
-    const entries = await this.ctx.events.read(keys.batchEvents(batchId), cursor, wait, stop.signal);
-    if (!entries.length && (unknown || (await redis.exists(keys.batchMeta(batchId), keys.batchEvents(batchId))) === 0)) {
+    const streamKey = keys.batchEvents(batchId);
+    const deadline = Date.now() + wait;
+    const entries: StreamEntry[] = [];
+    // A 'started' alone is not worth an answer: the call's output or end follows within moments.
+    for (let from = cursor; ; from = entries[entries.length - 1].id) {
+      const more = await this.ctx.events.read(streamKey, from, deadline - Date.now(), stop.signal);
+      entries.push(...more);
+      if (!more.length || Date.now() >= deadline || entries.some((e) => e.fields.get('t')!.toString() !== 'started')) break;
+    }
+    if (!entries.length && (unknown || (await redis.exists(keys.batchMeta(batchId), streamKey)) === 0)) {
       throw new NotFound(`no batch ${batchId}: it was never submitted or its results expired`);
+    }
+    const ends = endsIn(entries);
+    if (remaining !== undefined && ends > 0 && ends < remaining && !stop.signal.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, this.opts.pollLingerMs));
+      entries.push(...(await this.ctx.events.read(streamKey, entries[entries.length - 1].id, 0)));
     }
     return {
       cursor: entries.length ? entries[entries.length - 1].id : cursor,
@@ -166,7 +185,10 @@ export class CallService {
     for (const name of names) {
       const queue = this.queue(name);
       const jobs = await queue.getJobs(['wait', 'prioritized', 'delayed']);
-      for (const job of jobs) if (job?.id && parseTaskId(job.id)) waiting.push(job.id);
+      for (const job of jobs) {
+        const data = job?.data as CallJobData | undefined;
+        for (const call of data?.c ?? []) waiting.push(taskIdOf(data!.b, call.i));
+      }
       await Promise.all(jobs.map((job) => job?.remove().catch(() => {})));
     }
     return waiting.length ? this.cancel([...new Set(waiting)]) : 0;

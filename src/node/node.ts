@@ -129,7 +129,14 @@ export class KsNode {
     const registry = this.registry;
     this.calls = new CallService(
       { redis, keys, events: this.events, liveHosts: (fresh) => registry.liveHosts(fresh) },
-      { resultTtlS: o.resultTtlS, longPollMaxMs: config.longPollMaxMs, jobAttempts: 3 },
+      {
+        resultTtlS: o.resultTtlS,
+        longPollMaxMs: config.longPollMaxMs,
+        pollLingerMs: config.pollLingerMs,
+        jobAttempts: 3,
+        maxCallsPerJob: config.maxCallsPerJob,
+        chunksPerWorker: config.chunksPerWorker,
+      },
     );
     this.worker = new CallWorker(
       {

@@ -3,8 +3,7 @@ import { Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
 import { encode } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
-import type { CallJobData } from '../node/calls.js';
-import type { FailureInfo } from '../types.js';
+import type { CallJobData, FailureInfo, JobCall } from '../types.js';
 import type { ClaimRedis } from './claim.js';
 import type { OutputStream, RunOutcome } from './executor.js';
 import type { ExecutorPool } from './pool.js';
@@ -83,8 +82,15 @@ export class CallWorker {
     clearInterval(this.refreshTimer);
   }
 
+  /** Runs a job's calls side by side, as many at once as there are free interpreters. */
   private async process(job: Job<CallJobData>): Promise<void> {
-    const { b: batchId, i: index, f: fn, o: callOpts } = job.data;
+    const { b: batchId, c: calls } = job.data;
+    if (calls.length === 1) return this.runCall(batchId, calls[0]);
+    await Promise.all(calls.map((call) => this.runCall(batchId, call)));
+  }
+
+  private async runCall(batchId: string, call: JobCall): Promise<void> {
+    const { i: index, f: fn, o: callOpts } = call;
     const { redis, keys, nodeName } = this.ctx;
     const taskId = taskIdOf(batchId, index);
     const claimKey = keys.claim(taskId);
@@ -93,18 +99,18 @@ export class CallWorker {
     try {
       const won = await redis.ksClaim(claimKey, streamKey, this.owner, this.opts.claimTtlMs, index, nodeName, this.opts.resultTtlS);
       if (!won) return;
-      const call: RunningCall = { claimKey, abort: new AbortController() };
-      this.running.set(taskId, call);
+      const running: RunningCall = { claimKey, abort: new AbortController() };
+      this.running.set(taskId, running);
       const output = new OutputStreamer(redis, streamKey, index, this.opts.maxOutputBytes, callOpts.intermediateResults !== false);
       const timeoutS = callOpts.timeout ?? this.opts.timeoutS;
-      const payload = Buffer.from(job.data.p, 'base64');
+      const payload = Buffer.from(call.p, 'base64');
       let outcome: RunOutcome;
       for (let attempt = 0; ; attempt++) {
         outcome = await lease.run({
           fn,
           payload,
           timeoutMs: timeoutS ? timeoutS * 1000 : undefined,
-          signal: call.abort.signal,
+          signal: running.abort.signal,
           onOutput: (stream, chunk) => output.write(stream, chunk),
         });
         if (outcome.ok || outcome.failure.kind !== 'crashed' || attempt >= (callOpts.retries ?? 0)) break;

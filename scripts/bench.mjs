@@ -1,0 +1,121 @@
+// npm run bench [-- --json]: starts its own Redis and a one-node cluster with two workers,
+// runs the workloads of ../shared/peers/README.md and prints a table (or one JSON line).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Writable } from 'node:stream';
+import { Client, py } from '../dist/index.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const asJson = process.argv.includes('--json');
+const say = (text) => asJson || console.error(text);
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const work = mkdtempSync(join(tmpdir(), 'ks-bench-'));
+const redisPort = await freePort();
+const redisUrl = `redis://127.0.0.1:${redisPort}`;
+const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work], { stdio: 'ignore', detached: true });
+const children = [redis];
+const stopAll = () => {
+  for (const c of children) {
+    try {
+      process.kill(-c.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  rmSync(work, { recursive: true, force: true });
+};
+process.on('exit', stopAll);
+process.on('SIGINT', () => process.exit(130));
+await new Promise((r) => setTimeout(r, 300));
+
+/** Launches a node and resolves to its url once ready. */
+function startNode() {
+  const child = spawn(process.execPath, [join(root, 'dist/node/cli.js'), 'start', '--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, 'data'), '--num-workers', '2', '--node-port', '0', '--node-name', 'bench'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    detached: true,
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let text = '';
+    child.stdout.on('data', (c) => {
+      text += c;
+      const m = /ready at (\S+)/.exec(text);
+      if (m) resolve({ url: m[1], child });
+    });
+    child.on('exit', (code) => reject(new Error(`node exited ${code}`)));
+  });
+}
+
+const out = {};
+const sink = new Writable({ write(_c, _e, cb) { cb(); } });
+
+// cold start: from launching ks start (Redis running) to the first result.
+let t0 = performance.now();
+const { url, child: nodeProcess } = await startNode();
+const client = new Client(url, { output: sink });
+await client.call('operator:add', [1, 2]);
+out.cold_start_s = (performance.now() - t0) / 1000;
+say(`cold start ${out.cold_start_s.toFixed(2)} s`);
+
+async function latencies(opts) {
+  for (let i = 0; i < 100; i++) await client.call('operator:add', [i, 1], {}, opts);
+  const lat = [];
+  for (let i = 0; i < 1000; i++) {
+    const t = performance.now();
+    await client.call('operator:add', [i, 1], {}, opts);
+    lat.push(performance.now() - t);
+  }
+  lat.sort((a, b) => a - b);
+  return [lat[500], lat[990]];
+}
+[out.w1_p50_ms, out.w1_p99_ms] = await latencies({});
+say(`w1 queued p50 ${out.w1_p50_ms.toFixed(3)} ms, p99 ${out.w1_p99_ms.toFixed(3)} ms`);
+[out.w1_direct_p50_ms] = await latencies({ async: false });
+say(`w1 direct p50 ${out.w1_direct_p50_ms.toFixed(3)} ms`);
+
+t0 = performance.now();
+for (let i = 0; i < 10000; i++) client.bc('operator:add', [i, 1]);
+await client.execute();
+const sums = await client.br();
+out.w2_calls_per_s = 10000 / ((performance.now() - t0) / 1000);
+if (sums[9999] !== 10000) throw new Error('w2 results wrong');
+say(`w2 ${out.w2_calls_per_s.toFixed(0)} calls/s`);
+
+let lines = 0;
+const counter = new Writable({ write(c, _e, cb) { lines += c.toString().split('\n').length - 1; cb(); } });
+const printer = new Client(url, { output: counter });
+const shout = py`
+  def shout(i):
+      print(f"line {i}")
+      return i`;
+t0 = performance.now();
+for (let i = 0; i < 1000; i++) printer.bc(shout, [i]);
+await printer.execute();
+await printer.br();
+out.w3_calls_per_s = 1000 / ((performance.now() - t0) / 1000);
+if (lines !== 1000) throw new Error(`w3 delivered ${lines} lines, not 1000`);
+say(`w3 ${out.w3_calls_per_s.toFixed(0)} calls/s`);
+printer.close();
+
+out.w4_mb_per_s = null;
+out.w4_node_rss_peak_mb = null;
+client.close();
+nodeProcess.kill('SIGTERM');
+
+const rounded = Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v === null ? null : Math.round(v * 1000) / 1000]));
+if (asJson) console.log(JSON.stringify(rounded));
+else console.table(rounded);
+process.exit(0);
