@@ -29,6 +29,11 @@ interface Batch {
   taskIds: string[];
 }
 
+interface ResultsPage {
+  cursor: string;
+  events: WireEvent[];
+}
+
 interface DirectAnswer {
   ok: boolean;
   value?: Uint8Array;
@@ -110,15 +115,14 @@ export class Client {
   async call<T = unknown>(fn: FnSpec, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: CallOptions = {}): Promise<T> {
     const call = this.wireCall(fn, args, kwargs, opts);
     if (opts.async === false) return this.callDirect<T>(call);
-    const [value] = await this.waitFor<T>(await this.submit([call]), false);
+    const [value] = await this.submitAndWait<T>([call]);
     return value as T;
   }
 
   /** Runs `fn` once per argument list, in one batch; resolves to the results in order. */
   async map<T = unknown>(fn: FnSpec, argsList: unknown[][], opts: CallOptions = {}): Promise<T[]> {
     if (!argsList.length) return [];
-    const batch = await this.submit(argsList.map((args) => this.wireCall(fn, args, {}, opts)));
-    return (await this.waitFor<T>(batch, false)) as T[];
+    return (await this.submitAndWait<T>(argsList.map((args) => this.wireCall(fn, args, {}, opts)))) as T[];
   }
 
   /** Cancels one call by task id: it never runs, or is stopped where it runs. */
@@ -162,6 +166,13 @@ export class Client {
     return batch;
   }
 
+  /** Submits and takes the first events in the same request, then waits for the rest. */
+  private async submitAndWait<T>(calls: WireCall[]): Promise<(T | Outcome<T>)[]> {
+    const first = await this.http.request<Batch & ResultsPage>('POST', '/api/v1/calls', { calls, waitMs: longPollMs });
+    this.lastBatch = first;
+    return this.waitFor<T>(first, false, first);
+  }
+
   private async cancelBatch(batchId: string): Promise<number> {
     const { cancelled } = await this.http.request<{ cancelled: number }>('POST', '/api/v1/cancel', { batchId });
     return cancelled;
@@ -174,22 +185,26 @@ export class Client {
     throw new RemoteError(answer.failure!);
   }
 
-  /** Long-polls a batch's events until every call has ended. */
-  private async waitFor<T>(batch: Batch, collect: boolean): Promise<(T | Outcome<T>)[]> {
+  /** Long-polls a batch's events until every call has ended, starting with `first` if given. */
+  private async waitFor<T>(batch: Batch, collect: boolean, first?: ResultsPage): Promise<(T | Outcome<T>)[]> {
     const total = batch.taskIds.length;
     const outcomes: (Outcome<T> | undefined)[] = new Array(total);
     const progress = new Progress(total);
     const interrupt = this.cancelOnCtrlC(batch.batchId);
     let ended = 0;
     let cursor = '0-0';
+    let prefetched = first?.events ? first : undefined;
     try {
       while (ended < total) {
-        const page = await this.http.request<{ cursor: string; events: WireEvent[] }>('POST', '/api/v1/results', {
-          batchId: batch.batchId,
-          cursor,
-          waitMs: longPollMs,
-          remaining: total - ended,
-        });
+        const page =
+          prefetched ??
+          (await this.http.request<ResultsPage>('POST', '/api/v1/results', {
+            batchId: batch.batchId,
+            cursor,
+            waitMs: longPollMs,
+            remaining: total - ended,
+          }));
+        prefetched = undefined;
         cursor = page.cursor;
         for (const event of page.events) {
           if (event.t === 'stdout' || event.t === 'stderr') {

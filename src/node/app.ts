@@ -73,9 +73,14 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
   router.get('/api/v1/hosts', async (ctx) => reply(ctx, { hosts: await app.liveHosts() }));
 
   router.post('/api/v1/calls', async (ctx) => {
-    const calls = v.wireCalls(await body(ctx));
+    const b = await body(ctx);
+    const calls = v.wireCalls(b);
     refuseCode(calls);
-    reply(ctx, await app.calls.submit(calls));
+    const waitMs = v.waitMs((b as { waitMs?: unknown }).waitMs);
+    const batch = await app.calls.submit(calls);
+    // Submit-and-wait: a single call's round trip is then one HTTP request, not two.
+    const first = waitMs ? await app.calls.results(batch.batchId, '0-0', waitMs, calls.length, clientGone(ctx)) : undefined;
+    reply(ctx, { ...batch, ...first });
   });
 
   router.post('/api/v1/call', async (ctx) => {
@@ -87,8 +92,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
 
   router.post('/api/v1/results', async (ctx) => {
     const b = v.requireObject(await body(ctx), 'body');
-    const waitMs = b.waitMs === undefined ? Infinity : Number(b.waitMs);
-    if (Number.isNaN(waitMs) || waitMs < 0) throw new BadRequest('waitMs must be a number of milliseconds');
+    const waitMs = v.waitMs(b.waitMs) ?? Infinity;
     const remaining = b.remaining === undefined ? undefined : Number(b.remaining);
     if (remaining !== undefined && !(Number.isInteger(remaining) && remaining >= 0)) throw new BadRequest('remaining must be a count of calls');
     reply(ctx, await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, remaining, clientGone(ctx)));

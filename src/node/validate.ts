@@ -108,6 +108,13 @@ export function cursor(value: unknown): string {
   return value;
 }
 
+/** Milliseconds a request may wait for events; absent is undefined. */
+export function waitMs(value: unknown): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !(value >= 0)) throw new BadRequest('waitMs must be a number of milliseconds');
+  return value;
+}
+
 export function stringList(value: unknown, what: string, max = 1_000_000): string[] {
   if (!Array.isArray(value) || value.length > max || !value.every((v) => typeof v === 'string')) {
     throw new BadRequest(`${what} must be an array of strings`);
