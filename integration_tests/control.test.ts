@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { Client, py, RemoteError, NodeRequestError } from '../src/index.js';
+import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+
+describe('cancellation, token and --no-code', function () {
+  let redis: TestRedis;
+  let node: TestNode;
+  let client: Client;
+
+  before(async function () {
+    redis = await startRedis();
+    node = await startNode(redis.url, 'ctl');
+    client = new Client(node.url, { output: new Capture() });
+  });
+  after(async function () {
+    client?.close();
+    await node?.stop();
+    await redis?.stop();
+  });
+
+  it('cancel(id) stops a running call and ends it cancelled; the node serves again', async function () {
+    client.bc(py`
+      import time
+      def f():
+          time.sleep(60)`);
+    const [taskId] = await client.execute();
+    const r = redis.client();
+    await waitFor(async () => (await r.get(`ks:claim:${taskId}`))?.startsWith('ctl/'), 'the call to start');
+    assert.equal(await client.cancel(taskId), true);
+    const [outcome] = await client.br({ collect: true });
+    assert.equal(outcome.ok, false);
+    assert.equal((outcome as { error: RemoteError }).error.kind, 'cancelled');
+    assert.equal(await client.call('operator:add', [1, 1]), 2);
+  });
+
+  it('bulkCancel() and cancelAll() end waiting calls before they run', async function () {
+    client.bc(py`
+      import time
+      def f():
+          time.sleep(60)`);
+    for (let k = 0; k < 5; k++) client.bc('operator:add', [k, 1]);
+    const [blocker] = await client.execute();
+    const r = redis.client();
+    await waitFor(async () => (await r.get(`ks:claim:${blocker}`))?.startsWith('ctl/'), 'the blocker to start');
+    assert.ok((await client.cancelAll()) >= 4, 'the waiting calls were cancelled');
+    assert.ok((await client.bulkCancel()) >= 1, 'the running blocker was cancelled');
+    const outcomes = await client.br({ collect: true });
+    assert.equal(outcomes.length, 6);
+    assert.ok(outcomes.every((o) => !o.ok && o.error.kind === 'cancelled'), JSON.stringify(outcomes));
+  });
+
+  it('requires the bearer token on every route but /health', async function () {
+    const guarded = await startNode(redis.url, 'guarded', ['--token', 's3cret', '--no-code']);
+    try {
+      assert.equal((await rawRequest(guarded.url, 'GET', '/health')).status, 200);
+      const refused = await rawRequest(guarded.url, 'POST', '/api/v1/calls', JSON.stringify({ calls: [{ fn: 'operator:add', args: [1, 2] }] }));
+      assert.equal(refused.status, 401);
+      assert.equal(refused.json?.error, 'unauthorized');
+      const wrong = new Client(guarded.url, { token: 'wrong', output: new Capture() });
+      const error = await wrong.call('operator:add', [1, 2], {}, { async: false }).catch((e: unknown) => e);
+      assert.ok(error instanceof NodeRequestError && error.status === 401);
+      wrong.close();
+      const right = new Client(guarded.url, { token: 's3cret', output: new Capture() });
+      assert.equal(await right.call('operator:add', [1, 2], {}, { async: false }), 3);
+      const noCode = await right.call(py`def f(): return 1`, [], {}, { async: false }).catch((e: unknown) => e);
+      assert.ok(noCode instanceof NodeRequestError && noCode.status === 403, String(noCode));
+      assert.match(noCode.detail, /--no-code/);
+      right.close();
+    } finally {
+      await guarded.stop();
+    }
+  });
+
+  it('refuses to bind a public address without --token or --insecure', async function () {
+    const error = await startNode(redis.url, 'exposed', ['--host', '0.0.0.0']).catch((e: Error) => e);
+    assert.ok(error instanceof Error);
+    assert.match(error.message, /--token/);
+  });
+});
