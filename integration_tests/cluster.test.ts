@@ -295,6 +295,29 @@ describe('cluster: three nodes, one worker each', function () {
     assert.ok(page.events.some((e) => e.t === 'result'));
   });
 
+  it('speaks JSON to JSON clients: values, output and failures decoded', async function () {
+    const url = nodes[0].url;
+    const submitted = await rawRequest(url, 'POST', '/api/v1/calls', JSON.stringify({
+      calls: [
+        { fn: { src: 'def f(x):\n    print("hi", x)\n    return {"x": x}' }, args: [7] },
+        { fn: { src: 'def g():\n    raise KeyError("k")' } },
+      ],
+    }));
+    assert.equal(submitted.status, 200, submitted.text);
+    const { batchId } = submitted.json as unknown as { batchId: string };
+    const seen = new Map<string, unknown>();
+    let cursor = '0-0';
+    while (!seen.has('result') || !seen.has('error')) {
+      const page = await rawRequest(url, 'POST', '/api/v1/results', JSON.stringify({ batchId, cursor }));
+      const body = page.json as unknown as { cursor: string; events: { t: string; value?: unknown; text?: string; failure?: unknown }[] };
+      cursor = body.cursor;
+      for (const e of body.events) seen.set(e.t, e.value ?? e.text ?? e.failure);
+    }
+    assert.deepEqual(seen.get('result'), { x: 7 });
+    assert.equal(seen.get('stdout'), 'hi 7\n');
+    assert.equal((seen.get('error') as { pythonType: string }).pythonType, 'KeyError');
+  });
+
   it('answers garbage bodies with a 4xx {error, detail} and keeps serving', async function () {
     const url = nodes[0].url;
     const cases: [string, string, Buffer | string, string, number][] = [
@@ -324,6 +347,7 @@ describe('cluster: three nodes, one worker each', function () {
     }
     const json = await rawRequest(url, 'POST', '/api/v1/call', JSON.stringify({ fn: 'kstest_funcs:add', args: [2, 3] }));
     assert.equal(json.status, 200);
+    assert.equal((json.json as { value?: number }).value, 5);
     assert.equal(await client.call('kstest_funcs:add', [1, 2]), 3);
   });
 });

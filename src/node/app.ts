@@ -5,7 +5,9 @@ import { HttpError, Unauthorized, Forbidden, BadRequest } from '../errors.js';
 import type { HostInfo } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
 import type { CallService } from './calls.js';
-import { readBody, reply } from './http-body.js';
+import { answersMsgpack, readBody, reply } from './http-body.js';
+import { decode } from '../codec.js';
+import type { WireEvent } from '../types.js';
 import * as v from './validate.js';
 import type { WireCall } from '../types.js';
 
@@ -45,6 +47,19 @@ async function errors(ctx: Context, next: Next): Promise<void> {
   }
 }
 
+/**
+ * Events as a JSON client can use them: values and failures decoded from msgpack, output as
+ * text. msgpack clients get `d` as it is and decode it themselves.
+ */
+function eventsFor(ctx: Context, events: WireEvent[] | undefined): unknown {
+  if (!events || answersMsgpack(ctx)) return events;
+  return events.map(({ t, i, h, d }) => {
+    if (!d) return { t, i, h };
+    if (t === 'stdout' || t === 'stderr') return { t, i, h, text: Buffer.from(d).toString('utf8') };
+    return { t, i, h, [t === 'result' ? 'value' : 'failure']: decode(d) };
+  });
+}
+
 /** A signal that aborts when the client goes away before its answer. */
 function clientGone(ctx: Context): AbortSignal {
   const gone = new AbortController();
@@ -80,14 +95,19 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
     const batch = await app.calls.submit(calls);
     // Submit-and-wait: a single call's round trip is then one HTTP request, not two.
     const first = waitMs ? await app.calls.results(batch.batchId, '0-0', waitMs, calls.length, clientGone(ctx)) : undefined;
-    reply(ctx, { ...batch, ...first });
+    reply(ctx, { ...batch, ...first, events: eventsFor(ctx, first?.events) });
   });
 
   router.post('/api/v1/call', async (ctx) => {
     const call = v.wireCall(await body(ctx), 'body');
     refuseCode([call]);
     const { outcome, output } = await app.runDirect(call, clientGone(ctx));
-    reply(ctx, outcome.ok ? { ok: true, value: outcome.value, output } : { ok: false, failure: outcome.failure, output });
+    if (answersMsgpack(ctx)) {
+      reply(ctx, outcome.ok ? { ok: true, value: outcome.value, output } : { ok: false, failure: outcome.failure, output });
+    } else {
+      const text = output.map(([stream, chunk]) => [stream, chunk.toString('utf8')]);
+      reply(ctx, outcome.ok ? { ok: true, value: decode(outcome.value), output: text } : { ok: false, failure: outcome.failure, output: text });
+    }
   });
 
   router.post('/api/v1/results', async (ctx) => {
@@ -95,7 +115,8 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
     const waitMs = v.waitMs(b.waitMs) ?? Infinity;
     const remaining = b.remaining === undefined ? undefined : Number(b.remaining);
     if (remaining !== undefined && !(Number.isInteger(remaining) && remaining >= 0)) throw new BadRequest('remaining must be a count of calls');
-    reply(ctx, await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, remaining, clientGone(ctx)));
+    const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, remaining, clientGone(ctx));
+    reply(ctx, { cursor: page.cursor, events: eventsFor(ctx, page.events) });
   });
 
   router.post('/api/v1/cancel', async (ctx) => {

@@ -47,10 +47,15 @@ export async function readBody(ctx: Context, limitBytes: number): Promise<unknow
   throw new UnsupportedMediaType(`Content-Type ${type} is neither application/msgpack nor application/json`);
 }
 
+/** True when the answer goes out as msgpack: the client sent or accepts msgpack. */
+export function answersMsgpack(ctx: Context): boolean {
+  return isMsgpack(ctx.get('content-type')) || isMsgpack(ctx.get('accept'));
+}
+
 /** Answers in msgpack when the client sent or accepts msgpack, else in JSON. */
 export function reply(ctx: Context, body: unknown, status = 200): void {
   ctx.status = status;
-  if (isMsgpack(ctx.get('content-type')) || isMsgpack(ctx.get('accept'))) {
+  if (answersMsgpack(ctx)) {
     ctx.type = msgpackType;
     ctx.body = encode(body);
   } else {
