@@ -81,7 +81,7 @@ export class KsNode {
     if (o.nodeName && !namePattern.test(o.nodeName)) throw new Error(`--node-name must be letters, digits, '.', '_' or '-'`);
     for (const queue of o.queues) if (!namePattern.test(queue)) throw new Error(`--queue ${queue}: letters, digits, '.', '_' or '-' only`);
     mkdirSync(o.datadir, { recursive: true });
-    redisOptions(o.redisConnection);
+    redisOptions(o.redisConnection); // a malformed --redis-connection fails here, before anything starts
     if (!o.noRedis && !(await redisAnswers(o.redisConnection))) {
       log(`no Redis answers at ${o.redisConnection}: starting redis-server`);
       this.redisServer = await startRedisServer(o.redisConnection, join(o.datadir, '.redis'));

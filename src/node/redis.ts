@@ -68,8 +68,11 @@ export async function startRedisServer(connection: string, dir: string): Promise
   const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let spawnError: Error | undefined;
+  child.on('error', (error) => (spawnError = error));
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
+    if (spawnError) throw new Error(`cannot run redis-server: ${spawnError.message}`);
     if (child.exitCode !== null || child.signalCode !== null) {
       throw new Error(`redis-server exited at start: ${stderr.trim() || `exit code ${child.exitCode}`}`);
     }
