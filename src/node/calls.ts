@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { FlowProducer, Queue, type FlowJob } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -136,7 +137,7 @@ export class CallService {
     }
     const ends = endsIn(entries);
     if (remaining !== undefined && ends > 0 && ends < remaining && !stop.signal.aborted) {
-      await new Promise((resolve) => setTimeout(resolve, this.opts.pollLingerMs));
+      await delay(this.opts.pollLingerMs);
       entries.push(...(await this.ctx.events.read(streamKey, entries[entries.length - 1].id, 0)));
     }
     return {

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 
 /** A raw stream entry: its id and its field/value pairs. */
@@ -99,7 +100,7 @@ export class EventReader {
     while (this.blockedRead === generation && !this.closed) {
       const done = Number(await this.redis.client('UNBLOCK', this.blockingClientId).catch(() => 0));
       if (done || this.blockedRead !== generation) return;
-      await new Promise((resolve) => setTimeout(resolve, 1));
+      await delay(1);
     }
   }
 
@@ -134,7 +135,7 @@ export class EventReader {
           )) as XReadReply;
         } catch {
           reply = null;
-          await new Promise((resolve) => setTimeout(resolve, 100));
+          await delay(100);
         } finally {
           this.blockedRead = undefined;
         }

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -187,7 +188,7 @@ export class KsNode {
     if (this.redisServer?.pid) {
       const exited = new Promise((r) => this.redisServer!.once('exit', r));
       await quietly('stopping redis-server', () => process.kill(-this.redisServer!.pid!, 'SIGTERM'));
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000).unref())]);
+      await Promise.race([exited, delay(5_000, undefined, { ref: false })]);
     }
   }
 

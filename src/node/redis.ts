@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
@@ -77,7 +78,7 @@ export async function startRedisServer(connection: string, dir: string): Promise
       throw new Error(`redis-server exited at start: ${stderr.trim() || `exit code ${child.exitCode}`}`);
     }
     if (await redisAnswers(connection)) return child;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await delay(50);
   }
   child.kill('SIGKILL');
   throw new Error(`redis-server did not answer at ${connection} within 10 s`);

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
@@ -75,7 +76,7 @@ export class CallWorker {
   async close(graceMs: number): Promise<void> {
     await Promise.all(this.workers.map((w) => w.pause(true).catch(() => {})));
     const drained = Promise.all(this.workers.map((w) => w.close().catch(() => {})));
-    const timer = new Promise((resolve) => setTimeout(resolve, graceMs).unref());
+    const timer = delay(graceMs, undefined, { ref: false });
     await Promise.race([drained, timer]);
     for (const call of this.running.values()) call.abort.abort();
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => {})));
@@ -85,7 +86,6 @@ export class CallWorker {
   /** Runs a job's calls side by side, as many at once as there are free interpreters. */
   private async process(job: Job<CallJobData>): Promise<void> {
     const { b: batchId, c: calls } = job.data;
-    if (calls.length === 1) return this.runCall(batchId, calls[0]);
     await Promise.all(calls.map((call) => this.runCall(batchId, call)));
   }
 

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { config } from '../config.js';
@@ -133,7 +134,7 @@ export class PythonExecutor {
         onFatal(new Error(`the Python executor exited before it was ready (${describeExit(code, signal)}): ${this.lastStderrLines()}`));
         // Let stderr drain so a crash report carries the interpreter's last words.
         const drained = new Promise((r) => this.child.stderr!.once('end', r));
-        void Promise.race([drained, sleep(100)]).then(() => {
+        void Promise.race([drained, delay(100)]).then(() => {
           this.failCurrent();
           resolve();
         });
@@ -293,8 +294,4 @@ export class PythonExecutor {
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
   return signal ? `signal ${signal}` : `exit code ${code}`;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
