@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, py, RemoteError, NodeRequestError } from '../src/index.js';
 import { encode } from '../src/codec.js';
-import { Capture, rawRequest, runCli, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, rawRequest, runCli, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
 
 describe('cluster: three nodes, one worker each', function () {
   let redis: TestRedis;

@@ -1,15 +1,13 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
-import { HttpError, Unauthorized, Forbidden, BadRequest } from '../errors.js';
-import type { HostInfo } from '../types.js';
+import { HttpError, Unauthorized, Forbidden } from '../errors.js';
+import { decode } from '../codec.js';
+import type { HostInfo, WireCall, WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
 import type { CallService } from './calls.js';
 import { answersMsgpack, readBody, reply } from './http-body.js';
-import { decode } from '../codec.js';
-import type { WireEvent } from '../types.js';
 import * as v from './validate.js';
-import type { WireCall } from '../types.js';
 
 /** What the routes need from the node: one function per piece of work. */
 export interface AppContext {
@@ -60,6 +58,14 @@ function eventsFor(ctx: Context, events: WireEvent[] | undefined): unknown {
   });
 }
 
+/** A direct call's answer; for JSON clients with the value decoded and the output as text. */
+function directAnswer(ctx: Context, { outcome, output }: DirectCallResult): unknown {
+  const json = !answersMsgpack(ctx);
+  const shownOutput = json ? output.map(([stream, chunk]) => [stream, chunk.toString('utf8')]) : output;
+  if (!outcome.ok) return { ok: false, failure: outcome.failure, output: shownOutput };
+  return { ok: true, value: json ? decode(outcome.value) : outcome.value, output: shownOutput };
+}
+
 /** A signal that aborts when the client goes away before its answer. */
 function clientGone(ctx: Context): AbortSignal {
   const gone = new AbortController();
@@ -101,21 +107,13 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
   router.post('/api/v1/call', async (ctx) => {
     const call = v.wireCall(await body(ctx), 'body');
     refuseCode([call]);
-    const { outcome, output } = await app.runDirect(call, clientGone(ctx));
-    if (answersMsgpack(ctx)) {
-      reply(ctx, outcome.ok ? { ok: true, value: outcome.value, output } : { ok: false, failure: outcome.failure, output });
-    } else {
-      const text = output.map(([stream, chunk]) => [stream, chunk.toString('utf8')]);
-      reply(ctx, outcome.ok ? { ok: true, value: decode(outcome.value), output: text } : { ok: false, failure: outcome.failure, output: text });
-    }
+    reply(ctx, directAnswer(ctx, await app.runDirect(call, clientGone(ctx))));
   });
 
   router.post('/api/v1/results', async (ctx) => {
     const b = v.requireObject(await body(ctx), 'body');
     const waitMs = v.waitMs(b.waitMs) ?? Infinity;
-    const remaining = b.remaining === undefined ? undefined : Number(b.remaining);
-    if (remaining !== undefined && !(Number.isInteger(remaining) && remaining >= 0)) throw new BadRequest('remaining must be a count of calls');
-    const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, remaining, clientGone(ctx));
+    const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, v.remaining(b.remaining), clientGone(ctx));
     reply(ctx, { cursor: page.cursor, events: eventsFor(ctx, page.events) });
   });
 

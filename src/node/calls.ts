@@ -1,7 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { FlowProducer, Queue, type FlowJob } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { defaultQueue } from '../config.js';
 import { encode } from '../codec.js';
 import { BadRequest, NotFound } from '../errors.js';
@@ -33,8 +32,12 @@ export interface ResultsPage {
   events: WireEvent[];
 }
 
+function eventType(entry: StreamEntry): WireEvent['t'] {
+  return entry.fields.get('t')!.toString() as WireEvent['t'];
+}
+
 function endsIn(entries: StreamEntry[]): number {
-  return entries.filter((e) => terminalEventTypes.has(e.fields.get('t')!.toString())).length;
+  return entries.filter((e) => terminalEventTypes.has(eventType(e))).length;
 }
 
 const cancelledByClient: FailureInfo = { kind: 'cancelled', message: 'cancelled before it ran' };
@@ -61,6 +64,7 @@ export class CallService {
     const jobs: FlowJob[] = [];
     let chunk: JobCall[] = [];
     let chunkTargets: string[] = [];
+    let chunkKey = '';
     const flush = () => {
       if (!chunk.length) return;
       const data: CallJobData = { b: batchId, c: chunk };
@@ -72,8 +76,10 @@ export class CallService {
     for (let index = 0; index < calls.length; index++) {
       const call = calls[index];
       const targets = await this.targetQueues(call, hosts, index);
-      if (chunk.length >= chunkSize || targets.join() !== chunkTargets.join()) flush();
+      const targetsKey = targets.join();
+      if (chunk.length >= chunkSize || targetsKey !== chunkKey) flush();
       chunkTargets = targets;
+      chunkKey = targetsKey;
       chunk.push({
         i: index,
         f: call.fn,
@@ -130,7 +136,7 @@ export class CallService {
     for (let from = cursor; ; from = entries[entries.length - 1].id) {
       const more = await this.ctx.events.read(streamKey, from, deadline - Date.now(), stop.signal);
       entries.push(...more);
-      if (!more.length || Date.now() >= deadline || entries.some((e) => e.fields.get('t')!.toString() !== 'started')) break;
+      if (!more.length || Date.now() >= deadline || entries.some((e) => eventType(e) !== 'started')) break;
     }
     if (!entries.length && (unknown || (await redis.exists(keys.batchMeta(batchId), streamKey)) === 0)) {
       throw new NotFound(`no batch ${batchId}: it was never submitted or its results expired`);
@@ -143,7 +149,7 @@ export class CallService {
     return {
       cursor: entries.length ? entries[entries.length - 1].id : cursor,
       events: entries.map((e) => ({
-        t: e.fields.get('t')!.toString() as WireEvent['t'],
+        t: eventType(e),
         i: Number(e.fields.get('i')),
         h: e.fields.get('h')?.toString(),
         d: e.fields.get('d'),

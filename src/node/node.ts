@@ -57,7 +57,6 @@ const log = (message: string) => process.stderr.write(`kitchensink: ${message}\n
 /** A kitchensink node: web server, queue workers, warm interpreters, heartbeat. */
 export class KsNode {
   private redisServer?: ChildProcess;
-  private redis?: Redis;
   private connections: Redis[] = [];
   private pool?: ExecutorPool;
   private worker?: CallWorker;
@@ -89,7 +88,6 @@ export class KsNode {
     }
     const keys = new Keys(o.keyPrefix);
     const redis = withClaimScripts(this.connect({ connectionName: 'ks-cmd' }));
-    this.redis = redis;
     await redis.ping();
     await this.warnOnEviction(redis);
 

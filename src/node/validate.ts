@@ -115,6 +115,13 @@ export function waitMs(value: unknown): number | undefined {
   return value;
 }
 
+/** How many of its calls a client still waits for; absent is undefined. */
+export function remaining(value: unknown): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!Number.isInteger(value) || (value as number) < 0) throw new BadRequest('remaining must be a count of calls');
+  return value as number;
+}
+
 export function stringList(value: unknown, what: string, max = 1_000_000): string[] {
   if (!Array.isArray(value) || value.length > max || !value.every((v) => typeof v === 'string')) {
     throw new BadRequest(`${what} must be an array of strings`);
