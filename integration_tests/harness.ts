@@ -97,6 +97,7 @@ export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
 
 export interface TestNode {
   name: string;
+  datadir: string;
   url: string;
   process: ChildProcess;
   logs(): string;
@@ -123,6 +124,7 @@ export async function startNode(redisUrl: string, name: string, args: string[] =
   const cleanup = () => rmSync(datadir, { recursive: true, force: true });
   return {
     name,
+    datadir,
     url,
     process: child,
     logs: () => logs,

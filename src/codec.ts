@@ -88,14 +88,17 @@ export function decode<T = unknown>(bytes: Uint8Array): T {
  * Registers the class that `RemoteData` pointers decode to. The client does this with its
  * own `RemoteData`; code that never registers one sees `{ dataUrl }` objects.
  */
-export function registerRemoteDataClass<T extends { dataUrl: string }>(
+export function registerRemoteDataClass<T extends { dataUrl?: string }>(
   Class: new (...args: never[]) => T,
   fromUrl: (url: string) => T,
 ): void {
   addExtension({
     Class,
     type: remoteDataExtType,
-    pack: (data: T) => Buffer.from(data.dataUrl, 'utf8'),
+    pack: (data: T) => {
+      if (!data.dataUrl) throw new TypeError('a RemoteData must be saved before it is sent');
+      return Buffer.from(data.dataUrl, 'utf8');
+    },
     unpack: (payload: Uint8Array) => fromUrl(Buffer.from(payload).toString('utf8')),
   });
 }

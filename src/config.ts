@@ -30,6 +30,11 @@ export const config = {
   killGraceMs: 300,
   /** stderr lines kept per interpreter to explain a crash. */
   crashTailLines: 20,
+  /**
+   * A call's copy on a host of routing rank r becomes runnable only r × this much later, so
+   * its first-choice host has a head start and an idle host steals only from a busy one.
+   */
+  stealDelayMs: 200,
   /** Hosts that would copy this many bytes or more are not routed to. */
   dataThresholdBytes: 200_000_000,
   /** Client HTTP timeouts: a long-poll answers within `longPollMaxMs`, so this bounds a dead node. */

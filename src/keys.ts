@@ -47,6 +47,11 @@ export function parseTaskId(taskId: string): { batchId: string; index: number } 
   return m ? { batchId: m[1], index: Number(m[2]) } : undefined;
 }
 
+/** The HTTP path of a data url under `/api/v1/data/`, each segment percent-encoded. */
+export function dataPath(url: string): string {
+  return `/api/v1/data/${url.split('/').map(encodeURIComponent).join('/')}`;
+}
+
 export const batchIdPattern = /^b[0-9a-f]{16}$/;
 /** Host and queue names: safe inside Redis keys and BullMQ queue names (no `:`). */
 export const namePattern = /^[A-Za-z0-9_.-]{1,100}$/;

@@ -27,6 +27,8 @@ export interface WireCall {
   opts?: CallOptions;
   /** Hosts ranked by the client's routing; absent means the call's queue on any host. */
   route?: string[];
+  /** Data urls among the arguments (`RemoteData`), made local before the call runs. */
+  data?: string[];
 }
 
 /** Events of a batch stream. Every call ends with exactly one terminal event. */
@@ -68,6 +70,8 @@ export interface JobCall {
   /** base64 of msgpack `[args, kwargs]` */
   p: string;
   o: { timeout?: number; retries?: number; intermediateResults?: boolean };
+  /** Data urls among the arguments: made local before the call runs. */
+  d?: string[];
 }
 
 /**

@@ -4,7 +4,8 @@ Frames (4-byte big-endian length + msgpack) arrive on fd 3 and leave on fd 4, so
 user's fds 1 and 2 stay theirs: the node reads them as pipes and attributes whatever
 is written there (print, os.write, C extensions, subprocesses) to the running call.
 
-  node -> executor: ["call", seq, fn, payload]   fn: "mod:func" or [source, name]
+  node -> executor: ["call", seq, fn, payload, data]   fn: "mod:func" or [source, name],
+                    data: {url: [local path, fmt]} of the call's RemoteData arguments
                     ["exit"]
   executor -> node: ["ready", pid] | ["fatal", message]
                     ["result", seq, packed value]
@@ -25,7 +26,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, Tuple
 
-from . import wire
+from . import remote_data, wire
 
 SENTINEL = b"\x00\x1eKS-END\x1e\x00"
 IN_FD = 3
@@ -132,7 +133,8 @@ def _flush_output() -> None:
     os.write(2, SENTINEL)
 
 
-def _run(seq: int, fn: Any, payload: bytes) -> None:
+def _run(seq: int, fn: Any, payload: bytes, data: Dict[str, Any]) -> None:
+    remote_data.set_call_data(data)
     try:
         args, kwargs = wire.unpack(payload)
         func = _resolve(fn)
@@ -167,7 +169,7 @@ def main() -> None:
         except EOFError:
             return
         if frame[0] == "call":
-            _run(frame[1], frame[2], frame[3])
+            _run(frame[1], frame[2], frame[3], frame[4])
         elif frame[0] == "exit":
             return
 

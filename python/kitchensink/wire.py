@@ -18,7 +18,8 @@ def _default(value: Any) -> Any:
     if isinstance(value, int):
         raise OverflowError  # only ints beyond 64 bits reach here
     if isinstance(value, RemoteData):
-        return msgpack.ExtType(REMOTE_DATA_EXT, value.data_url.encode("utf-8"))
+        # An unsaved RemoteData is saved on this node on its way out: the client gets a pointer.
+        return msgpack.ExtType(REMOTE_DATA_EXT, value.save().data_url.encode("utf-8"))
     if isinstance(value, (set, frozenset)):
         return list(value)
     module = type(value).__module__

@@ -1,6 +1,8 @@
-import { config } from '../config.js';
+import { config, defaultQueue } from '../config.js';
 import { decode, encode } from '../codec.js';
-import { RemoteError } from '../errors.js';
+import { NodeRequestError, RemoteError } from '../errors.js';
+import { rankHosts } from '../routing.js';
+import { decodeWith, RemoteData, setDefaultClientResolver, type DataInfo } from './remote-data.js';
 import { taskIdOf } from '../keys.js';
 import type { CallOptions, FailureInfo, FnSpec, HostInfo, WireCall, WireEvent } from '../types.js';
 import { NodeHttp } from './http.js';
@@ -27,6 +29,28 @@ export type Outcome<T = unknown> = { ok: true; value: T } | { ok: false; error: 
 interface Batch {
   batchId: string;
   taskIds: string[];
+}
+
+interface PendingCall {
+  fn: FnSpec;
+  args: unknown[];
+  kwargs: Record<string, unknown>;
+  opts: CallOptions;
+}
+
+function pendingCall(fn: FnSpec, args: unknown[], kwargs: Record<string, unknown>, opts: CallOptions): PendingCall {
+  if (!Array.isArray(args)) throw new TypeError('args must be an array');
+  return { fn: toFnSpec(fn), args, kwargs, opts };
+}
+
+/** Every RemoteData among the arguments, nested arrays and plain objects included. */
+function findRemoteData(value: unknown, found: RemoteData[] = [], depth = 0): RemoteData[] {
+  if (value instanceof RemoteData) found.push(value);
+  else if (depth < 64 && Array.isArray(value)) for (const item of value) findRemoteData(item, found, depth + 1);
+  else if (depth < 64 && value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    for (const item of Object.values(value)) findRemoteData(item, found, depth + 1);
+  }
+  return found;
 }
 
 interface ResultsPage {
@@ -58,7 +82,7 @@ export class Client {
   readonly http: NodeHttp;
   readonly output: NodeJS.WritableStream;
   readonly dataThreshold: number;
-  private pending: WireCall[] = [];
+  private pending: PendingCall[] = [];
   private unread: Batch[] = [];
   private lastBatch?: Batch;
 
@@ -79,7 +103,7 @@ export class Client {
    * @returns the call's position in the coming batch
    */
   bc(fn: FnSpec, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: CallOptions = {}): number {
-    this.pending.push(this.wireCall(fn, args, kwargs, opts));
+    this.pending.push(pendingCall(fn, args, kwargs, opts));
     return this.pending.length - 1;
   }
 
@@ -88,7 +112,7 @@ export class Client {
     const calls = this.pending;
     this.pending = [];
     if (!calls.length) return [];
-    const batch = await this.submit(calls);
+    const batch = await this.submit(await this.toWire(calls));
     this.unread.push(batch);
     return batch.taskIds;
   }
@@ -113,7 +137,7 @@ export class Client {
    * contacted node's interpreters, skipping the queue.
    */
   async call<T = unknown>(fn: FnSpec, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: CallOptions = {}): Promise<T> {
-    const call = this.wireCall(fn, args, kwargs, opts);
+    const [call] = await this.toWire([pendingCall(fn, args, kwargs, opts)]);
     if (opts.async === false) return this.callDirect<T>(call);
     const [value] = await this.submitAndWait<T>([call]);
     return value as T;
@@ -122,7 +146,7 @@ export class Client {
   /** Runs `fn` once per argument list, in one batch; resolves to the results in order. */
   async map<T = unknown>(fn: FnSpec, argsList: unknown[][], opts: CallOptions = {}): Promise<T[]> {
     if (!argsList.length) return [];
-    return (await this.submitAndWait<T>(argsList.map((args) => this.wireCall(fn, args, {}, opts)))) as T[];
+    return (await this.submitAndWait<T>(await this.toWire(argsList.map((args) => pendingCall(fn, args, {}, opts))))) as T[];
   }
 
   /** Cancels one call by task id: it never runs, or is stopped where it runs. */
@@ -154,10 +178,53 @@ export class Client {
     this.http.close();
   }
 
-  private wireCall(fn: FnSpec, args: unknown[], kwargs: Record<string, unknown>, opts: CallOptions): WireCall {
-    if (!Array.isArray(args)) throw new TypeError('args must be an array');
-    const { async: _async, ...wireOpts } = opts;
-    return { fn: toFnSpec(fn), payload: encode([args, kwargs]), opts: wireOpts };
+  /** The url of a live host by name. */
+  async hostUrl(name: string): Promise<string> {
+    const host = (await this.hosts()).find((h) => h.name === name);
+    if (!host) throw new NodeRequestError(400, 'bad_request', `unknown or dead host ${JSON.stringify(name)}`, this.url);
+    return host.url;
+  }
+
+  /** Size, md5, format and live holders of each url; unknown urls are left out. */
+  async dataInfo(urls: string[]): Promise<Record<string, DataInfo>> {
+    return (await this.dataInfoAndHosts(urls)).data;
+  }
+
+  /** `dataInfo` and the live hosts, in one request. */
+  dataInfoAndHosts(urls: string[]): Promise<{ data: Record<string, DataInfo>; hosts: HostInfo[] }> {
+    return this.http.request('POST', '/api/v1/data/info', { urls });
+  }
+
+  /** Data urls matching a glob (`*`, `?`). */
+  async pathSearch(glob: string): Promise<string[]> {
+    const { urls } = await this.http.request<{ urls: string[] }>('GET', `/api/v1/data?glob=${encodeURIComponent(glob)}`);
+    return urls;
+  }
+
+  /**
+   * Prepares calls for the wire: saves the `RemoteData` among their arguments that is not on the
+   * cluster yet, then ranks hosts by the bytes each call would copy (one data/info request).
+   */
+  private async toWire(calls: PendingCall[]): Promise<WireCall[]> {
+    const found = calls.map((c) => findRemoteData([c.args, c.kwargs]));
+    const unsaved = new Set(found.flat().filter((d) => !d.saved));
+    await Promise.all([...unsaved].map((d) => d.save()));
+    const urlsOf = found.map((list) => [...new Set(list.map((d) => d.dataUrl!))]);
+    const allUrls = [...new Set(urlsOf.flat())];
+    const routing = allUrls.length ? await this.dataInfoAndHosts(allUrls) : undefined;
+    return calls.map((call, k) => {
+      const { async: _async, ...opts } = call.opts;
+      const urls = urlsOf[k];
+      const wire: WireCall = { fn: call.fn, payload: encode([call.args, call.kwargs]), opts };
+      if (!urls.length) return wire;
+      wire.data = urls;
+      if (routing && !opts.noRouteData && !opts.host) {
+        const queue = opts.queue ?? defaultQueue;
+        const candidates = routing.hosts.filter((h) => h.queues.includes(queue)).map((h) => h.name);
+        wire.route = rankHosts(urls, routing.data, candidates, this.dataThreshold);
+      }
+      return wire;
+    });
   }
 
   private async submit(calls: WireCall[]): Promise<Batch> {
@@ -181,7 +248,7 @@ export class Client {
   private async callDirect<T>(call: WireCall): Promise<T> {
     const answer = await this.http.request<DirectAnswer>('POST', '/api/v1/call', call);
     for (const [, chunk] of answer.output) this.output.write(Buffer.from(chunk));
-    if (answer.ok) return decode<T>(answer.value!);
+    if (answer.ok) return decodeWith<T>(this, answer.value!);
     throw new RemoteError(answer.failure!);
   }
 
@@ -212,7 +279,7 @@ export class Client {
             continue;
           }
           if (event.t === 'started' || outcomes[event.i]) continue;
-          const outcome = toOutcome<T>(event, taskIdOf(batch.batchId, event.i));
+          const outcome = toOutcome<T>(this, event, taskIdOf(batch.batchId, event.i));
           outcomes[event.i] = outcome;
           ended += 1;
           progress.advance();
@@ -246,8 +313,8 @@ export class Client {
   }
 }
 
-function toOutcome<T>(event: WireEvent, taskId: string): Outcome<T> {
-  if (event.t === 'result') return { ok: true, value: decode<T>(event.d!) };
+function toOutcome<T>(client: Client, event: WireEvent, taskId: string): Outcome<T> {
+  if (event.t === 'result') return { ok: true, value: decodeWith<T>(client, event.d!) };
   const info = event.d ? decode<FailureInfo>(event.d) : { kind: event.t, message: `the call ended: ${event.t}` };
   return { ok: false, error: new RemoteError(info as FailureInfo, taskId, event.h) };
 }
@@ -266,3 +333,5 @@ export function getDefaultClient(): Client {
   if (!defaultClient) throw new Error('no default client: call setupClient(url) first');
   return defaultClient;
 }
+
+setDefaultClientResolver(getDefaultClient);

@@ -1,10 +1,11 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
-import { HttpError, Unauthorized, Forbidden } from '../errors.js';
+import { BadRequest, HttpError, Unauthorized, Forbidden } from '../errors.js';
 import { decode } from '../codec.js';
 import type { HostInfo, WireCall, WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
+import type { DataService } from '../data/service.js';
 import type { CallService } from './calls.js';
 import { answersMsgpack, readBody, reply } from './http-body.js';
 import * as v from './validate.js';
@@ -12,6 +13,7 @@ import * as v from './validate.js';
 /** What the routes need from the node: one function per piece of work. */
 export interface AppContext {
   calls: CallService;
+  data: DataService;
   runDirect(call: WireCall, signal: AbortSignal): Promise<DirectCallResult>;
   liveHosts(): Promise<HostInfo[]>;
   info(): Record<string, unknown>;
@@ -75,6 +77,47 @@ function clientGone(ctx: Context): AbortSignal {
   return gone.signal;
 }
 
+const dataPrefix = '/api/v1/data/';
+
+/** The data url in a `/api/v1/data/<url>` path, its segments percent-decoded. */
+function dataUrlOf(path: string): string {
+  try {
+    return path.slice(dataPrefix.length).split('/').map(decodeURIComponent).join('/');
+  } catch {
+    throw new BadRequest('the data url in the path is not valid percent-encoding');
+  }
+}
+
+/** `PUT|GET|DELETE /api/v1/data/<url>` and `POST /api/v1/data/<url>/replicate`: streamed, not parsed. */
+function dataRoutes(data: DataService) {
+  return async (ctx: Context, next: Next): Promise<void> => {
+    if (!ctx.path.startsWith(dataPrefix) || (ctx.method === 'POST' && ctx.path === `${dataPrefix}info`)) return next();
+    if (ctx.method === 'PUT') {
+      const fmt = typeof ctx.query.fmt === 'string' ? ctx.query.fmt : 'raw';
+      const declared = Number(ctx.get('content-length')) || undefined;
+      reply(ctx, await data.put(dataUrlOf(ctx.path), ctx.req, fmt, declared), 201);
+    } else if (ctx.method === 'GET' || ctx.method === 'HEAD') {
+      const read = await data.read(dataUrlOf(ctx.path), ctx.get('range') || undefined);
+      ctx.set('accept-ranges', 'bytes');
+      ctx.type = 'application/octet-stream';
+      if (read.range) {
+        ctx.status = 206;
+        ctx.set('content-range', `bytes ${read.range.start}-${read.range.end}/${read.size}`);
+        ctx.length = read.range.end - read.range.start + 1;
+      } else {
+        ctx.length = read.size;
+      }
+      ctx.body = read.stream;
+    } else if (ctx.method === 'DELETE') {
+      reply(ctx, await data.remove(dataUrlOf(ctx.path)));
+    } else if (ctx.method === 'POST' && ctx.path.endsWith('/replicate')) {
+      reply(ctx, await data.replicate(dataUrlOf(ctx.path.slice(0, -'/replicate'.length))));
+    } else {
+      reply(ctx, { error: 'method_not_allowed', detail: `${ctx.method} is not served on data urls` }, 405);
+    }
+  };
+}
+
 export function createApp(app: AppContext, opts: AppOptions): Koa {
   const koa = new Koa();
   const router = new Router();
@@ -117,6 +160,15 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
     reply(ctx, { cursor: page.cursor, events: eventsFor(ctx, page.events) });
   });
 
+  router.post('/api/v1/data/info', async (ctx) => {
+    const b = v.requireObject(await body(ctx), 'body');
+    reply(ctx, await app.data.info(v.stringList(b.urls, 'urls', 100_000)));
+  });
+
+  router.get('/api/v1/data', async (ctx) => {
+    reply(ctx, { urls: await app.data.search(typeof ctx.query.glob === 'string' ? ctx.query.glob : '*') });
+  });
+
   router.post('/api/v1/cancel', async (ctx) => {
     const b = v.requireObject(await body(ctx), 'body');
     if (b.batchId !== undefined) {
@@ -143,6 +195,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
       await next();
     });
   }
+  koa.use(dataRoutes(app.data));
   koa.use(router.routes());
   koa.use(router.allowedMethods({ throw: false }));
   koa.use(async (ctx) => {

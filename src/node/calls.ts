@@ -25,6 +25,8 @@ export interface CallServiceOptions {
   jobAttempts: number;
   maxCallsPerJob: number;
   chunksPerWorker: number;
+  /** Head start of a call's first-choice host over the hosts ranked after it, per rank. */
+  stealDelayMs: number;
 }
 
 export interface ResultsPage {
@@ -69,7 +71,12 @@ export class CallService {
       if (!chunk.length) return;
       const data: CallJobData = { b: batchId, c: chunk };
       chunkTargets.forEach((queue, rank) =>
-        jobs.push({ name: 'call', queueName: queue, data, opts: { ...this.jobOpts, jobId: taskIdOf(batchId, chunk[0].i), priority: rank || undefined } }),
+        jobs.push({
+          name: 'call',
+          queueName: queue,
+          data,
+          opts: { ...this.jobOpts, jobId: taskIdOf(batchId, chunk[0].i), priority: rank || undefined, delay: rank * this.opts.stealDelayMs || undefined },
+        }),
       );
       chunk = [];
     };
@@ -85,6 +92,7 @@ export class CallService {
         f: call.fn,
         p: Buffer.from(call.payload).toString('base64'),
         o: { timeout: call.opts?.timeout, retries: call.opts?.retries, intermediateResults: call.opts?.intermediateResults },
+        d: call.data?.length ? call.data : undefined,
       });
     }
     flush();

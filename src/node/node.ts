@@ -13,6 +13,10 @@ import { CallWorker } from '../worker/call-worker.js';
 import { withClaimScripts } from '../worker/claim.js';
 import { runDirectCall } from '../worker/direct-call.js';
 import { ExecutorPool } from '../worker/pool.js';
+import { Catalog } from '../data/catalog.js';
+import { DataRegistry } from '../data/registry.js';
+import { DataService } from '../data/service.js';
+import { DataMover } from '../data/transfer.js';
 import { createApp } from './app.js';
 import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
@@ -86,6 +90,8 @@ export class KsNode {
       log(`no Redis answers at ${o.redisConnection}: starting redis-server`);
       this.redisServer = await startRedisServer(o.redisConnection, join(o.datadir, '.redis'));
     }
+    const catalog = new Catalog(o.datadir, o.minFreeDiskBytes);
+    await catalog.init();
     const keys = new Keys(o.keyPrefix);
     const redis = withClaimScripts(this.connect({ connectionName: 'ks-cmd' }));
     await redis.ping();
@@ -96,8 +102,10 @@ export class KsNode {
     this.name = o.nodeName ?? `${hostname()}-${port}`;
     this.url = o.nodeUrl ?? `http://${loopbackOrHost(o.host)}:${port}`;
 
-    const env = { KS_NODE_NAME: this.name, KS_NODE_URL: this.url, KS_DATADIR: resolve(o.datadir) };
-    if (o.noCode) Object.assign(env, { KS_NO_CODE: '1' });
+    const env: Record<string, string> = { KS_NODE_NAME: this.name, KS_NODE_URL: this.url, KS_DATADIR: resolve(o.datadir) };
+    if (o.noCode) env.KS_NO_CODE = '1';
+    // Python saves RemoteData through its own node's data route, which needs the token.
+    if (o.token) env.KS_NODE_TOKEN = o.token;
     this.pool = new ExecutorPool({
       python: o.python,
       pythonPath: [join(packageRoot, 'python')],
@@ -126,6 +134,10 @@ export class KsNode {
     });
     this.events = new EventReader(redis, this.connect({ connectionName: 'ks-events' }), config.eventsPerPoll);
     const registry = this.registry;
+    const liveHosts = () => registry.liveHosts();
+    const dataRegistry = new DataRegistry(redis, keys);
+    const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: o.token, liveHosts, log });
+    const data = new DataService({ catalog, registry: dataRegistry, mover, nodeName: this.name, readOnly: o.readOnly, liveHosts });
     this.calls = new CallService(
       { redis, keys, events: this.events, liveHosts: (fresh) => registry.liveHosts(fresh) },
       {
@@ -135,6 +147,7 @@ export class KsNode {
         jobAttempts: 3,
         maxCallsPerJob: config.maxCallsPerJob,
         chunksPerWorker: config.chunksPerWorker,
+        stealDelayMs: config.stealDelayMs,
       },
     );
     this.worker = new CallWorker(
@@ -145,6 +158,7 @@ export class KsNode {
         keys,
         nodeName: this.name,
         pool: this.pool,
+        data: mover,
         log,
       },
       {
@@ -157,7 +171,7 @@ export class KsNode {
       },
     );
     await this.worker.start();
-    this.serve(this.server, this.calls, this.pool, this.registry);
+    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover });
     await this.registry.register();
   }
 
@@ -213,6 +227,8 @@ export class KsNode {
     const server = createServer();
     server.keepAliveTimeout = 65_000;
     server.headersTimeout = 66_000;
+    // Uploads and downloads of large data may take longer than Node's default 300 s per request.
+    server.requestTimeout = 0;
     return new Promise((resolvePromise, reject) => {
       server.once('listening', () => resolvePromise(server));
       server.once('error', reject);
@@ -220,13 +236,17 @@ export class KsNode {
     });
   }
 
-  private serve(server: Server, calls: CallService, pool: ExecutorPool, registry: HostRegistry): void {
+  private serve(
+    server: Server,
+    { calls, data, pool, registry, mover }: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover },
+  ): void {
     const koa = createApp(
       {
         calls,
+        data,
         runDirect: (call, signal) => {
           this.directCalls += 1;
-          return runDirectCall(pool, { fn: call.fn, payload: call.payload, timeoutS: call.opts?.timeout ?? this.opts.timeoutS }, signal);
+          return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS }, signal);
         },
         liveHosts: () => registry.liveHosts(true),
         info: () => ({

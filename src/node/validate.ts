@@ -1,4 +1,5 @@
 import { encode } from '../codec.js';
+import { validateDataUrl } from '../data/catalog.js';
 import { BadRequest } from '../errors.js';
 import { batchIdPattern, namePattern } from '../keys.js';
 import type { CallOptions, FnSpec, WireCall } from '../types.js';
@@ -87,7 +88,12 @@ export function wireCall(value: unknown, where: string): WireCall {
     if (!Array.isArray(c.route) || c.route.length > 10_000) throw new BadRequest(`${where}.route must be an array of host names`);
     route = c.route.map((h, k) => name(h, `${where}.route[${k}]`)!);
   }
-  return { fn: fnSpec(c.fn, where), payload, opts: callOptions(c.opts, `${where}.opts`), route };
+  let data: string[] | undefined;
+  if (c.data !== undefined && c.data !== null) {
+    data = stringList(c.data, `${where}.data`, 10_000);
+    data.forEach(validateDataUrl);
+  }
+  return { fn: fnSpec(c.fn, where), payload, opts: callOptions(c.opts, `${where}.opts`), route, data };
 }
 
 export function wireCalls(body: unknown): WireCall[] {

@@ -6,8 +6,9 @@ import { encode } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
 import type { CallJobData, FailureInfo, JobCall } from '../types.js';
 import type { ClaimRedis } from './claim.js';
-import type { OutputStream, RunOutcome } from './executor.js';
-import type { ExecutorPool } from './pool.js';
+import type { CallData, OutputStream, RunOutcome } from './executor.js';
+import { withLocalData, type DataSource } from './local-data.js';
+import type { ExecutorPool, Lease } from './pool.js';
 
 export interface CallWorkerContext {
   /** Command connection with the claim scripts. */
@@ -19,6 +20,8 @@ export interface CallWorkerContext {
   keys: Keys;
   nodeName: string;
   pool: ExecutorPool;
+  /** Makes a call's data local before it runs. */
+  data: DataSource;
   log(message: string): void;
 }
 
@@ -90,40 +93,45 @@ export class CallWorker {
   }
 
   private async runCall(batchId: string, call: JobCall): Promise<void> {
-    const { i: index, f: fn, o: callOpts } = call;
+    const { i: index } = call;
     const { redis, keys, nodeName } = this.ctx;
     const taskId = taskIdOf(batchId, index);
     const claimKey = keys.claim(taskId);
     const streamKey = keys.batchEvents(batchId);
-    let lease = await this.ctx.pool.acquire();
+    const lease = { current: await this.ctx.pool.acquire() };
     try {
       const won = await redis.ksClaim(claimKey, streamKey, this.owner, this.opts.claimTtlMs, index, nodeName, this.opts.resultTtlS);
       if (!won) return;
       const running: RunningCall = { claimKey, abort: new AbortController() };
       this.running.set(taskId, running);
-      const output = new OutputStreamer(redis, streamKey, index, this.opts.maxOutputBytes, callOpts.intermediateResults !== false);
-      const timeoutS = callOpts.timeout ?? this.opts.timeoutS;
-      const payload = Buffer.from(call.p, 'base64');
-      let outcome: RunOutcome;
-      for (let attempt = 0; ; attempt++) {
-        outcome = await lease.run({
-          fn,
-          payload,
-          timeoutMs: timeoutS ? timeoutS * 1000 : undefined,
-          signal: running.abort.signal,
-          onOutput: (stream, chunk) => output.write(stream, chunk),
-        });
-        if (outcome.ok || outcome.failure.kind !== 'crashed' || attempt >= (callOpts.retries ?? 0)) break;
-        this.ctx.log(`task ${taskId} crashed its interpreter; re-running (attempt ${attempt + 2})`);
-        lease.release();
-        lease = await this.ctx.pool.acquire();
-      }
+      const output = new OutputStreamer(redis, streamKey, index, this.opts.maxOutputBytes, call.o.intermediateResults !== false);
+      const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease, data, running.abort.signal, output));
       output.flush();
-      const [type, data] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
-      await redis.ksFinish(claimKey, streamKey, this.owner, this.opts.resultTtlS * 1000, this.opts.resultTtlS, type, index, nodeName, data);
+      const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
+      await redis.ksFinish(claimKey, streamKey, this.owner, this.opts.resultTtlS * 1000, this.opts.resultTtlS, type, index, nodeName, event);
     } finally {
       this.running.delete(taskId);
-      lease.release();
+      lease.current.release();
+    }
+  }
+
+  /** Runs the call, again on a fresh interpreter after a crash while `retries` allow. */
+  private async runWithRetries(taskId: string, call: JobCall, lease: { current: Lease }, data: CallData, signal: AbortSignal, output: OutputStreamer): Promise<RunOutcome> {
+    const timeoutS = call.o.timeout ?? this.opts.timeoutS;
+    const payload = Buffer.from(call.p, 'base64');
+    for (let attempt = 0; ; attempt++) {
+      const outcome = await lease.current.run({
+        fn: call.f,
+        payload,
+        data,
+        timeoutMs: timeoutS ? timeoutS * 1000 : undefined,
+        signal,
+        onOutput: (stream, chunk) => output.write(stream, chunk),
+      });
+      if (outcome.ok || outcome.failure.kind !== 'crashed' || attempt >= (call.o.retries ?? 0)) return outcome;
+      this.ctx.log(`task ${taskId} crashed its interpreter; re-running (attempt ${attempt + 2})`);
+      lease.current.release();
+      lease.current = await this.ctx.pool.acquire();
     }
   }
 

@@ -1,6 +1,7 @@
 import type { FnSpec } from '../types.js';
 import type { OutputStream, RunOutcome } from './executor.js';
 import type { ExecutorPool } from './pool.js';
+import { withLocalData, type DataSource } from './local-data.js';
 
 export interface DirectCallResult {
   outcome: RunOutcome;
@@ -14,19 +15,23 @@ export interface DirectCallResult {
  */
 export async function runDirectCall(
   pool: ExecutorPool,
-  call: { fn: FnSpec; payload: Uint8Array; timeoutS?: number },
+  dataSource: DataSource,
+  call: { fn: FnSpec; payload: Uint8Array; data?: string[]; timeoutS?: number },
   signal: AbortSignal,
 ): Promise<DirectCallResult> {
   const output: [OutputStream, Buffer][] = [];
   const lease = await pool.acquire(true);
   try {
-    const outcome = await lease.run({
-      fn: call.fn,
-      payload: call.payload,
-      timeoutMs: call.timeoutS ? call.timeoutS * 1000 : undefined,
-      signal,
-      onOutput: (stream, chunk) => output.push([stream, Buffer.from(chunk)]),
-    });
+    const outcome = await withLocalData(dataSource, call.data ?? [], (data) =>
+      lease.run({
+        fn: call.fn,
+        payload: call.payload,
+        data,
+        timeoutMs: call.timeoutS ? call.timeoutS * 1000 : undefined,
+        signal,
+        onOutput: (stream, chunk) => output.push([stream, Buffer.from(chunk)]),
+      }),
+    );
     return { outcome, output };
   } finally {
     lease.release();

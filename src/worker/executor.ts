@@ -10,10 +10,14 @@ export const sentinel = Buffer.from('\x00\x1eKS-END\x1e\x00', 'latin1');
 
 export type OutputStream = 'stdout' | 'stderr';
 
+/** For each data url of a call: the local file and its format, as Python's RemoteData reads them. */
+export type CallData = Record<string, [path: string, fmt: string]>;
+
 export interface RunRequest {
   fn: FnSpec;
   /** msgpack of `[args, kwargs]`. */
   payload: Uint8Array;
+  data?: CallData;
   /** Kill the interpreter when the call runs longer than this. */
   timeoutMs?: number;
   /** Kill the interpreter when this aborts; the call ends `cancelled`. */
@@ -181,7 +185,7 @@ export class PythonExecutor {
         }
       }
       const fnWire = typeof request.fn === 'string' ? request.fn : [request.fn.src, request.fn.name ?? ''];
-      this.writeFrame(['call', seq, fnWire, request.payload]);
+      this.writeFrame(['call', seq, fnWire, request.payload, request.data ?? {}]);
     });
   }
 

@@ -1,0 +1,204 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, py, RemoteData, RemoteError, NodeRequestError, dobj, dr, dp, du } from '../src/index.js';
+import { Capture, rawRequest, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+
+/** An HTTP request whose path goes out exactly as written (fetch would resolve the dots). */
+function exactPathRequest(base: string, method: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(new URL(base), { method, path, headers: { 'content-type': 'application/octet-stream' } }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end(method === 'PUT' ? 'x' : undefined);
+  });
+}
+
+const hostOf = py`
+  import os, time
+  def where(*data, pause=0):
+      for d in data:
+          d.local_path()
+      time.sleep(pause)
+      return os.environ["KS_NODE_NAME"]`;
+
+describe('remote data on three nodes', function () {
+  let redis: TestRedis;
+  let nodes: TestNode[] = [];
+  let client: Client;
+  let scratch: string;
+
+  before(async function () {
+    redis = await startRedis();
+    nodes = await Promise.all([
+      startNode(redis.url, 'node1'),
+      startNode(redis.url, 'node2'),
+      startNode(redis.url, 'node3'),
+      startNode(redis.url, 'reader', ['--read-only', '--queue', 'readers']),
+    ]);
+    client = new Client(nodes[0].url, { output: new Capture() });
+    scratch = mkdtempSync(join(tmpdir(), 'ks-data-test-'));
+  });
+
+  after(async function () {
+    client?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it('runs calls where their data was saved', async function () {
+    const data = await dobj({ rows: [1, 2, 3] }, { client }).save({ host: 'node2', prefix: 'where/' });
+    assert.match(data.dataUrl!, /^where\//);
+    assert.deepEqual((await client.dataInfo([data.dataUrl!]))[data.dataUrl!].holders, ['node2']);
+    for (let k = 0; k < 3; k++) client.bc(hostOf, [data]);
+    await client.execute();
+    assert.deepEqual(await client.br(), Array(3).fill('node2'));
+  });
+
+  it('ranks hosts by bytes to copy: 1 MB on node1, 100 kB on node2', async function () {
+    const big = await dr(randomBytes(1_000_000), { client }).save({ host: 'node1' });
+    const small = await dr(randomBytes(100_000), { client }).save({ host: 'node2' });
+    for (let k = 0; k < 3; k++) client.bc(hostOf, [big, small], { pause: 1 });
+    await client.execute();
+    const hosts = await client.br<string>();
+    assert.equal(hosts[0], 'node1', 'the first call runs where the most bytes already are');
+    assert.deepEqual([...hosts].sort(), ['node1', 'node2', 'node3'], 'idle hosts take the copies queued for them');
+    // The calls that ran on node2 and node3 copied what they lacked, and the copies are registered.
+    const info = await client.dataInfo([big.dataUrl!, small.dataUrl!]);
+    assert.deepEqual(info[big.dataUrl!].holders, ['node1', 'node2', 'node3']);
+    assert.deepEqual(info[small.dataUrl!].holders, ['node1', 'node2', 'node3']);
+  });
+
+  it('converts obj, raw and localPath both ways', async function () {
+    const obj = await dobj({ a: [1, 2], b: 'x', c: new Uint8Array([5]) }, { client }).save();
+    const back = await du(obj.dataUrl!, { client }).obj<{ a: number[]; b: string; c: Uint8Array }>();
+    assert.deepEqual([back.a, back.b, [...back.c]], [[1, 2], 'x', [5]]);
+    const bytes = randomBytes(50_000);
+    const raw = await dr(bytes, { client }).save();
+    assert.ok((await du(raw.dataUrl!, { client }).raw()).equals(bytes));
+    const file = join(scratch, 'upload.bin');
+    writeFileSync(file, bytes);
+    const fromFile = await dp(file, { client }).save({ url: 'files/upload.bin' });
+    const downloaded = await du(fromFile.dataUrl!, { client }).localPath();
+    assert.ok(readFileSync(downloaded).equals(bytes));
+    rmSync(downloaded);
+    const seen = await client.call(py`
+      import hashlib
+      def f(o, r, p):
+          return [o.obj()["b"], hashlib.md5(r.raw()).hexdigest(), open(p.local_path(), "rb").read() == r.raw()]`, [obj, raw, fromFile]);
+    assert.deepEqual(seen, ['x', createHash('md5').update(bytes).digest('hex'), true]);
+  });
+
+  it('lets Python save data the client reads and passes on', async function () {
+    const made = await client.call<RemoteData>(py`
+      from kitchensink import RemoteData
+      def make(n):
+          return RemoteData(obj={"squares": [k * k for k in range(n)]}).save(prefix="made/")`, [5], {}, { host: 'node1' });
+    assert.ok(made instanceof RemoteData);
+    assert.match(made.dataUrl!, /^made\//);
+    assert.deepEqual(await made.obj(), { squares: [0, 1, 4, 9, 16] });
+    const total = await client.call(py`def total(d): return sum(d.obj()["squares"])`, [made]);
+    assert.equal(total, 30);
+    const auto = await client.call<RemoteData>(py`
+      from kitchensink import RemoteData
+      def f(): return RemoteData(raw=b"unsaved on return")`, [], {}, { host: 'node2' });
+    assert.equal((await auto.raw()).toString(), 'unsaved on return');
+  });
+
+  it('never stores data on a read-only node, yet runs calls on data there', async function () {
+    const data = await dr(Buffer.from('read me'), { client }).save({ host: 'node3' });
+    const value = await client.call(py`def f(d): return d.raw().decode()`, [data], {}, { queue: 'readers' });
+    assert.equal(value, 'read me');
+    assert.deepEqual((await client.dataInfo([data.dataUrl!]))[data.dataUrl!].holders, ['node3']);
+    const refused = await dr(Buffer.from('x'), { client }).save({ host: 'reader' }).catch((e: unknown) => e);
+    assert.ok(refused instanceof NodeRequestError && refused.status === 403, String(refused));
+  });
+
+  it('pipelines a copy to every host that stores data, and deletes every copy', async function () {
+    const data = await dr(randomBytes(200_000), { client }).save({ host: 'node1', url: 'shared/everywhere.bin' });
+    assert.deepEqual(await data.pipeline(), ['node1', 'node2', 'node3']);
+    assert.deepEqual((await client.dataInfo([data.dataUrl!]))[data.dataUrl!].holders, ['node1', 'node2', 'node3']);
+    assert.deepEqual(await client.pathSearch('shared/*'), ['shared/everywhere.bin']);
+    await data.delete();
+    assert.deepEqual(await client.dataInfo([data.dataUrl!]), {});
+    assert.deepEqual(await client.pathSearch('shared/*'), []);
+  });
+
+  it('refuses traversal, odd urls and duplicates, and names a missing url', async function () {
+    const url = nodes[0].url;
+    for (const bad of ['..%2F..%2Fetc%2Fpasswd', 'a/../../b', 'a/%2e%2e/%2e%2e/b', '%2Fabs', 'a//b', 'nul%00byte', 'a/./b', 'co:lon', 'bad%zz', 'x'.repeat(1100)]) {
+      const res = await exactPathRequest(url, 'PUT', `/api/v1/data/${bad}`);
+      assert.equal(res.status, 400, `${bad} -> ${res.status} ${res.body}`);
+      assert.ok(JSON.parse(res.body).detail);
+    }
+    assert.equal((await exactPathRequest(url, 'GET', '/api/v1/data/../../../etc/passwd')).status, 400);
+    await dr(Buffer.from('one'), { client }).save({ url: 'dup/once' });
+    const again = await dr(Buffer.from('two'), { client }).save({ url: 'dup/once' }).catch((e: unknown) => e);
+    assert.ok(again instanceof NodeRequestError && again.status === 409, String(again));
+    assert.equal((await du('dup/once', { client }).raw()).toString(), 'one');
+    const missing = await client.call(py`def f(d): return 1`, [du('no/such/url', { client })]).catch((e: unknown) => e);
+    assert.ok(missing instanceof RemoteError);
+    assert.equal(missing.kind, 'rejected');
+    assert.match(missing.message, /no\/such\/url/);
+    assert.equal((await rawRequest(url, 'GET', '/api/v1/data/no/such/url')).status, 404);
+  });
+
+  it('serves a byte range', async function () {
+    const data = await dr(Buffer.from('0123456789'), { client }).save();
+    const res = await fetch(`${nodes[0].url}/api/v1/data/${data.dataUrl}`, { headers: { range: 'bytes=2-5' } });
+    assert.equal(res.status, 206);
+    assert.equal(res.headers.get('content-range'), 'bytes 2-5/10');
+    assert.equal(await res.text(), '2345');
+    const tail = await fetch(`${nodes[0].url}/api/v1/data/${data.dataUrl}`, { headers: { range: 'bytes=-3' } });
+    assert.equal(await tail.text(), '789');
+    assert.equal((await fetch(`${nodes[0].url}/api/v1/data/${data.dataUrl}`, { headers: { range: 'bytes=20-30' } })).status, 416);
+  });
+
+  it('keeps an upload cut off midway out of the catalog', async function () {
+    const request = httpRequest;
+    const target = new URL(`${nodes[1].url}/api/v1/data/cut/off.bin`);
+    await new Promise<void>((resolve) => {
+      const req = request(target, { method: 'PUT', headers: { 'content-length': 10_000_000 } });
+      req.on('error', () => resolve());
+      req.write(randomBytes(1_000_000), () => setTimeout(() => req.destroy(), 50));
+      req.on('close', () => resolve());
+    });
+    const info = await client.dataInfo(['cut/off.bin']);
+    assert.deepEqual(info, {});
+    const res = await rawRequest(nodes[1].url, 'GET', '/api/v1/data/cut/off.bin');
+    assert.equal(res.status, 404);
+  });
+
+  it('keeps a 210 MB file put: the call runs on its holder even when busy', async function () {
+    this.timeout(300_000);
+    const file = join(scratch, 'big.bin');
+    writeFileSync(file, Buffer.alloc(210_000_000, 7));
+    const big = await dp(file, { client }).save({ host: 'node3' });
+    rmSync(file);
+    // node3 is busy with a slow call; node1 and node2 are idle but would copy 210 MB.
+    client.bc(hostOf, [], { pause: 1.5 }, { host: 'node3' });
+    client.bc(py`
+      import os
+      def f(d): return [os.environ["KS_NODE_NAME"], os.path.getsize(d.local_path())]`, [big]);
+    await client.execute();
+    const [, [host, size]] = await client.br<[string, number]>();
+    assert.equal(host, 'node3');
+    assert.equal(size, 210_000_000);
+    assert.deepEqual((await client.dataInfo([big.dataUrl!]))[big.dataUrl!].holders, ['node3']);
+    await big.delete();
+  });
+
+  it('leaves no partial file in any datadir tmp folder', async function () {
+    for (const node of nodes) {
+      assert.ok(existsSync(join(node.datadir, '.tmp')));
+      assert.deepEqual(readdirSync(join(node.datadir, '.tmp')), [], `${node.name} left partial files`);
+    }
+  });
+});

@@ -1,0 +1,173 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import { link, mkdir, open, rm, stat, statfs, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Transform } from 'node:stream';
+import { BadRequest, Conflict, HttpError, NotFound } from '../errors.js';
+
+/** The longest data url accepted. */
+export const maxDataUrlLength = 1024;
+
+export class InsufficientStorage extends HttpError {
+  constructor(message: string) {
+    super(507, 'insufficient_storage', message);
+  }
+}
+
+/**
+ * Checks a data url: relative, `/`-separated, no `.`/`..` segments, no NUL, backslash, colon
+ * or control characters, bounded length. Throws BadRequest naming what is wrong.
+ */
+export function validateDataUrl(url: unknown): string {
+  if (typeof url !== 'string' || !url.length) throw new BadRequest('a data url must be a non-empty string');
+  if (url.length > maxDataUrlLength) throw new BadRequest(`a data url is at most ${maxDataUrlLength} characters`);
+  if (url.startsWith('/')) throw new BadRequest(`data url ${JSON.stringify(url)} must be relative`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f\\:*?[\]]/.test(url)) throw new BadRequest(`data url ${JSON.stringify(url)} has a forbidden character (control, \\, :, *, ?, [ or ])`);
+  for (const segment of url.split('/')) {
+    if (!segment || segment === '.' || segment === '..') throw new BadRequest(`data url ${JSON.stringify(url)} has an empty, '.' or '..' segment`);
+  }
+  return url;
+}
+
+export interface StoredFile {
+  size: number;
+  md5: string;
+}
+
+/** Counts and hashes bytes as they stream through. */
+class Md5Meter extends Transform {
+  readonly hash = createHash('md5');
+  size = 0;
+  _transform(chunk: Buffer, _encoding: string, callback: (error?: Error | null, data?: Buffer) => void): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    callback(null, chunk);
+  }
+}
+
+/**
+ * Files under `<datadir>/data/<url>`. Writes stream to a temporary file (size and md5 computed
+ * on the way), are fsynced, then linked into place, which fails if the url exists: no silent
+ * overwrite, and an interrupted write leaves nothing behind.
+ */
+export class Catalog {
+  readonly root: string;
+  private readonly tmpDir: string;
+
+  constructor(
+    datadir: string,
+    private readonly minFreeDiskBytes: number,
+  ) {
+    this.root = join(datadir, 'data');
+    this.tmpDir = join(datadir, '.tmp');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.root, { recursive: true });
+    // Leftovers of writes a crash interrupted.
+    await rm(this.tmpDir, { recursive: true, force: true });
+    await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  path(url: string): string {
+    return join(this.root, validateDataUrl(url));
+  }
+
+  async has(url: string): Promise<boolean> {
+    try {
+      return (await stat(this.path(url))).isFile();
+    } catch {
+      return false;
+    }
+  }
+
+  async size(url: string): Promise<number> {
+    try {
+      return (await stat(this.path(url))).size;
+    } catch {
+      throw new NotFound(`no data ${JSON.stringify(url)} on this host`);
+    }
+  }
+
+  /** Refuses new data when free disk is under `--min-free-disk` (or would be, given `incomingBytes`). */
+  async checkFreeDisk(incomingBytes = 0): Promise<void> {
+    const fs = await statfs(this.root);
+    const free = fs.bavail * fs.bsize;
+    if (free - incomingBytes < this.minFreeDiskBytes) {
+      throw new InsufficientStorage(`only ${free} bytes free on this host, and --min-free-disk is ${this.minFreeDiskBytes}`);
+    }
+  }
+
+  /**
+   * Streams `source` into a new file at `url`. With `expectedMd5`, a mismatch discards it.
+   * Never overwrites: an existing url is a Conflict.
+   */
+  async write(url: string, source: Readable, opts: { expectedMd5?: string; declaredSize?: number } = {}): Promise<StoredFile> {
+    const target = this.path(url);
+    if (await this.has(url)) throw new Conflict(`data ${JSON.stringify(url)} exists; delete it first`);
+    await this.checkFreeDisk(opts.declaredSize ?? 0);
+    const tmp = this.tempPath();
+    try {
+      const { size, md5 } = await this.receive(url, source, tmp, opts.expectedMd5);
+      await mkdir(dirname(target), { recursive: true });
+      try {
+        await link(tmp, target);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new Conflict(`data ${JSON.stringify(url)} exists; delete it first`);
+        throw error;
+      }
+      return { size, md5 };
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
+  }
+
+  /**
+   * Streams `source` into a private temporary file that is never registered: how a read-only
+   * host holds another host's data for the length of one call. The caller deletes it.
+   */
+  async writeTemp(url: string, source: Readable, expectedMd5: string): Promise<string> {
+    const tmp = this.tempPath();
+    try {
+      await this.receive(url, source, tmp, expectedMd5);
+      return tmp;
+    } catch (error) {
+      await unlink(tmp).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Streams into `tmp`, hashing on the way, fsyncs, and checks the md5 when one is expected. */
+  private async receive(url: string, source: Readable, tmp: string, expectedMd5?: string): Promise<StoredFile> {
+    const meter = new Md5Meter();
+    await pipeline(source, meter, createWriteStream(tmp, { flags: 'wx' }));
+    const handle = await open(tmp, 'r');
+    await handle.sync();
+    await handle.close();
+    const md5 = meter.hash.digest('hex');
+    if (expectedMd5 && expectedMd5 !== md5) throw new BadRequest(`data ${JSON.stringify(url)} arrived with md5 ${md5}, expected ${expectedMd5}`);
+    return { size: meter.size, md5 };
+  }
+
+  /** A read stream of the whole file or of `[start, end]` (inclusive). */
+  read(url: string, range?: { start: number; end: number }): ReadStream {
+    return createReadStream(this.path(url), range);
+  }
+
+  async delete(url: string): Promise<boolean> {
+    try {
+      await unlink(this.path(url));
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw error;
+    }
+  }
+
+  private tempPath(): string {
+    return join(this.tmpDir, `${randomBytes(8).toString('hex')}.part`);
+  }
+}

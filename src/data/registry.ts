@@ -1,0 +1,91 @@
+import type { Redis } from 'ioredis';
+import { Conflict } from '../errors.js';
+import type { Keys } from '../keys.js';
+
+/** What the registry knows of one data url. `holders` lists live hosts only. */
+export interface DataInfo {
+  size: number;
+  md5: string;
+  fmt: string;
+  holders: string[];
+}
+
+/**
+ * KEYS: info, holders. ARGV: size, md5, fmt, createdAt, host. Records a copy of a url; a copy
+ * whose md5 differs from the registered one is refused (returns the registered md5).
+ */
+const registerScript = `
+local known = redis.call('HGET', KEYS[1], 'md5')
+if known and known ~= ARGV[2] then return known end
+if not known then
+  redis.call('HSET', KEYS[1], 'size', ARGV[1], 'md5', ARGV[2], 'fmt', ARGV[3], 'createdAt', ARGV[4])
+end
+redis.call('SADD', KEYS[2], ARGV[5])
+return 'ok'`;
+
+/** KEYS: info, holders. ARGV: host. Forgets a copy; the url itself when it was the last. */
+const unregisterScript = `
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('SCARD', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
+return redis.call('SCARD', KEYS[2])`;
+
+interface RegistryCommands {
+  ksDataRegister(info: string, holders: string, size: number, md5: string, fmt: string, createdAt: number, host: string): Promise<string>;
+  ksDataUnregister(info: string, holders: string, host: string): Promise<number>;
+}
+
+/** The data registry in Redis: `ks:data:<url>` (size, md5, fmt) and `ks:data:<url>:hosts`. */
+export class DataRegistry {
+  private readonly redis: Redis & RegistryCommands;
+
+  constructor(
+    redis: Redis,
+    private readonly keys: Keys,
+  ) {
+    this.redis = redis as Redis & RegistryCommands;
+    if (typeof this.redis.ksDataRegister !== 'function') {
+      redis.defineCommand('ksDataRegister', { numberOfKeys: 2, lua: registerScript });
+      redis.defineCommand('ksDataUnregister', { numberOfKeys: 2, lua: unregisterScript });
+    }
+  }
+
+  /** Records that `host` holds `url`; a different md5 than the registered one is a Conflict. */
+  async register(url: string, host: string, file: { size: number; md5: string; fmt: string }): Promise<void> {
+    const answer = await this.redis.ksDataRegister(this.keys.data(url), this.keys.dataHosts(url), file.size, file.md5, file.fmt, Date.now(), host);
+    if (answer !== 'ok') throw new Conflict(`data ${JSON.stringify(url)} is registered with md5 ${answer}, this copy has ${file.md5}`);
+  }
+
+  /** Forgets `host`'s copy; resolves to how many holders remain. */
+  unregister(url: string, host: string): Promise<number> {
+    return this.redis.ksDataUnregister(this.keys.data(url), this.keys.dataHosts(url), host);
+  }
+
+  /** Size, md5, format and live holders of each url, in one round trip; unknown urls are left out. */
+  async info(urls: string[], liveHosts: Set<string>): Promise<Record<string, DataInfo>> {
+    if (!urls.length) return {};
+    const pipe = this.redis.pipeline();
+    for (const url of urls) pipe.hgetall(this.keys.data(url)).smembers(this.keys.dataHosts(url));
+    const replies = (await pipe.exec()) ?? [];
+    const out: Record<string, DataInfo> = {};
+    urls.forEach((url, k) => {
+      const fields = replies[2 * k]?.[1] as Record<string, string> | undefined;
+      const holders = (replies[2 * k + 1]?.[1] as string[] | undefined) ?? [];
+      if (!fields?.md5) return;
+      out[url] = { size: Number(fields.size), md5: fields.md5, fmt: fields.fmt, holders: holders.filter((h) => liveHosts.has(h)).sort() };
+    });
+    return out;
+  }
+
+  /** Urls matching a glob (`*`, `?`), by SCAN rather than KEYS so Redis never stalls. */
+  async search(glob: string): Promise<string[]> {
+    const prefix = this.keys.data('');
+    const found = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${prefix}${glob}`, 'COUNT', 1000);
+      cursor = next;
+      for (const key of keys) if (!key.endsWith(':hosts')) found.add(key.slice(prefix.length));
+    } while (cursor !== '0');
+    return [...found].sort();
+  }
+}

@@ -1,0 +1,97 @@
+import { unlink } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import got from 'got';
+import type { HostInfo } from '../types.js';
+import { NotFound } from '../errors.js';
+import { dataPath } from '../keys.js';
+import type { Catalog } from './catalog.js';
+import type { DataRegistry } from './registry.js';
+
+export interface TransferContext {
+  catalog: Catalog;
+  registry: DataRegistry;
+  nodeName: string;
+  /** A read-only host fetches data for one call into a private file and registers nothing. */
+  readOnly: boolean;
+  /** Bearer token for other nodes' data routes. */
+  token?: string;
+  liveHosts(): Promise<HostInfo[]>;
+  log(message: string): void;
+}
+
+/** A local file a call can read, and what to do once the call is over. */
+export interface LocalData {
+  path: string;
+  fmt: string;
+  release(): Promise<void>;
+}
+
+/**
+ * Makes data local before a call runs: streams it from a live holder, checks its md5 (and tries
+ * another holder on a mismatch or a dead holder), stores it and registers the new copy.
+ * Concurrent calls needing the same missing url share one transfer.
+ */
+export class DataMover {
+  private readonly inFlight = new Map<string, Promise<void>>();
+
+  constructor(private readonly ctx: TransferContext) {}
+
+  async ensureLocal(url: string): Promise<LocalData> {
+    const { catalog, registry } = this.ctx;
+    const hosts = await this.ctx.liveHosts();
+    const info = (await registry.info([url], new Set(hosts.map((h) => h.name))))[url];
+    if (!info) throw new NotFound(`data ${JSON.stringify(url)} is not registered (never saved, or deleted)`);
+    const done = async () => {};
+    if (await catalog.has(url)) return { path: catalog.path(url), fmt: info.fmt, release: done };
+    if (this.ctx.readOnly) {
+      const path = await this.fromHolders(url, info.md5, info.holders, hosts, (source) => catalog.writeTemp(url, source, info.md5));
+      return { path, fmt: info.fmt, release: () => unlink(path).catch(() => {}) };
+    }
+    let transfer = this.inFlight.get(url);
+    if (!transfer) {
+      transfer = this.fromHolders(url, info.md5, info.holders, hosts, async (source) => {
+        const stored = await catalog.write(url, source, { expectedMd5: info.md5, declaredSize: info.size });
+        await registry.register(url, this.ctx.nodeName, { ...stored, fmt: info.fmt });
+      }).finally(() => this.inFlight.delete(url));
+      this.inFlight.set(url, transfer);
+    }
+    await transfer;
+    return { path: catalog.path(url), fmt: info.fmt, release: done };
+  }
+
+  /** Copies a url here from a live holder (for `POST data/<url>/replicate` and `pipeline()`). */
+  async replicate(url: string): Promise<void> {
+    await (await this.ensureLocal(url)).release();
+  }
+
+  private async fromHolders<T>(
+    url: string,
+    md5: string,
+    holders: string[],
+    hosts: HostInfo[],
+    store: (source: Readable) => Promise<T>,
+  ): Promise<T> {
+    const urls = new Map(hosts.map((h) => [h.name, h.url]));
+    const candidates = holders.filter((h) => h !== this.ctx.nodeName && urls.has(h));
+    if (!candidates.length) throw new NotFound(`data ${JSON.stringify(url)} (md5 ${md5}) is held by no live host`);
+    // Spread the readers over the holders.
+    const start = Math.floor(Math.random() * candidates.length);
+    const failures: string[] = [];
+    for (let k = 0; k < candidates.length; k++) {
+      const holder = candidates[(start + k) % candidates.length];
+      const source = got.stream(`${urls.get(holder)}${dataPath(url)}`, {
+        headers: this.ctx.token ? { authorization: `Bearer ${this.ctx.token}` } : {},
+        timeout: { connect: 5_000, response: 30_000 },
+        retry: { limit: 0 },
+      });
+      try {
+        return await store(source);
+      } catch (error) {
+        source.destroy();
+        failures.push(`${holder}: ${(error as Error).message}`);
+        this.ctx.log(`fetching ${url} from ${holder} failed: ${(error as Error).message}`);
+      }
+    }
+    throw new NotFound(`data ${JSON.stringify(url)} could not be fetched from any holder (${failures.join('; ')})`);
+  }
+}
