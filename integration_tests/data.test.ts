@@ -195,6 +195,18 @@ describe('remote data on three nodes', function () {
     await big.delete();
   });
 
+  it('refuses new data with 507 when free disk would drop under --min-free-disk', async function () {
+    const cramped = await startNode(redis.url, 'cramped', ['--min-free-disk', String(10 ** 17)]);
+    try {
+      const refused = await dr(Buffer.from('x'), { client }).save({ host: 'cramped' }).catch((e: unknown) => e);
+      assert.ok(refused instanceof NodeRequestError && refused.status === 507, String(refused));
+      assert.match(refused.detail, /--min-free-disk/);
+      assert.deepEqual(readdirSync(join(cramped.datadir, 'data')), []);
+    } finally {
+      await cramped.stop();
+    }
+  });
+
   it('leaves no partial file in any datadir tmp folder', async function () {
     for (const node of nodes) {
       assert.ok(existsSync(join(node.datadir, '.tmp')));

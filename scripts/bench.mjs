@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
-import { Client, py } from '../dist/index.js';
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Client, py, dr } from '../dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const asJson = process.argv.includes('--json');
@@ -110,8 +112,24 @@ if (lines !== 1000) throw new Error(`w3 delivered ${lines} lines, not 1000`);
 say(`w3 ${out.w3_calls_per_s.toFixed(0)} calls/s`);
 printer.close();
 
-out.w4_mb_per_s = null;
-out.w4_node_rss_peak_mb = null;
+// w4: 256 MB of random bytes saved as RemoteData, then one call reading its length on the holder.
+const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${nodeProcess.pid}/status`, 'utf8'))[1]) / 1024;
+const blob = randomBytes(256 * 1024 * 1024);
+const rssBefore = rssMb();
+let peak = rssBefore;
+const sampler = setInterval(() => (peak = Math.max(peak, rssMb())), 10);
+t0 = performance.now();
+const data = await dr(blob, { client }).save();
+const length = await client.call(py`def size(d): return len(d.raw())`, [data]);
+out.w4_mb_per_s = 256 / ((performance.now() - t0) / 1000);
+if (length !== blob.length) throw new Error(`w4 read ${length} bytes`);
+t0 = performance.now();
+const back = await data.raw();
+const downloadMbPerS = 256 / ((performance.now() - t0) / 1000);
+clearInterval(sampler);
+out.w4_node_rss_peak_mb = peak;
+if (!back.equals(blob)) throw new Error('w4 download differs');
+say(`w4 ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${peak.toFixed(0)} MB at peak`);
 client.close();
 nodeProcess.kill('SIGTERM');
 
