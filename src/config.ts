@@ -16,6 +16,12 @@ export const config = {
   /** A claim expires unless its owner refreshes it, so a dead node's calls can run elsewhere. */
   claimTtlMs: 30_000,
   claimRefreshMs: 10_000,
+  /** BullMQ job lock; a dead node's running jobs return to their queue about this long after. */
+  jobLockMs: 10_000,
+  /** A queued copy of a call another live host runs looks at it again this often. */
+  recheckMs: 5_000,
+  /** How often some node looks for dead hosts whose queues hold calls nobody else can run. */
+  sweepIntervalMs: 5_000,
   /** Results and events stay readable this long after a batch's last event. */
   resultTtlS: 3_600,
   /** The longest a `POST /results` long-poll holds before answering with no events. */

@@ -13,6 +13,10 @@ export class Keys {
   claim(taskId: string): string {
     return `${this.prefix}:claim:${taskId}`;
   }
+  /** How often a call was taken over from a dead host (bounds its re-runs). */
+  claimTries(taskId: string): string {
+    return `${this.prefix}:claim:${taskId}:tries`;
+  }
   batchEvents(batchId: string): string {
     return `${this.prefix}:batch:${batchId}:events`;
   }

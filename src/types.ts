@@ -82,6 +82,8 @@ export interface CallJobData {
   /** batch id */
   b: string;
   c: JobCall[];
+  /** Every queue holding a copy of this job: a dead host's copy matters only if it was the last. */
+  q?: string[];
 }
 
 /** What `ks:hosts` holds for each host. */
@@ -93,5 +95,7 @@ export interface HostInfo {
   readOnly: boolean;
   version: string;
   startedAt: number;
+  /** When its heartbeat last wrote this entry. */
+  beatAt?: number;
   alive?: boolean;
 }

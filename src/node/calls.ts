@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
-import { FlowProducer, Queue, type FlowJob } from 'bullmq';
+import { FlowProducer, type FlowJob } from 'bullmq';
 import { defaultQueue } from '../config.js';
 import { encode } from '../codec.js';
 import { BadRequest, NotFound } from '../errors.js';
@@ -8,11 +8,13 @@ import { queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
 import { terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
 import type { ClaimRedis } from '../worker/claim.js';
 import type { EventReader, StreamEntry } from './event-reader.js';
+import type { QueueCache } from './queues.js';
 
 export interface CallServiceContext {
   redis: ClaimRedis;
   keys: Keys;
   events: EventReader;
+  queues: QueueCache;
   /** Live hosts, maybe a second old unless `fresh`. */
   liveHosts(fresh?: boolean): Promise<HostInfo[]>;
 }
@@ -47,7 +49,6 @@ const cancelledByClient: FailureInfo = { kind: 'cancelled', message: 'cancelled 
 /** Queues calls, reads their events, cancels them. Routes call into here and nothing else. */
 export class CallService {
   private readonly flows: FlowProducer;
-  private readonly queues = new Map<string, Queue>();
   private readonly jobOpts: FlowJob['opts'];
 
   constructor(
@@ -69,7 +70,7 @@ export class CallService {
     let chunkKey = '';
     const flush = () => {
       if (!chunk.length) return;
-      const data: CallJobData = { b: batchId, c: chunk };
+      const data: CallJobData = { b: batchId, c: chunk, q: chunkTargets };
       chunkTargets.forEach((queue, rank) =>
         jobs.push({
           name: 'call',
@@ -101,7 +102,7 @@ export class CallService {
     const queues = new Set(jobs.map((j) => j.queueName));
     if (queues.size === 1) {
       // One queue: its own addBulk is one MULTI too, and lighter than a flow.
-      await this.queue(jobs[0].queueName).addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
+      await this.ctx.queues.get(jobs[0].queueName).addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
     } else {
       await this.flows.addBulk(jobs);
     }
@@ -198,7 +199,7 @@ export class CallService {
     }
     const waiting: string[] = [];
     for (const name of names) {
-      const queue = this.queue(name);
+      const queue = this.ctx.queues.get(name);
       const jobs = await queue.getJobs(['wait', 'prioritized', 'delayed']);
       for (const job of jobs) {
         const data = job?.data as CallJobData | undefined;
@@ -211,16 +212,6 @@ export class CallService {
 
   async close(): Promise<void> {
     await this.flows.close();
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
-  }
-
-  private queue(name: string): Queue {
-    let queue = this.queues.get(name);
-    if (!queue) {
-      queue = new Queue(name, { connection: this.ctx.redis, prefix: this.ctx.keys.prefix });
-      this.queues.set(name, queue);
-    }
-    return queue;
   }
 
   private async cancelInBatch(batchId: string, indexes: number[]): Promise<number> {

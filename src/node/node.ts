@@ -22,6 +22,8 @@ import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
 import { connectRedis, redisAnswers, redisOptions, startRedisServer } from './redis.js';
 import { HostRegistry } from './registry.js';
+import { QueueCache } from './queues.js';
+import { DeadHostSweeper } from './sweeper.js';
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
@@ -67,6 +69,8 @@ export class KsNode {
   private calls?: CallService;
   private events?: EventReader;
   private registry?: HostRegistry;
+  private queues?: QueueCache;
+  private sweeper?: DeadHostSweeper;
   private server?: Server;
   private stopping?: Promise<void>;
   private readonly startedAt = Date.now();
@@ -134,12 +138,13 @@ export class KsNode {
     });
     this.events = new EventReader(redis, this.connect({ connectionName: 'ks-events' }), config.eventsPerPoll);
     const registry = this.registry;
+    this.queues = new QueueCache(redis, keys.prefix);
     const liveHosts = () => registry.liveHosts();
     const dataRegistry = new DataRegistry(redis, keys);
     const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: o.token, liveHosts, log });
     const data = new DataService({ catalog, registry: dataRegistry, mover, nodeName: this.name, readOnly: o.readOnly, liveHosts });
     this.calls = new CallService(
-      { redis, keys, events: this.events, liveHosts: (fresh) => registry.liveHosts(fresh) },
+      { redis, keys, events: this.events, queues: this.queues, liveHosts: (fresh) => registry.liveHosts(fresh) },
       {
         resultTtlS: o.resultTtlS,
         longPollMaxMs: config.longPollMaxMs,
@@ -168,11 +173,18 @@ export class KsNode {
         resultTtlS: o.resultTtlS,
         timeoutS: o.timeoutS,
         maxOutputBytes: o.maxOutputBytes,
+        jobLockMs: config.jobLockMs,
+        recheckMs: config.recheckMs,
       },
     );
     await this.worker.start();
     this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover });
     await this.registry.register();
+    this.sweeper = new DeadHostSweeper(
+      { redis, keys, queues: this.queues, nodeName: this.name, log },
+      { intervalMs: config.sweepIntervalMs, deadAfterMs: config.heartbeatTtlMs + config.sweepIntervalMs, resultTtlS: o.resultTtlS },
+    );
+    this.sweeper.start();
   }
 
   /** Stops taking work, lets running calls finish (bounded), deregisters, stops every child. */
@@ -189,12 +201,16 @@ export class KsNode {
         log(`while stopping, ${what}: ${(error as Error).message}`);
       }
     };
+    this.sweeper?.close();
     await quietly('deregistering', () => this.registry?.deregister());
     await quietly('stopping the queue workers', () => this.worker?.close(graceMs));
     this.events?.close();
     await quietly('closing the web server', () => new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r())));
     this.server?.closeAllConnections();
-    await quietly('closing the queues', () => this.calls?.close());
+    await quietly('closing the queues', async () => {
+      await this.calls?.close();
+      await this.queues?.close();
+    });
     await quietly('stopping the interpreters', () => this.pool?.close());
     for (const connection of this.connections) connection.disconnect();
     if (this.redisServer?.pid) {

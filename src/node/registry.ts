@@ -64,7 +64,7 @@ export class HostRegistry {
   private async beat(): Promise<void> {
     await this.redis
       .multi()
-      .hset(this.keys.hosts, this.self.name, JSON.stringify(this.self))
+      .hset(this.keys.hosts, this.self.name, JSON.stringify({ ...this.self, beatAt: Date.now() }))
       .set(this.keys.alive(this.self.name), String(Date.now()), 'PX', this.opts.heartbeatTtlMs)
       .exec();
   }

@@ -1,11 +1,11 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
-import { Worker, type ConnectionOptions, type Job } from 'bullmq';
+import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
 import { encode } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
 import type { CallJobData, FailureInfo, JobCall } from '../types.js';
-import type { ClaimRedis } from './claim.js';
+import { ClaimAnswer, type ClaimRedis } from './claim.js';
 import type { CallData, OutputStream, RunOutcome } from './executor.js';
 import { withLocalData, type DataSource } from './local-data.js';
 import type { ExecutorPool, Lease } from './pool.js';
@@ -33,6 +33,10 @@ export interface CallWorkerOptions {
   /** Node-wide timeout in seconds (`--timeout`); a call's own `timeout` wins. */
   timeoutS?: number;
   maxOutputBytes: number;
+  /** BullMQ job lock: a job of a dead node is re-queued about this long after it died. */
+  jobLockMs: number;
+  /** How often a copy looks again at a call a live host is running. */
+  recheckMs: number;
 }
 
 interface RunningCall {
@@ -59,7 +63,7 @@ export class CallWorker {
     await this.ctx.subscriber.subscribe(this.ctx.keys.cancelChannel);
     this.ctx.subscriber.on('message', (_channel: string, taskId: string) => this.running.get(taskId)?.abort.abort());
     for (const queue of this.opts.queues) {
-      const worker = new Worker<CallJobData>(queue, (job) => this.process(job), {
+      const worker = new Worker<CallJobData>(queue, (job, token) => this.process(job, token), {
         connection: { ...this.ctx.connection, maxRetriesPerRequest: null } as ConnectionOptions,
         prefix: this.ctx.keys.prefix,
         // A job waits here for a free interpreter; the claim is taken only once it has one,
@@ -67,6 +71,10 @@ export class CallWorker {
         concurrency: this.ctx.pool.size,
         removeOnComplete: { count: 0 },
         removeOnFail: { count: 0 },
+        // A dead node's jobs go back to the queue this soon; claims keep a live node's from running twice.
+        lockDuration: this.opts.jobLockMs,
+        stalledInterval: this.opts.jobLockMs / 2,
+        maxStalledCount: 1_000,
       });
       worker.on('error', (error) => this.ctx.log(`queue ${queue}: ${error.message}`));
       this.workers.push(worker);
@@ -86,13 +94,22 @@ export class CallWorker {
     clearInterval(this.refreshTimer);
   }
 
-  /** Runs a job's calls side by side, as many at once as there are free interpreters. */
-  private async process(job: Job<CallJobData>): Promise<void> {
+  /**
+   * Runs a job's calls side by side, as many at once as there are free interpreters. A call a
+   * live host is running keeps its copy here, looked at again later: if that host dies, this
+   * copy takes the call over.
+   */
+  private async process(job: Job<CallJobData>, token?: string): Promise<void> {
     const { b: batchId, c: calls } = job.data;
-    await Promise.all(calls.map((call) => this.runCall(batchId, call)));
+    const answers = await Promise.all(calls.map((call) => this.runCall(batchId, call)));
+    if (token && answers.includes(ClaimAnswer.recheck)) {
+      await job.moveToDelayed(Date.now() + this.opts.recheckMs, token);
+      throw new DelayedError();
+    }
   }
 
-  private async runCall(batchId: string, call: JobCall): Promise<void> {
+  /** Claims and runs one call; answers what became of the claim. */
+  private async runCall(batchId: string, call: JobCall): Promise<number> {
     const { i: index } = call;
     const { redis, keys, nodeName } = this.ctx;
     const taskId = taskIdOf(batchId, index);
@@ -100,8 +117,20 @@ export class CallWorker {
     const streamKey = keys.batchEvents(batchId);
     const lease = { current: await this.ctx.pool.acquire() };
     try {
-      const won = await redis.ksClaim(claimKey, streamKey, this.owner, this.opts.claimTtlMs, index, nodeName, this.opts.resultTtlS);
-      if (!won) return;
+      const answer = await redis.ksClaim(
+        claimKey,
+        streamKey,
+        keys.claimTries(taskId),
+        this.owner,
+        this.opts.claimTtlMs,
+        index,
+        nodeName,
+        this.opts.resultTtlS,
+        keys.alive(''),
+        call.o.retries ?? 1,
+        encode(lostFailure(call.o.retries ?? 1)),
+      );
+      if (answer !== ClaimAnswer.run) return answer;
       const running: RunningCall = { claimKey, abort: new AbortController() };
       this.running.set(taskId, running);
       const output = new OutputStreamer(redis, streamKey, index, this.opts.maxOutputBytes, call.o.intermediateResults !== false);
@@ -109,6 +138,7 @@ export class CallWorker {
       output.flush();
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
       await redis.ksFinish(claimKey, streamKey, this.owner, this.opts.resultTtlS * 1000, this.opts.resultTtlS, type, index, nodeName, event);
+      return ClaimAnswer.drop;
     } finally {
       this.running.delete(taskId);
       lease.current.release();
@@ -142,6 +172,11 @@ export class CallWorker {
       this.ctx.log(`cannot refresh claims: ${error.message}`);
     });
   }
+}
+
+/** Why a call ended `lost` after its hosts died `reRuns` + 1 times. */
+export function lostFailure(reRuns: number): FailureInfo {
+  return { kind: 'lost', message: `the host running the call died${reRuns ? `, and so did the hosts of its ${reRuns} re-run(s)` : ''} (opts.retries ${reRuns})` };
 }
 
 function eventOf(failure: FailureInfo): [string, Buffer] {

@@ -1,0 +1,95 @@
+import { encode } from '../codec.js';
+import { queueName, taskIdOf, type Keys } from '../keys.js';
+import type { CallJobData, FailureInfo, HostInfo } from '../types.js';
+import type { ClaimRedis } from '../worker/claim.js';
+import type { QueueCache } from './queues.js';
+import { readHosts } from './registry.js';
+
+export interface SweeperContext {
+  redis: ClaimRedis;
+  keys: Keys;
+  queues: QueueCache;
+  nodeName: string;
+  log(message: string): void;
+}
+
+export interface SweeperOptions {
+  intervalMs: number;
+  /** A host is swept once its heartbeat has been silent this long. */
+  deadAfterMs: number;
+  resultTtlS: number;
+}
+
+/**
+ * Ends the calls only a dead host could have run. Calls in shared queues need no help: BullMQ
+ * returns a dead node's jobs to their queue and a live node takes the call over. But a host's
+ * own queue has no other reader: calls pinned there, or routed only there, end `lost`, and the
+ * queue and the host's entry go. One node sweeps at a time (a short Redis lock).
+ */
+export class DeadHostSweeper {
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly ctx: SweeperContext,
+    private readonly opts: SweeperOptions,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.sweep().catch((error: Error) => this.ctx.log(`sweeping dead hosts: ${error.message}`)), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+
+  /** One pass; resolves to how many calls it ended `lost`. */
+  async sweep(): Promise<number> {
+    const { redis, keys } = this.ctx;
+    const lock = await redis.set(`${keys.prefix}:sweep`, this.ctx.nodeName, 'PX', this.opts.intervalMs, 'NX');
+    if (!lock) return 0;
+    const hosts = await readHosts(redis, keys);
+    const now = Date.now();
+    const silent = hosts.filter((h) => !h.alive);
+    const deadQueues = new Set(silent.flatMap((h) => h.queues.map((q) => queueName(q, h.name))));
+    let lost = 0;
+    for (const host of silent.filter((h) => now - (h.beatAt ?? 0) > this.opts.deadAfterMs)) {
+      for (const queue of host.queues.map((q) => queueName(q, host.name))) lost += await this.sweepQueue(queue, host, deadQueues);
+      await redis.hdel(keys.hosts, host.name);
+      this.ctx.log(`host ${host.name} is dead: its queues are swept and it is deregistered`);
+    }
+    return lost;
+  }
+
+  private async sweepQueue(name: string, host: HostInfo, deadQueues: Set<string>): Promise<number> {
+    const queue = this.ctx.queues.get(name);
+    const jobs = await queue.getJobs(['wait', 'prioritized', 'delayed', 'active', 'waiting-children']);
+    const byBatch = new Map<string, number[]>();
+    for (const job of jobs) {
+      const data = job?.data as CallJobData | undefined;
+      if (!data?.c) continue;
+      // Another copy in a live queue will run (or take over) the call.
+      if ((data.q ?? [name]).some((other) => !deadQueues.has(other))) continue;
+      const indexes = byBatch.get(data.b) ?? [];
+      indexes.push(...data.c.map((call) => call.i));
+      byBatch.set(data.b, indexes);
+    }
+    let lost = 0;
+    const failure: FailureInfo = { kind: 'lost', message: `host ${host.name} died, and the call could run nowhere else (pinned there, or its data only there)` };
+    for (const [batchId, indexes] of byBatch) {
+      const { keys, redis } = this.ctx;
+      lost += await redis.ksLost(
+        1 + indexes.length,
+        keys.batchEvents(batchId),
+        ...indexes.map((i) => keys.claim(taskIdOf(batchId, i))),
+        this.opts.resultTtlS * 1000,
+        this.opts.resultTtlS,
+        encode(failure),
+        ...indexes,
+      );
+    }
+    await queue.obliterate({ force: true });
+    await this.ctx.queues.drop(name);
+    return lost;
+  }
+}
