@@ -143,6 +143,12 @@ describe('remote data on three nodes', function () {
     const again = await dr(Buffer.from('two'), { client }).save({ url: 'dup/once' }).catch((e: unknown) => e);
     assert.ok(again instanceof NodeRequestError && again.status === 409, String(again));
     assert.equal((await du('dup/once', { client }).raw()).toString(), 'one');
+    await dr(Buffer.from('in a folder'), { client }).save({ url: 'clash/inner' });
+    for (const url of ['clash', 'dup/once/under']) {
+      const clash = await dr(Buffer.from('x'), { client }).save({ url }).catch((e: unknown) => e);
+      assert.ok(clash instanceof NodeRequestError && clash.status === 409, `${url}: ${String(clash)}`);
+    }
+    assert.equal((await rawRequest(url, 'GET', '/api/v1/data/clash')).status, 404, 'a folder of urls is not data');
     const missing = await client.call(py`def f(d): return 1`, [du('no/such/url', { client })]).catch((e: unknown) => e);
     assert.ok(missing instanceof RemoteError);
     assert.equal(missing.kind, 'rejected');

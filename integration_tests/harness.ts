@@ -54,6 +54,8 @@ export interface TestRedis {
   url: string;
   dir: string;
   client(): Redis;
+  /** Stops redis-server (SIGTERM: it writes its AOF) and starts it again on the same socket and dir. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -61,23 +63,23 @@ export interface TestRedis {
 export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
   const dir = mkdtempSync(join(tmpdir(), 'ks-redis-'));
   const socket = join(dir, 'redis.sock');
-  const child = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--save', '', '--dir', dir, ...extraArgs], {
-    stdio: 'ignore',
-    detached: true,
-  });
-  const clients: Redis[] = [];
-  const probe = new Redis({ path: socket, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  probe.on('error', () => {});
-  await waitFor(async () => {
+  const launch = () =>
+    spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--save', '', '--dir', dir, ...extraArgs], { stdio: 'ignore', detached: true });
+  const answers = async () => {
+    const probe = new Redis({ path: socket, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => {});
     try {
-      if (probe.status !== 'ready') await probe.connect();
+      await probe.connect();
       return (await probe.ping()) === 'PONG';
     } catch {
-      probe.disconnect();
       return false;
+    } finally {
+      probe.disconnect();
     }
-  }, 'redis-server to answer');
-  probe.disconnect();
+  };
+  let child = launch();
+  await waitFor(answers, 'redis-server to answer');
+  const clients: Redis[] = [];
   return {
     url: `unix://${socket}`,
     dir,
@@ -86,6 +88,11 @@ export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
       c.on('error', () => {});
       clients.push(c);
       return c;
+    },
+    async restart() {
+      await stopGroup(child, 'SIGTERM');
+      child = launch();
+      await waitFor(answers, 'redis-server to answer again');
     },
     async stop() {
       for (const c of clients) c.disconnect();

@@ -22,8 +22,12 @@ export const config = {
   recheckMs: 5_000,
   /** How often some node looks for dead hosts whose queues hold calls nobody else can run. */
   sweepIntervalMs: 5_000,
-  /** Results and events stay readable this long after a batch's last event. */
+  /** Results and events stay readable this long after a batch's last call ended. */
   resultTtlS: 3_600,
+  /** Until then, a batch's stream and meta expire only after this long (a bound, not a plan). */
+  batchSafetyTtlS: 7 * 24 * 3_600,
+  /** An ended call's claim outlives every queued copy of it (they see it and drop): at least this long. */
+  minDoneClaimTtlS: 600,
   /** The longest a `POST /results` long-poll holds before answering with no events. */
   longPollMaxMs: 5_000,
   /** The most events one long-poll answer carries. */
@@ -51,6 +55,8 @@ export const config = {
   chunksPerWorker: 4,
   /** A long-poll that found some but not all of its calls' ends waits this long for more. */
   pollLingerMs: 10,
+  /** How long a client's long-poll waits out a node or Redis that does not answer. */
+  pollOutageMs: 60_000,
   /** A batch this large shows a progress bar when stderr is a TTY. */
   progressMinCalls: 200,
   /** How long the host snapshot used to validate `opts.host`/`opts.queue` may be stale. */

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { config, defaultQueue } from '../config.js';
 import { decode, encode } from '../codec.js';
 import { NodeRequestError, RemoteError } from '../errors.js';
@@ -263,14 +264,7 @@ export class Client {
     let prefetched = first?.events ? first : undefined;
     try {
       while (ended < total) {
-        const page =
-          prefetched ??
-          (await this.http.request<ResultsPage>('POST', '/api/v1/results', {
-            batchId: batch.batchId,
-            cursor,
-            waitMs: longPollMs,
-            remaining: total - ended,
-          }));
+        const page = prefetched ?? (await this.poll(batch.batchId, cursor, total - ended));
         prefetched = undefined;
         cursor = page.cursor;
         for (const event of page.events) {
@@ -294,6 +288,24 @@ export class Client {
       interrupt.dispose();
     }
     return collect ? (outcomes as Outcome<T>[]) : outcomes.map((o) => (o as { value: T }).value);
+  }
+
+  /**
+   * One long-poll. A node or Redis that is restarting (a 5xx, a refused or dropped connection)
+   * is waited out with backoff for up to `pollOutageMs`; events are never lost meanwhile, the
+   * cursor resumes where it was.
+   */
+  private async poll(batchId: string, cursor: string, remaining: number): Promise<ResultsPage> {
+    const giveUpAt = Date.now() + config.pollOutageMs;
+    for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 2_000)) {
+      try {
+        return await this.http.request<ResultsPage>('POST', '/api/v1/results', { batchId, cursor, waitMs: longPollMs, remaining });
+      } catch (error) {
+        const transient = !(error instanceof NodeRequestError) || error.status >= 500;
+        if (!transient || Date.now() + delayMs > giveUpAt) throw error;
+        await delay(delayMs);
+      }
+    }
   }
 
   /** While a batch is awaited, Ctrl-C cancels it before the process exits (kitchensink's behaviour). */

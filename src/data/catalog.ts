@@ -111,11 +111,11 @@ export class Catalog {
   }
 
   async size(url: string): Promise<number> {
-    try {
-      return (await stat(this.path(url))).size;
-    } catch {
-      throw new NotFound(`no data ${JSON.stringify(url)} on this host`);
-    }
+    const path = this.path(url);
+    const found = await stat(path).catch(() => undefined);
+    // A url that is a folder of other urls ('a' when 'a/b' exists) is not data.
+    if (!found?.isFile()) throw new NotFound(`no data ${JSON.stringify(url)} on this host`);
+    return found.size;
   }
 
   /** Refuses new data when free disk is under `--min-free-disk` (or would be, given `incomingBytes`). */
@@ -138,11 +138,13 @@ export class Catalog {
     const tmp = this.tempPath();
     try {
       const { size, md5 } = await this.receive(url, source, tmp, opts.expectedMd5);
-      await mkdir(dirname(target), { recursive: true });
       try {
+        await mkdir(dirname(target), { recursive: true });
         await link(tmp, target);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new Conflict(`data ${JSON.stringify(url)} exists; delete it first`);
+        const code = (error as NodeJS.ErrnoException).code;
+        // EEXIST: the url, or a folder of that name ('a' when 'a/b' exists); ENOTDIR: 'a/b' when 'a' is data.
+        if (code === 'EEXIST' || code === 'ENOTDIR') throw new Conflict(`data ${JSON.stringify(url)} exists, or clashes with data whose url is a prefix of it or starts with it`);
         throw error;
       }
       return { size, md5 };
@@ -195,7 +197,8 @@ export class Catalog {
       await unlink(this.path(url));
       return true;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR' || code === 'EPERM') return false;
       throw error;
     }
   }

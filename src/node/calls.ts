@@ -6,12 +6,14 @@ import { encode } from '../codec.js';
 import { BadRequest, NotFound } from '../errors.js';
 import { queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
 import { terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
-import type { ClaimRedis } from '../worker/claim.js';
+import type { Redis } from 'ioredis';
+import type { ClaimLock } from '../worker/claim.js';
 import type { EventReader, StreamEntry } from './event-reader.js';
 import type { QueueCache } from './queues.js';
 
 export interface CallServiceContext {
-  redis: ClaimRedis;
+  redis: Redis;
+  claims: ClaimLock;
   keys: Keys;
   events: EventReader;
   queues: QueueCache;
@@ -20,7 +22,8 @@ export interface CallServiceContext {
 }
 
 export interface CallServiceOptions {
-  resultTtlS: number;
+  /** Expiry of a batch's meta until its last call ends (then the claim scripts set --result-ttl). */
+  batchSafetyTtlS: number;
   longPollMaxMs: number;
   pollLingerMs: number;
   /** Job attempts when the worker itself fails (Redis gone mid-claim); Python errors never retry. */
@@ -98,7 +101,8 @@ export class CallService {
     }
     flush();
     // Same connection as the jobs, so the count exists before any worker can see a job.
-    void this.ctx.redis.set(this.ctx.keys.batchMeta(batchId), calls.length, 'EX', this.opts.resultTtlS).catch(() => {});
+    const meta = this.ctx.keys.batchMeta(batchId);
+    void this.ctx.redis.multi().hset(meta, 'n', calls.length).expire(meta, this.opts.batchSafetyTtlS).exec().catch(() => {});
     const queues = new Set(jobs.map((j) => j.queueName));
     if (queues.size === 1) {
       // One queue: its own addBulk is one MULTI too, and lighter than a flow.
@@ -148,7 +152,7 @@ export class CallService {
       if (!more.length || Date.now() >= deadline || entries.some((e) => eventType(e) !== 'started')) break;
     }
     if (!entries.length && (unknown || (await redis.exists(keys.batchMeta(batchId), streamKey)) === 0)) {
-      throw new NotFound(`no batch ${batchId}: it was never submitted or its results expired`);
+      throw new NotFound(`no batch ${batchId}: it was never submitted, its results expired (--result-ttl), or Redis restarted without persistence and lost it`);
     }
     const ends = endsIn(entries);
     if (remaining !== undefined && ends > 0 && ends < remaining && !stop.signal.aborted) {
@@ -183,7 +187,7 @@ export class CallService {
 
   /** Cancels every call of a batch that has not ended. */
   async cancelBatch(batchId: string): Promise<number> {
-    const count = Number(await this.ctx.redis.get(this.ctx.keys.batchMeta(batchId)));
+    const count = Number(await this.ctx.redis.hget(this.ctx.keys.batchMeta(batchId), 'n'));
     if (!count) throw new NotFound(`no batch ${batchId}`);
     return this.cancelInBatch(batchId, Array.from({ length: count }, (_, k) => k));
   }
@@ -214,25 +218,8 @@ export class CallService {
     await this.flows.close();
   }
 
-  private async cancelInBatch(batchId: string, indexes: number[]): Promise<number> {
-    const { keys, redis } = this.ctx;
-    const claimKeys: string[] = [];
-    const pairs: (string | number)[] = [];
-    for (const index of indexes) {
-      const taskId = taskIdOf(batchId, index);
-      claimKeys.push(keys.claim(taskId));
-      pairs.push(index, taskId);
-    }
-    return redis.ksCancel(
-      2 + claimKeys.length,
-      keys.batchEvents(batchId),
-      keys.cancelChannel,
-      ...claimKeys,
-      this.opts.resultTtlS * 1000,
-      this.opts.resultTtlS,
-      encode(cancelledByClient),
-      ...pairs,
-    );
+  private cancelInBatch(batchId: string, indexes: number[]): Promise<number> {
+    return this.ctx.claims.endCalls(batchId, indexes, 'cancelled', encode(cancelledByClient));
   }
 
   /** The queues a call goes to, in rank order; refuses hosts and queues nobody serves. */

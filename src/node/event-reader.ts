@@ -71,6 +71,11 @@ export class EventReader {
     });
   }
 
+  /** Long-polls waiting now (the `ks_long_polls` gauge). */
+  get waiting(): number {
+    return this.waiters.size;
+  }
+
   close(): void {
     this.closed = true;
     for (const waiter of [...this.waiters]) this.settle(waiter, []);

@@ -10,7 +10,7 @@ import { config, defaultQueue } from '../config.js';
 import { Keys, queueName, namePattern } from '../keys.js';
 import type { HostInfo } from '../types.js';
 import { CallWorker } from '../worker/call-worker.js';
-import { withClaimScripts } from '../worker/claim.js';
+import { ClaimLock } from '../worker/claim.js';
 import { runDirectCall } from '../worker/direct-call.js';
 import { ExecutorPool } from '../worker/pool.js';
 import { Catalog } from '../data/catalog.js';
@@ -97,7 +97,13 @@ export class KsNode {
     const catalog = new Catalog(o.datadir, o.minFreeDiskBytes);
     await catalog.init();
     const keys = new Keys(o.keyPrefix);
-    const redis = withClaimScripts(this.connect({ connectionName: 'ks-cmd' }));
+    const redis = this.connect({ connectionName: 'ks-cmd' });
+    const claims = new ClaimLock(redis, keys, {
+      claimTtlMs: config.claimTtlMs,
+      resultTtlS: o.resultTtlS,
+      minDoneTtlS: config.minDoneClaimTtlS,
+      batchSafetyTtlS: config.batchSafetyTtlS,
+    });
     await redis.ping();
     await this.warnOnEviction(redis);
 
@@ -117,6 +123,7 @@ export class KsNode {
       modules: o.modules,
       size: o.numWorkers,
       maxRequests: o.maxRequests,
+      maxMemoryMb: o.maxMemoryMb,
       onReplace: (slot, reason) => log(`worker ${slot}: ${reason}; starting a fresh interpreter`),
     });
     await this.pool.start();
@@ -144,9 +151,9 @@ export class KsNode {
     const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: o.token, liveHosts, log });
     const data = new DataService({ catalog, registry: dataRegistry, mover, nodeName: this.name, readOnly: o.readOnly, liveHosts });
     this.calls = new CallService(
-      { redis, keys, events: this.events, queues: this.queues, liveHosts: (fresh) => registry.liveHosts(fresh) },
+      { redis, claims, keys, events: this.events, queues: this.queues, liveHosts: (fresh) => registry.liveHosts(fresh) },
       {
-        resultTtlS: o.resultTtlS,
+        batchSafetyTtlS: config.batchSafetyTtlS,
         longPollMaxMs: config.longPollMaxMs,
         pollLingerMs: config.pollLingerMs,
         jobAttempts: 3,
@@ -158,6 +165,7 @@ export class KsNode {
     this.worker = new CallWorker(
       {
         redis,
+        claims,
         connection: { ...redisOptions(o.redisConnection), connectionName: 'ks-worker' },
         subscriber: this.connect({ connectionName: 'ks-cancel' }),
         keys,
@@ -168,9 +176,7 @@ export class KsNode {
       },
       {
         queues: queues.flatMap((q) => [queueName(q, this.name), q]),
-        claimTtlMs: config.claimTtlMs,
         claimRefreshMs: config.claimRefreshMs,
-        resultTtlS: o.resultTtlS,
         timeoutS: o.timeoutS,
         maxOutputBytes: o.maxOutputBytes,
         jobLockMs: config.jobLockMs,
@@ -181,8 +187,8 @@ export class KsNode {
     this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover });
     await this.registry.register();
     this.sweeper = new DeadHostSweeper(
-      { redis, keys, queues: this.queues, nodeName: this.name, log },
-      { intervalMs: config.sweepIntervalMs, deadAfterMs: config.heartbeatTtlMs + config.sweepIntervalMs, resultTtlS: o.resultTtlS },
+      { redis, claims, keys, queues: this.queues, nodeName: this.name, log },
+      { intervalMs: config.sweepIntervalMs, deadAfterMs: config.heartbeatTtlMs + config.sweepIntervalMs },
     );
     this.sweeper.start();
   }
@@ -262,7 +268,7 @@ export class KsNode {
         data,
         runDirect: (call, signal) => {
           this.directCalls += 1;
-          return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS }, signal);
+          return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, signal);
         },
         liveHosts: () => registry.liveHosts(true),
         info: () => ({
@@ -288,6 +294,8 @@ export class KsNode {
       `ks_workers{node="${this.name}"} ${this.opts.numWorkers}`,
       '# TYPE ks_idle_workers gauge',
       `ks_idle_workers{node="${this.name}"} ${this.pool?.idle ?? 0}`,
+      '# TYPE ks_long_polls gauge',
+      `ks_long_polls{node="${this.name}"} ${this.events?.waiting ?? 0}`,
       '# TYPE ks_direct_calls_total counter',
       `ks_direct_calls_total{node="${this.name}"} ${this.directCalls}`,
       '# TYPE ks_uptime_seconds gauge',

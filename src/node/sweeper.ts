@@ -1,12 +1,14 @@
 import { encode } from '../codec.js';
-import { queueName, taskIdOf, type Keys } from '../keys.js';
+import { queueName, type Keys } from '../keys.js';
 import type { CallJobData, FailureInfo, HostInfo } from '../types.js';
-import type { ClaimRedis } from '../worker/claim.js';
+import type { Redis } from 'ioredis';
+import type { ClaimLock } from '../worker/claim.js';
 import type { QueueCache } from './queues.js';
 import { readHosts } from './registry.js';
 
 export interface SweeperContext {
-  redis: ClaimRedis;
+  redis: Redis;
+  claims: ClaimLock;
   keys: Keys;
   queues: QueueCache;
   nodeName: string;
@@ -17,7 +19,6 @@ export interface SweeperOptions {
   intervalMs: number;
   /** A host is swept once its heartbeat has been silent this long. */
   deadAfterMs: number;
-  resultTtlS: number;
 }
 
 /**
@@ -76,18 +77,7 @@ export class DeadHostSweeper {
     }
     let lost = 0;
     const failure: FailureInfo = { kind: 'lost', message: `host ${host.name} died, and the call could run nowhere else (pinned there, or its data only there)` };
-    for (const [batchId, indexes] of byBatch) {
-      const { keys, redis } = this.ctx;
-      lost += await redis.ksLost(
-        1 + indexes.length,
-        keys.batchEvents(batchId),
-        ...indexes.map((i) => keys.claim(taskIdOf(batchId, i))),
-        this.opts.resultTtlS * 1000,
-        this.opts.resultTtlS,
-        encode(failure),
-        ...indexes,
-      );
-    }
+    for (const [batchId, indexes] of byBatch) lost += await this.ctx.claims.endCalls(batchId, indexes, 'lost', encode(failure));
     await queue.obliterate({ force: true });
     await this.ctx.queues.drop(name);
     return lost;

@@ -5,14 +5,16 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { encode } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
 import type { CallJobData, FailureInfo, JobCall } from '../types.js';
-import { ClaimAnswer, type ClaimRedis } from './claim.js';
-import type { CallData, OutputStream, RunOutcome } from './executor.js';
+import { ClaimAnswer, type ClaimLock } from './claim.js';
+import type { CallData, RunOutcome } from './executor.js';
+import { StreamedOutput } from './output.js';
 import { withLocalData, type DataSource } from './local-data.js';
 import type { ExecutorPool, Lease } from './pool.js';
 
 export interface CallWorkerContext {
-  /** Command connection with the claim scripts. */
-  redis: ClaimRedis;
+  /** Command connection (output events). */
+  redis: Redis;
+  claims: ClaimLock;
   /** Options for the blocking connections BullMQ opens per queue. */
   connection: RedisOptions;
   /** Receives task ids to cancel (`ks:cancel`). */
@@ -27,9 +29,7 @@ export interface CallWorkerContext {
 
 export interface CallWorkerOptions {
   queues: string[];
-  claimTtlMs: number;
   claimRefreshMs: number;
-  resultTtlS: number;
   /** Node-wide timeout in seconds (`--timeout`); a call's own `timeout` wins. */
   timeoutS?: number;
   maxOutputBytes: number;
@@ -111,33 +111,20 @@ export class CallWorker {
   /** Claims and runs one call; answers what became of the claim. */
   private async runCall(batchId: string, call: JobCall): Promise<number> {
     const { i: index } = call;
-    const { redis, keys, nodeName } = this.ctx;
+    const { redis, keys, nodeName, claims } = this.ctx;
     const taskId = taskIdOf(batchId, index);
-    const claimKey = keys.claim(taskId);
-    const streamKey = keys.batchEvents(batchId);
     const lease = { current: await this.ctx.pool.acquire() };
     try {
-      const answer = await redis.ksClaim(
-        claimKey,
-        streamKey,
-        keys.claimTries(taskId),
-        this.owner,
-        this.opts.claimTtlMs,
-        index,
-        nodeName,
-        this.opts.resultTtlS,
-        keys.alive(''),
-        call.o.retries ?? 1,
-        encode(lostFailure(call.o.retries ?? 1)),
-      );
+      const reRuns = call.o.retries ?? 1;
+      const answer = await claims.claim(batchId, index, this.owner, nodeName, reRuns, encode(lostFailure(reRuns)));
       if (answer !== ClaimAnswer.run) return answer;
-      const running: RunningCall = { claimKey, abort: new AbortController() };
+      const running: RunningCall = { claimKey: keys.claim(taskId), abort: new AbortController() };
       this.running.set(taskId, running);
-      const output = new OutputStreamer(redis, streamKey, index, this.opts.maxOutputBytes, call.o.intermediateResults !== false);
+      const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false);
       const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease, data, running.abort.signal, output));
       output.flush();
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
-      await redis.ksFinish(claimKey, streamKey, this.owner, this.opts.resultTtlS * 1000, this.opts.resultTtlS, type, index, nodeName, event);
+      await claims.finish(batchId, index, this.owner, nodeName, type, event);
       return ClaimAnswer.drop;
     } finally {
       this.running.delete(taskId);
@@ -146,7 +133,7 @@ export class CallWorker {
   }
 
   /** Runs the call, again on a fresh interpreter after a crash while `retries` allow. */
-  private async runWithRetries(taskId: string, call: JobCall, lease: { current: Lease }, data: CallData, signal: AbortSignal, output: OutputStreamer): Promise<RunOutcome> {
+  private async runWithRetries(taskId: string, call: JobCall, lease: { current: Lease }, data: CallData, signal: AbortSignal, output: StreamedOutput): Promise<RunOutcome> {
     const timeoutS = call.o.timeout ?? this.opts.timeoutS;
     const payload = Buffer.from(call.p, 'base64');
     for (let attempt = 0; ; attempt++) {
@@ -167,8 +154,7 @@ export class CallWorker {
 
   private async refreshClaims(): Promise<void> {
     const claimKeys = [...this.running.values()].map((c) => c.claimKey);
-    if (!claimKeys.length) return;
-    await this.ctx.redis.ksRefresh(claimKeys.length, ...claimKeys, this.owner, this.opts.claimTtlMs).catch((error: Error) => {
+    await this.ctx.claims.refresh(claimKeys, this.owner).catch((error: Error) => {
       this.ctx.log(`cannot refresh claims: ${error.message}`);
     });
   }
@@ -182,49 +168,4 @@ export function lostFailure(reRuns: number): FailureInfo {
 function eventOf(failure: FailureInfo): [string, Buffer] {
   const type = failure.kind === 'timeout' || failure.kind === 'cancelled' ? failure.kind : 'error';
   return [type, encode(failure)];
-}
-
-/**
- * A call's output on its way to the batch stream: written as it comes (or held until the
- * result when `intermediateResults` is off), capped at `maxBytes` with a notice.
- */
-class OutputStreamer {
-  private bytes = 0;
-  private truncated = false;
-  private readonly held: [OutputStream, Buffer][] = [];
-
-  constructor(
-    private readonly redis: Redis,
-    private readonly streamKey: string,
-    private readonly index: number,
-    private readonly maxBytes: number,
-    private readonly live: boolean,
-  ) {}
-
-  write(stream: OutputStream, chunk: Buffer): void {
-    if (this.truncated) return;
-    if (this.bytes + chunk.length > this.maxBytes) {
-      chunk = chunk.subarray(0, this.maxBytes - this.bytes);
-      this.truncated = true;
-    }
-    this.bytes += chunk.length;
-    if (chunk.length) this.emit(stream, chunk);
-    if (this.truncated) {
-      this.emit('stderr', Buffer.from(`\n[kitchensink: output truncated after ${this.maxBytes} bytes (--max-output)]\n`));
-    }
-  }
-
-  /** Sends held output; the result goes after it on the same connection, so in order. */
-  flush(): void {
-    for (const [stream, chunk] of this.held.splice(0)) this.send(stream, chunk);
-  }
-
-  private emit(stream: OutputStream, chunk: Buffer): void {
-    if (this.live) this.send(stream, chunk);
-    else this.held.push([stream, Buffer.from(chunk)]);
-  }
-
-  private send(stream: OutputStream, chunk: Buffer): void {
-    void this.redis.xadd(this.streamKey, '*', 't', stream, 'i', this.index, 'd', chunk).catch(() => {});
-  }
 }

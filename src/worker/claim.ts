@@ -1,12 +1,16 @@
 import type { Redis } from 'ioredis';
+import { taskIdOf, type Keys } from '../keys.js';
 
 /**
- * The claim lock that makes a call run once although it may sit on several queues.
+ * The claim lock that makes a call run once although it may sit on several queues, and the
+ * bookkeeping of a batch's end.
  *
- * `ks:claim:<task>` holds the running copy's owner token (with an expiry its owner keeps
- * refreshing), then `done` or `cancelled`. Each script does its whole step in one round trip,
- * and writes the matching event to the batch stream in the same step, so the stream and
- * the claim can never disagree.
+ * `ks:claim:<task>` holds the running copy's owner token `<host>/<token>` (with an expiry its
+ * owner keeps refreshing), then `done` or `cancelled`. Each script does its whole step in one
+ * round trip and writes the matching event to the batch stream in the same step, so stream
+ * and claims never disagree. `ks:batch:<id>:meta` counts the batch's ended calls: when the
+ * last one ends, the stream and the meta expire `--result-ttl` later; until then they only
+ * carry a long safety expiry, so a batch that waits in a queue for hours is not lost.
  */
 
 /** What a worker does with a call after trying to claim it. */
@@ -20,63 +24,62 @@ export const ClaimAnswer = {
 } as const;
 
 /**
- * KEYS: claim, stream, tries. ARGV: owner, claimTtlMs, index, host, streamTtlS, alive key
- * prefix, re-runs allowed after a lost host, lost event data.
+ * Shared by the scripts: a call of the batch ended. KEYS[1] is the stream, KEYS[2] the meta;
+ * `resultTtl` and `safetyTtl` in seconds.
+ */
+const endedLua = `
+local function ended(count, resultTtl, safetyTtl)
+  local total = redis.call('HINCRBY', KEYS[2], 'ended', count)
+  local n = tonumber(redis.call('HGET', KEYS[2], 'n'))
+  if n and total >= n then
+    redis.call('EXPIRE', KEYS[1], resultTtl)
+    redis.call('EXPIRE', KEYS[2], resultTtl)
+  else
+    redis.call('EXPIRE', KEYS[1], safetyTtl)
+    redis.call('EXPIRE', KEYS[2], safetyTtl)
+  end
+end`;
+
+/**
+ * KEYS: stream, meta, claim, tries. ARGV: owner, claimTtlMs, index, host, doneTtlMs,
+ * resultTtlS, safetyTtlS, alive key prefix, re-runs allowed after a lost host, lost data.
  * A claim held by a host whose heartbeat is gone is taken over (the call re-runs here), at
  * most `re-runs allowed` times; past that the call ends `lost`. Answers ClaimAnswer.
  */
-const claimScript = `
+const claimScript = `${endedLua}
 local function start()
-  redis.call('XADD', KEYS[2], '*', 't', 'started', 'i', ARGV[3], 'h', ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('XADD', KEYS[1], '*', 't', 'started', 'i', ARGV[3], 'h', ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
   return 1
 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return start() end
-local current = redis.call('GET', KEYS[1])
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return start() end
+local current = redis.call('GET', KEYS[3])
 if not current then return 2 end
 if current == 'done' or current == 'cancelled' then return 0 end
 local holder = string.match(current, '^(.+)/[^/]*$')
-if holder and redis.call('EXISTS', ARGV[6] .. holder) == 1 then return 2 end
-local tries = redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
-if tries > tonumber(ARGV[7]) then
-  redis.call('SET', KEYS[1], 'done', 'PX', tonumber(ARGV[5]) * 1000)
-  redis.call('XADD', KEYS[2], '*', 't', 'lost', 'i', ARGV[3], 'd', ARGV[8])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
+if holder and redis.call('EXISTS', ARGV[8] .. holder) == 1 then return 2 end
+local tries = redis.call('INCR', KEYS[4])
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+if tries > tonumber(ARGV[9]) then
+  redis.call('SET', KEYS[3], 'done', 'PX', ARGV[5])
+  redis.call('XADD', KEYS[1], '*', 't', 'lost', 'i', ARGV[3], 'd', ARGV[10])
+  ended(1, ARGV[6], ARGV[7])
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return start()`;
 
 /**
- * KEYS: stream, then a claim per call. ARGV: doneTtlMs, streamTtlS, data, then the index per
- * call. Ends `lost` every call that has not ended (the sweeper, for calls only a dead host
- * could run). Returns how many it ended.
+ * KEYS: stream, meta, claim. ARGV: owner, doneTtlMs, resultTtlS, safetyTtlS, type, index,
+ * host, data. Records the outcome only if this owner still holds the claim (or it lapsed
+ * unclaimed); a cancellation that came first has already written the call's last event.
  */
-const lostScript = `
-local ended = 0
-for k = 2, #KEYS do
-  local current = redis.call('GET', KEYS[k])
-  if current ~= 'done' and current ~= 'cancelled' then
-    redis.call('SET', KEYS[k], 'done', 'PX', ARGV[1])
-    redis.call('XADD', KEYS[1], '*', 't', 'lost', 'i', ARGV[k + 2], 'd', ARGV[3])
-    ended = ended + 1
-  end
-end
-if ended > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return ended`;
-
-/**
- * KEYS: claim, stream. ARGV: owner, doneTtlMs, streamTtlS, type, index, host, data.
- * Records the outcome only if this owner still holds the claim (or it lapsed unclaimed);
- * a cancellation that came first has already written the call's last event.
- */
-const finishScript = `
-local current = redis.call('GET', KEYS[1])
+const finishScript = `${endedLua}
+local current = redis.call('GET', KEYS[3])
 if current and current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
-redis.call('XADD', KEYS[2], '*', 't', ARGV[4], 'i', ARGV[5], 'h', ARGV[6], 'd', ARGV[7])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], 'done', 'PX', ARGV[2])
+redis.call('XADD', KEYS[1], '*', 't', ARGV[5], 'i', ARGV[6], 'h', ARGV[7], 'd', ARGV[8])
+ended(1, ARGV[3], ARGV[4])
 return 1`;
 
 /** KEYS: claim... ARGV: owner, ttlMs. Extends every claim this owner still holds. */
@@ -87,65 +90,133 @@ end
 return 0`;
 
 /**
- * KEYS: stream, cancel channel, claim per task. ARGV: doneTtlMs, streamTtlS, data, then
- * (index, task id) per claim key. A call not yet claimed is marked `cancelled` so no copy runs it;
- * a running one is announced on the channel so its node kills it. Returns how many ended.
+ * KEYS: stream, meta, cancel channel, then a claim per call. ARGV: the event type
+ * ('cancelled' or 'lost'), doneTtlMs, resultTtlS, safetyTtlS, data, then (index, task id) per
+ * claim. Ends every named call that has not ended: none of its copies will run it; a running
+ * one is announced on the channel so its node stops it. Returns how many it ended.
  */
-const cancelScript = `
-local ended = 0
-for k = 3, #KEYS do
+const endCallsScript = `${endedLua}
+local count = 0
+local mark = ARGV[1] == 'cancelled' and 'cancelled' or 'done'
+for k = 4, #KEYS do
   local current = redis.call('GET', KEYS[k])
   local index, taskId = ARGV[2 * k - 2], ARGV[2 * k - 1]
   if current ~= 'done' and current ~= 'cancelled' then
-    redis.call('SET', KEYS[k], 'cancelled', 'PX', ARGV[1])
-    redis.call('XADD', KEYS[1], '*', 't', 'cancelled', 'i', index, 'd', ARGV[3])
-    if current then redis.call('PUBLISH', KEYS[2], taskId) end
-    ended = ended + 1
+    redis.call('SET', KEYS[k], mark, 'PX', ARGV[2])
+    redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'i', index, 'd', ARGV[5])
+    if current then redis.call('PUBLISH', KEYS[3], taskId) end
+    count = count + 1
   end
 end
-if ended > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return ended`;
+if count > 0 then ended(count, ARGV[3], ARGV[4]) end
+return count`;
 
 interface ClaimCommands {
-  ksClaim(
-    claimKey: string,
-    streamKey: string,
-    triesKey: string,
-    owner: string,
-    ttlMs: number,
-    index: number,
-    host: string,
-    streamTtlS: number,
-    alivePrefix: string,
-    reRunsAllowed: number,
-    lostData: Buffer,
-  ): Promise<number>;
-  ksLost(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>;
-  ksFinish(
-    claimKey: string,
-    streamKey: string,
-    owner: string,
-    doneTtlMs: number,
-    streamTtlS: number,
-    type: string,
-    index: number,
-    host: string,
-    data: Buffer,
-  ): Promise<number>;
+  ksClaim(...args: (string | number | Buffer)[]): Promise<number>;
+  ksFinish(...args: (string | number | Buffer)[]): Promise<number>;
   ksRefresh(numKeys: number, ...args: (string | number)[]): Promise<number>;
-  ksCancel(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>;
+  ksEndCalls(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>;
 }
 
-export type ClaimRedis = Redis & ClaimCommands;
+export interface ClaimTimes {
+  /** A running claim lapses unless refreshed this often. */
+  claimTtlMs: number;
+  /** Results stay readable this long after a batch's last call ended. */
+  resultTtlS: number;
+  /** `done`/`cancelled` claims outlive any queued copy of their call: at least this long. */
+  minDoneTtlS: number;
+  /** Expiry of a batch's stream and meta while calls are still to end. */
+  batchSafetyTtlS: number;
+}
 
-/** Adds the claim scripts to a connection (ioredis sends them by SHA after the first use). */
-export function withClaimScripts(redis: Redis): ClaimRedis {
-  const r = redis as ClaimRedis;
-  if (typeof r.ksClaim === 'function') return r;
-  redis.defineCommand('ksClaim', { numberOfKeys: 3, lua: claimScript });
-  redis.defineCommand('ksLost', { lua: lostScript });
-  redis.defineCommand('ksFinish', { numberOfKeys: 2, lua: finishScript });
-  redis.defineCommand('ksRefresh', { lua: refreshScript });
-  redis.defineCommand('ksCancel', { lua: cancelScript });
-  return r;
+/** The claim scripts on one connection, with the key names and expiries they need. */
+export class ClaimLock {
+  private readonly redis: Redis & ClaimCommands;
+  private readonly doneTtlMs: number;
+
+  constructor(
+    redis: Redis,
+    private readonly keys: Keys,
+    private readonly times: ClaimTimes,
+  ) {
+    this.redis = redis as Redis & ClaimCommands;
+    if (typeof this.redis.ksClaim !== 'function') {
+      redis.defineCommand('ksClaim', { numberOfKeys: 4, lua: claimScript });
+      redis.defineCommand('ksFinish', { numberOfKeys: 3, lua: finishScript });
+      redis.defineCommand('ksRefresh', { lua: refreshScript });
+      redis.defineCommand('ksEndCalls', { lua: endCallsScript });
+    }
+    this.doneTtlMs = Math.max(times.resultTtlS, times.minDoneTtlS) * 1000;
+  }
+
+  /** Tries to claim a call for `owner` (`<host>/<token>`); answers ClaimAnswer. */
+  claim(batchId: string, index: number, owner: string, host: string, reRunsAllowed: number, lostData: Buffer): Promise<number> {
+    const taskId = taskIdOf(batchId, index);
+    const { keys, times } = this;
+    return this.redis.ksClaim(
+      keys.batchEvents(batchId),
+      keys.batchMeta(batchId),
+      keys.claim(taskId),
+      keys.claimTries(taskId),
+      owner,
+      times.claimTtlMs,
+      index,
+      host,
+      this.doneTtlMs,
+      times.resultTtlS,
+      times.batchSafetyTtlS,
+      keys.alive(''),
+      reRunsAllowed,
+      lostData,
+    );
+  }
+
+  /** Records a call's outcome event if `owner` still holds it; false when it had ended already. */
+  async finish(batchId: string, index: number, owner: string, host: string, type: string, data: Buffer): Promise<boolean> {
+    const { keys, times } = this;
+    const recorded = await this.redis.ksFinish(
+      keys.batchEvents(batchId),
+      keys.batchMeta(batchId),
+      keys.claim(taskIdOf(batchId, index)),
+      owner,
+      this.doneTtlMs,
+      times.resultTtlS,
+      times.batchSafetyTtlS,
+      type,
+      index,
+      host,
+      data,
+    );
+    return recorded === 1;
+  }
+
+  /** Extends the claims `owner` still holds. */
+  async refresh(claimKeys: string[], owner: string): Promise<void> {
+    if (claimKeys.length) await this.redis.ksRefresh(claimKeys.length, ...claimKeys, owner, this.times.claimTtlMs);
+  }
+
+  /** Ends calls of a batch that have not ended, with a `cancelled` or `lost` event; returns how many. */
+  endCalls(batchId: string, indexes: number[], type: 'cancelled' | 'lost', data: Buffer): Promise<number> {
+    const { keys, times } = this;
+    const claimKeys: string[] = [];
+    const pairs: (string | number)[] = [];
+    for (const index of indexes) {
+      const taskId = taskIdOf(batchId, index);
+      claimKeys.push(keys.claim(taskId));
+      pairs.push(index, taskId);
+    }
+    return this.redis.ksEndCalls(
+      3 + claimKeys.length,
+      keys.batchEvents(batchId),
+      keys.batchMeta(batchId),
+      keys.cancelChannel,
+      ...claimKeys,
+      type,
+      this.doneTtlMs,
+      times.resultTtlS,
+      times.batchSafetyTtlS,
+      data,
+      ...pairs,
+    );
+  }
 }

@@ -2,6 +2,7 @@ import type { FnSpec } from '../types.js';
 import type { OutputStream, RunOutcome } from './executor.js';
 import type { ExecutorPool } from './pool.js';
 import { withLocalData, type DataSource } from './local-data.js';
+import { CappedOutput } from './output.js';
 
 export interface DirectCallResult {
   outcome: RunOutcome;
@@ -16,10 +17,11 @@ export interface DirectCallResult {
 export async function runDirectCall(
   pool: ExecutorPool,
   dataSource: DataSource,
-  call: { fn: FnSpec; payload: Uint8Array; data?: string[]; timeoutS?: number },
+  call: { fn: FnSpec; payload: Uint8Array; data?: string[]; timeoutS?: number; maxOutputBytes: number },
   signal: AbortSignal,
 ): Promise<DirectCallResult> {
   const output: [OutputStream, Buffer][] = [];
+  const capped = new CappedOutput(call.maxOutputBytes, (stream, chunk) => void output.push([stream, Buffer.from(chunk)]));
   const lease = await pool.acquire(true);
   try {
     const outcome = await withLocalData(dataSource, call.data ?? [], (data) =>
@@ -29,7 +31,7 @@ export async function runDirectCall(
         data,
         timeoutMs: call.timeoutS ? call.timeoutS * 1000 : undefined,
         signal,
-        onOutput: (stream, chunk) => output.push([stream, Buffer.from(chunk)]),
+        onOutput: (stream, chunk) => capped.write(stream, chunk),
       }),
     );
     return { outcome, output };

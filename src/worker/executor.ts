@@ -22,7 +22,8 @@ export interface RunRequest {
   timeoutMs?: number;
   /** Kill the interpreter when this aborts; the call ends `cancelled`. */
   signal?: AbortSignal;
-  onOutput(stream: OutputStream, chunk: Buffer): void;
+  /** Receives the call's output; returning a promise pauses the interpreter's pipes until it settles. */
+  onOutput(stream: OutputStream, chunk: Buffer): void | Promise<void>;
 }
 
 export type RunOutcome = { ok: true; value: Buffer } | { ok: false; failure: FailureInfo };
@@ -85,6 +86,7 @@ export class PythonExecutor {
   private readonly stdout: SentinelSplitter;
   private readonly stderr: SentinelSplitter;
   private stderrTail = '';
+  private outputWaits = 0;
   private seq = 0;
   private current?: InFlight;
   private killReason?: 'timeout' | 'cancelled';
@@ -111,10 +113,10 @@ export class PythonExecutor {
     this.pid = this.child.pid ?? -1;
     this.toPython = this.child.stdio[3] as Writable;
     this.toPython.on('error', () => {});
-    this.stdout = new SentinelSplitter((chunk) => this.current?.request.onOutput('stdout', chunk));
+    this.stdout = new SentinelSplitter((chunk) => this.deliver('stdout', chunk));
     this.stderr = new SentinelSplitter((chunk) => {
       this.rememberStderr(chunk);
-      this.current?.request.onOutput('stderr', chunk);
+      this.deliver('stderr', chunk);
     });
     this.child.stdout!.on('data', (chunk: Buffer) => {
       this.stdout.push(chunk);
@@ -207,6 +209,22 @@ export class PythonExecutor {
     }
     // Whatever the user's code left running in the group goes too.
     this.signalGroup('SIGKILL');
+  }
+
+  /** Hands output to the running call; pauses both pipes while it asks to wait (backpressure). */
+  private deliver(stream: OutputStream, chunk: Buffer): void {
+    const wait = this.current?.request.onOutput(stream, chunk);
+    if (!wait) return;
+    if (this.outputWaits++ === 0) {
+      this.child.stdout!.pause();
+      this.child.stderr!.pause();
+    }
+    void wait.finally(() => {
+      if (--this.outputWaits === 0) {
+        this.child.stdout!.resume();
+        this.child.stderr!.resume();
+      }
+    });
   }
 
   private signalGroup(signal: NodeJS.Signals): void {

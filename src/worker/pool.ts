@@ -1,9 +1,12 @@
+import { readFile } from 'node:fs/promises';
 import { PythonExecutor, type ExecutorOptions, type RunOutcome, type RunRequest } from './executor.js';
 
 export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
   size: number;
   /** Recycle an interpreter after this many calls (`--max-requests`); 0 never. */
   maxRequests: number;
+  /** Recycle an interpreter whose resident memory passes this after a call (`--max-memory`). */
+  maxMemoryMb?: number;
   /** Environment of every executor; `KS_WORKER_ID` is added per slot. */
   env: Record<string, string>;
   /** Told when an interpreter had to be replaced (crash, kill, recycle). */
@@ -81,6 +84,17 @@ export class ExecutorPool {
     return new PythonExecutor({ ...this.opts, env: { ...this.opts.env, KS_WORKER_ID: String(slot) } });
   }
 
+  /** Why an interpreter must not take another call, if it must not. */
+  private async replacementReason(executor: PythonExecutor): Promise<string | undefined> {
+    if (!executor.alive) return 'the interpreter exited';
+    if (this.opts.maxRequests > 0 && executor.calls >= this.opts.maxRequests) return `--max-requests ${this.opts.maxRequests} reached`;
+    if (this.opts.maxMemoryMb) {
+      const rssMb = await residentMb(executor.pid);
+      if (rssMb > this.opts.maxMemoryMb) return `its memory (${rssMb.toFixed(0)} MB) passed --max-memory ${this.opts.maxMemoryMb} MB`;
+    }
+    return undefined;
+  }
+
   private lease(slot: number): Lease {
     let released = false;
     return {
@@ -96,11 +110,7 @@ export class ExecutorPool {
 
   private async recycle(slot: number): Promise<void> {
     const executor = this.executors[slot];
-    const reason = !executor.alive
-      ? 'the interpreter exited'
-      : this.opts.maxRequests > 0 && executor.calls >= this.opts.maxRequests
-        ? `--max-requests ${this.opts.maxRequests} reached`
-        : undefined;
+    const reason = await this.replacementReason(executor);
     if (reason && !this.closed) {
       this.opts.onReplace?.(slot, reason);
       void executor.close();
@@ -118,5 +128,15 @@ export class ExecutorPool {
     const waiter = this.waiters.shift();
     if (waiter) waiter.resolve(this.lease(slot));
     else this.free.push(slot);
+  }
+}
+
+/** Resident memory of a process in MB (0 when it is gone). */
+async function residentMb(pid: number): Promise<number> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+  } catch {
+    return 0;
   }
 }
