@@ -67,6 +67,20 @@ describe('node lifecycle', function () {
     }
   });
 
+  it('stops within bounded time even when Redis is gone', async function () {
+    const ownRedis = await startRedis();
+    const node = await startNode(ownRedis.url, 'orphan');
+    try {
+      await ownRedis.stop();
+      process.kill(node.process.pid!, 'SIGTERM');
+      await waitFor(() => node.process.exitCode !== null, 'the node to exit without Redis', 20_000);
+      assert.equal(node.process.exitCode, 0);
+      assert.match(node.logs(), /deregistering: gave up after/);
+    } finally {
+      await node.kill();
+    }
+  });
+
   it('starts its own redis-server when none answers, and stops it on exit', async function () {
     const port = await freePort();
     const datadir = mkdtempSync(join(tmpdir(), 'ks-own-redis-'));

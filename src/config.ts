@@ -36,6 +36,8 @@ export const config = {
   maxOutputBytes: 64 * 1024 * 1024,
   /** How long a stopping node lets running calls finish before killing them. */
   shutdownGraceMs: 30_000,
+  /** The longest any other step of stopping a node may take (Redis may be gone). */
+  stopStepMs: 5_000,
   /** Interrupt, then kill, a stuck interpreter this much later. */
   killGraceMs: 300,
   /** stderr lines kept per interpreter to explain a crash. */

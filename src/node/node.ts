@@ -200,16 +200,18 @@ export class KsNode {
   }
 
   private async doStop(graceMs: number): Promise<void> {
-    const quietly = async (what: string, step: () => Promise<unknown> | unknown) => {
+    // Each step is bounded: with Redis gone, a step that needs it would otherwise wait forever.
+    const quietly = async (what: string, step: () => Promise<unknown> | unknown, limitMs: number = config.stopStepMs) => {
       try {
-        await step();
+        const outcome = await Promise.race([Promise.resolve(step()).then(() => 'done'), delay(limitMs, 'timeout', { ref: false })]);
+        if (outcome === 'timeout') log(`while stopping, ${what}: gave up after ${limitMs} ms`);
       } catch (error) {
         log(`while stopping, ${what}: ${(error as Error).message}`);
       }
     };
     this.sweeper?.close();
     await quietly('deregistering', () => this.registry?.deregister());
-    await quietly('stopping the queue workers', () => this.worker?.close(graceMs));
+    await quietly('stopping the queue workers', () => this.worker?.close(graceMs), graceMs + config.stopStepMs);
     this.events?.close();
     await quietly('closing the web server', () => new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r())));
     this.server?.closeAllConnections();

@@ -86,9 +86,10 @@ export class CallWorker {
   /** Stops taking jobs; lets running calls finish for `graceMs`, then kills them. */
   async close(graceMs: number): Promise<void> {
     await Promise.all(this.workers.map((w) => w.pause(true).catch(() => {})));
-    const drained = Promise.all(this.workers.map((w) => w.close().catch(() => {})));
-    const timer = delay(graceMs, undefined, { ref: false });
-    await Promise.race([drained, timer]);
+    // Wait for the calls this node claimed, not for BullMQ: jobs still waiting for an
+    // interpreter here go back to their queue once their lock lapses, and run elsewhere.
+    const deadline = Date.now() + graceMs;
+    while (this.running.size && Date.now() < deadline) await delay(50);
     for (const call of this.running.values()) call.abort.abort();
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => {})));
     clearInterval(this.refreshTimer);
