@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { Client, py, RemoteError } from '../src/index.js';
+import { Client, NodeRequestError, py, RemoteError } from '../src/index.js';
 import { Capture, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 // A node killed with -9 takes its heartbeat with it: what it ran is re-run elsewhere,
@@ -40,6 +40,28 @@ describe('dead nodes', function () {
     await nodes.find((n) => n.name === victim)!.kill();
     const [host] = await client.br<string>();
     assert.deepEqual([host, victim].sort(), ['node2', 'node3'], 'the other node of the queue ran it');
+  });
+
+  it('says what was lost when Redis restarts without persistence', async function () {
+    const bare = await startRedis();
+    const node = await startNode(bare.url, 'forgetful');
+    const forgetful = new Client(node.url, { output: new Capture() });
+    try {
+      forgetful.bc(py`
+        import time
+        def f(): time.sleep(2)`);
+      await forgetful.execute();
+      await bare.restart();
+      const error = await forgetful.br().catch((e: unknown) => e);
+      assert.ok(error instanceof NodeRequestError && error.status === 404, String(error));
+      assert.match(error.detail, /Redis restarted without persistence/);
+      await waitFor(() => /Redis no longer knew this host/.test(node.logs()), 'the node to say Redis forgot it');
+      assert.equal(await forgetful.call('operator:add', [2, 3]), 5, 'the node serves again');
+    } finally {
+      forgetful.close();
+      await node.stop();
+      await bare.stop();
+    }
   });
 
   it('ends calls pinned to a killed node lost, and forgets the node', async function () {

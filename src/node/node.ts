@@ -142,6 +142,8 @@ export class KsNode {
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       heartbeatTtlMs: config.heartbeatTtlMs,
       cacheMs: config.hostCacheMs,
+      onForgotten: () =>
+        log('WARNING: Redis no longer knew this host: it restarted without persistence (or was flushed). Calls queued and results kept before then are lost; clients asking for those batches get a 404 that says so.'),
     });
     this.events = new EventReader(redis, this.connect({ connectionName: 'ks-events' }), config.eventsPerPoll);
     const registry = this.registry;

@@ -7,6 +7,8 @@ export interface RegistryOptions {
   heartbeatTtlMs: number;
   /** How long a `liveHosts()` answer may be reused. */
   cacheMs: number;
+  /** Told when Redis no longer knew this host at a heartbeat: it restarted empty, or was flushed. */
+  onForgotten?: () => void;
 }
 
 /** Reads every registered host and whether its heartbeat is still alive, in one round trip. */
@@ -24,6 +26,7 @@ export async function readHosts(redis: Redis, keys: Keys): Promise<HostInfo[]> {
  */
 export class HostRegistry {
   private timer?: NodeJS.Timeout;
+  private registered = false;
   private cache?: { at: number; hosts: Promise<HostInfo[]> };
 
   constructor(
@@ -62,10 +65,14 @@ export class HostRegistry {
   }
 
   private async beat(): Promise<void> {
-    await this.redis
+    const replies = await this.redis
       .multi()
       .hset(this.keys.hosts, this.self.name, JSON.stringify({ ...this.self, beatAt: Date.now() }))
       .set(this.keys.alive(this.self.name), String(Date.now()), 'PX', this.opts.heartbeatTtlMs)
       .exec();
+    // HSET answers 1 when the entry was new: after the first beat, Redis forgot this host.
+    const created = replies?.[0]?.[1] === 1;
+    if (created && this.registered) this.opts.onForgotten?.();
+    this.registered = true;
   }
 }
