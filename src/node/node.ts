@@ -183,6 +183,7 @@ export class KsNode {
         maxOutputBytes: o.maxOutputBytes,
         jobLockMs: config.jobLockMs,
         recheckMs: config.recheckMs,
+        announceAfterMs: config.announceAfterMs,
       },
     );
     await this.worker.start();
