@@ -1,8 +1,7 @@
-// npm run bench [-- --json] [-- --disk]: starts its own Redis and a one-node cluster with two
-// workers, runs the workloads of ../shared/peers/README.md and prints a table (or one JSON line).
-// The node's datadir is in memory (/dev/shm) like Ray's object store, unless --disk is given.
+// npm run bench [-- --json]: starts its own Redis and a one-node cluster with two workers,
+// runs the workloads of ../shared/peers/README.md and prints a table (or one JSON line).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -25,8 +24,7 @@ function freePort() {
   });
 }
 
-const onDisk = process.argv.includes('--disk') || !existsSync('/dev/shm');
-const work = mkdtempSync(join(onDisk ? tmpdir() : '/dev/shm', 'ks-bench-'));
+const work = mkdtempSync(join(tmpdir(), 'ks-bench-'));
 const redisPort = await freePort();
 const redisUrl = `redis://127.0.0.1:${redisPort}`;
 const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work], { stdio: 'ignore', detached: true });
@@ -131,7 +129,7 @@ const downloadMbPerS = 256 / ((performance.now() - t0) / 1000);
 clearInterval(sampler);
 out.w4_node_rss_peak_mb = peak;
 if (!back.equals(blob)) throw new Error('w4 download differs');
-say(`w4 (datadir ${onDisk ? 'on disk' : 'in /dev/shm'}) ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${peak.toFixed(0)} MB at peak`);
+say(`w4 ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${peak.toFixed(0)} MB at peak`);
 client.close();
 nodeProcess.kill('SIGTERM');
 

@@ -18,8 +18,6 @@ export const config = {
   claimRefreshMs: 10_000,
   /** BullMQ job lock; a dead node's running jobs return to their queue about this long after. */
   jobLockMs: 10_000,
-  /** A call still running this long after its claim gets a `started` event of its own. */
-  announceAfterMs: 20,
   /** A queued copy of a call another live host runs looks at it again this often. */
   recheckMs: 5_000,
   /** How often some node looks for dead hosts whose queues hold calls nobody else can run. */

@@ -183,7 +183,6 @@ export class KsNode {
         maxOutputBytes: o.maxOutputBytes,
         jobLockMs: config.jobLockMs,
         recheckMs: config.recheckMs,
-        announceAfterMs: config.announceAfterMs,
       },
     );
     await this.worker.start();

@@ -37,8 +37,6 @@ export interface CallWorkerOptions {
   jobLockMs: number;
   /** How often a copy looks again at a call a live host is running. */
   recheckMs: number;
-  /** A call still running this long after it started gets its `started` event. */
-  announceAfterMs: number;
 }
 
 interface RunningCall {
@@ -123,22 +121,11 @@ export class CallWorker {
       if (answer !== ClaimAnswer.run) return answer;
       const running: RunningCall = { claimKey: keys.claim(taskId), abort: new AbortController() };
       this.running.set(taskId, running);
-      // Announced once the call has run a moment, or before its first output; a quick call's
-      // 'started' goes out with its result instead (one wake-up of the client's long-poll).
-      let announced = false;
-      const announce = () => {
-        if (announced) return;
-        announced = true;
-        clearTimeout(announceTimer);
-        claims.announce(batchId, index, nodeName);
-      };
-      const announceTimer = setTimeout(announce, this.opts.announceAfterMs);
-      const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, announce);
+      const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false);
       const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease, data, running.abort.signal, output));
       output.flush();
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
-      clearTimeout(announceTimer);
-      await claims.finish(batchId, index, this.owner, nodeName, type, event, announced);
+      await claims.finish(batchId, index, this.owner, nodeName, type, event);
       return ClaimAnswer.drop;
     } finally {
       this.running.delete(taskId);

@@ -43,12 +43,13 @@ end`;
 /**
  * KEYS: stream, meta, claim, tries. ARGV: owner, claimTtlMs, index, host, doneTtlMs,
  * resultTtlS, safetyTtlS, alive key prefix, re-runs allowed after a lost host, lost data.
- * The `started` event is the worker's to write (see `announce`), not this script's.
  * A claim held by a host whose heartbeat is gone is taken over (the call re-runs here), at
  * most `re-runs allowed` times; past that the call ends `lost`. Answers ClaimAnswer.
  */
 const claimScript = `${endedLua}
 local function start()
+  redis.call('XADD', KEYS[1], '*', 't', 'started', 'i', ARGV[3], 'h', ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
   return 1
 end
 if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return start() end
@@ -70,15 +71,13 @@ return start()`;
 
 /**
  * KEYS: stream, meta, claim. ARGV: owner, doneTtlMs, resultTtlS, safetyTtlS, type, index,
- * host, data, '1' to write the call's `started` first. Records the outcome only if this owner
- * still holds the claim (or it lapsed unclaimed); a cancellation that came first has
- * already written the call's last event.
+ * host, data. Records the outcome only if this owner still holds the claim (or it lapsed
+ * unclaimed); a cancellation that came first has already written the call's last event.
  */
 const finishScript = `${endedLua}
 local current = redis.call('GET', KEYS[3])
 if current and current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[3], 'done', 'PX', ARGV[2])
-if ARGV[9] == '1' then redis.call('XADD', KEYS[1], '*', 't', 'started', 'i', ARGV[6], 'h', ARGV[7]) end
 redis.call('XADD', KEYS[1], '*', 't', ARGV[5], 'i', ARGV[6], 'h', ARGV[7], 'd', ARGV[8])
 ended(1, ARGV[3], ARGV[4])
 return 1`;
@@ -172,18 +171,8 @@ export class ClaimLock {
     );
   }
 
-  /**
-   * Writes a running call's `started` event (pipelined, not awaited). A call that ends before
-   * it was announced gets its `started` from `finish`, in the same step as its outcome, so a
-   * client's long-poll wakes once for both.
-   */
-  announce(batchId: string, index: number, host: string): void {
-    const stream = this.keys.batchEvents(batchId);
-    void this.redis.multi().xadd(stream, '*', 't', 'started', 'i', index, 'h', host).expire(stream, this.times.batchSafetyTtlS).exec().catch(() => {});
-  }
-
   /** Records a call's outcome event if `owner` still holds it; false when it had ended already. */
-  async finish(batchId: string, index: number, owner: string, host: string, type: string, data: Buffer, announced = true): Promise<boolean> {
+  async finish(batchId: string, index: number, owner: string, host: string, type: string, data: Buffer): Promise<boolean> {
     const { keys, times } = this;
     const recorded = await this.redis.ksFinish(
       keys.batchEvents(batchId),
@@ -197,7 +186,6 @@ export class ClaimLock {
       index,
       host,
       data,
-      announced ? '0' : '1',
     );
     return recorded === 1;
   }

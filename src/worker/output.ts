@@ -45,8 +45,6 @@ export class StreamedOutput {
     private readonly index: number,
     maxBytes: number,
     private readonly live: boolean,
-    /** Called before any output is written: the call's `started` event must come first. */
-    private readonly beforeOutput: () => void,
   ) {
     this.capped = new CappedOutput(maxBytes, (stream, chunk) => this.emit(stream, chunk));
   }
@@ -69,7 +67,6 @@ export class StreamedOutput {
   }
 
   private send(stream: OutputStream, chunk: Buffer): void | Promise<void> {
-    this.beforeOutput();
     this.inFlight += chunk.length;
     void this.redis
       .xadd(this.streamKey, '*', 't', stream, 'i', this.index, 'd', chunk)
