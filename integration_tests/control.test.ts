@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { Client, py, RemoteError, NodeRequestError } from '../src/index.js';
+import { spawn } from 'node:child_process';
+import { Client, dr, py, RemoteError, NodeRequestError } from '../src/index.js';
 import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('cancellation, token and --no-code', function () {
@@ -69,6 +70,66 @@ describe('cancellation, token and --no-code', function () {
     } finally {
       await guarded.stop();
     }
+  });
+
+  it('uses the token for node-to-node data transfers', async function () {
+    const [one, two] = await Promise.all([
+      startNode(redis.url, 'tok1', ['--token', 'shared-secret', '--queue', 'tokq']),
+      startNode(redis.url, 'tok2', ['--token', 'shared-secret', '--queue', 'tokq']),
+    ]);
+    const right = new Client(one.url, { token: 'shared-secret', output: new Capture() });
+    try {
+      const data = await dr(Buffer.alloc(10_000, 1), { client: right }).save({ host: 'tok1' });
+      // Run it on tok2, which must fetch the data from tok1 with the token.
+      const [host, size] = await right.call<[string, number]>('kstest_funcs:data_size', [data], {}, { host: 'tok2' });
+      assert.deepEqual([host, size], ['tok2', 10_000]);
+      assert.deepEqual((await right.dataInfo([data.dataUrl!]))[data.dataUrl!].holders, ['tok1', 'tok2']);
+      const anonymous = await rawRequest(one.url, 'GET', `/api/v1/data/${data.dataUrl}`);
+      assert.equal(anonymous.status, 401, 'data is not served without the token');
+    } finally {
+      right.close();
+      await Promise.all([one.stop(), two.stop()]);
+    }
+  });
+
+  it('warns at start when Redis may evict keys', async function () {
+    const evicting = await startRedis(['--maxmemory-policy', 'allkeys-lru']);
+    const node = await startNode(evicting.url, 'warned');
+    try {
+      assert.match(node.logs(), /WARNING: Redis maxmemory-policy is allkeys-lru/);
+    } finally {
+      await node.stop();
+      await evicting.stop();
+    }
+  });
+
+  it('cancels its batch when the client process gets Ctrl-C during br()', async function () {
+    const script = `
+      import { Client, py } from ${JSON.stringify(new URL('../src/index.ts', import.meta.url).pathname)};
+      const c = new Client(process.env.KS_TEST_URL, { output: process.stderr });
+      for (let k = 0; k < 3; k++) c.bc(py\`
+        import time
+        def f(): time.sleep(60)\`);
+      const [taskId] = await c.execute();
+      console.log('batch ' + taskId.split('-')[0]);
+      await c.br();
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, KS_TEST_URL: node.url } });
+    let text = '';
+    child.stdout!.on('data', (c: Buffer) => (text += c));
+    const batchId = await waitFor(() => /batch (b[0-9a-f]{16})/.exec(text)?.[1], 'the child to submit');
+    const r = redis.client();
+    await waitFor(async () => (await r.get(`ks:claim:${batchId}-0`))?.startsWith('ctl/'), 'the first call to start');
+    child.kill('SIGINT');
+    await waitFor(() => child.exitCode !== null || child.signalCode !== null, 'the child to exit');
+    const ends = new Map<number, string>();
+    let cursor = '0-0';
+    while (ends.size < 3) {
+      const page = await client.http.request<{ cursor: string; events: { t: string; i: number }[] }>('POST', '/api/v1/results', { batchId, cursor });
+      cursor = page.cursor;
+      for (const e of page.events) if (e.t !== 'started') ends.set(e.i, e.t);
+    }
+    assert.deepEqual([...ends.values()], ['cancelled', 'cancelled', 'cancelled']);
   });
 
   it('refuses to bind a public address without --token or --insecure', async function () {

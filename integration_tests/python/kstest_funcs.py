@@ -28,3 +28,8 @@ def append_line(path, line):
 
 def loaded_at():
     return LOADED_AT
+
+
+def data_size(d):
+    """Length of a RemoteData argument's bytes, read on the host that runs the call."""
+    return [os.environ["KS_NODE_NAME"], len(d.raw())]
