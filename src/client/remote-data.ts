@@ -105,7 +105,7 @@ export class RemoteData {
     const headers: Record<string, string> = { ...this.auth(), 'content-type': 'application/octet-stream' };
     if (this.path) headers['content-length'] = String((await stat(this.path)).size);
     // A file streams from disk; never the whole of it in memory.
-    const body = this.path ? createReadStream(this.path) : Buffer.from(this.serialize());
+    const body = this.path ? createReadStream(this.path) : asBuffer(this.serialize());
     const res = await got.put(target, { headers, body, retry: { limit: 0 }, throwHttpErrors: false });
     if (res.statusCode !== 201) throw nodeError(res.statusCode, res.body, target);
     this.dataUrl = url;
@@ -125,12 +125,10 @@ export class RemoteData {
 
   /** The bytes, fetched from a holder when the data is remote. */
   async raw(): Promise<Buffer> {
-    if (this.bytes) return Buffer.from(this.bytes);
+    if (this.bytes) return asBuffer(this.bytes);
     if (this.path && !this.dataUrl) return readFile(this.path);
-    if (this.value !== undefined && !this.dataUrl) return Buffer.from(this.serialize());
-    const res = await got(await this.holderUrl(), { headers: this.auth(), responseType: 'buffer', retry: { limit: 0 }, throwHttpErrors: false });
-    if (res.statusCode !== 200) throw nodeError(res.statusCode, res.body.toString(), res.url);
-    return res.body;
+    if (this.value !== undefined && !this.dataUrl) return asBuffer(this.serialize());
+    return this.client.http.download(await this.holderUrl());
   }
 
   /** A local file with the data: the given path, or a download streamed into a temp file. */
@@ -208,6 +206,11 @@ export class RemoteData {
     if (!holder) throw new NodeRequestError(404, 'not_found', `data ${this.dataUrl} is held by no live host`, this.client.url);
     return `${holder.url}${dataPath(this.dataUrl!)}`;
   }
+}
+
+/** A Buffer over the same memory (no copy of what may be hundreds of MB). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function nodeError(status: number, body: string, url: string): NodeRequestError {
