@@ -132,6 +132,25 @@ describe('cancellation, token and --no-code', function () {
     assert.deepEqual([...ends.values()], ['cancelled', 'cancelled', 'cancelled']);
   });
 
+  it('kills calls that pass the node-wide --timeout', async function () {
+    const strict = await startNode(redis.url, 'strict', ['--timeout', '0.5', '--queue', 'strictq']);
+    const strictClient = new Client(strict.url, { output: new Capture() });
+    try {
+      const queued = await strictClient.call(py`
+        import time
+        def f(): time.sleep(30)`, [], {}, { queue: 'strictq' }).catch((e: unknown) => e);
+      assert.ok(queued instanceof RemoteError && queued.kind === 'timeout', String(queued));
+      const direct = await strictClient.call(py`
+        import time
+        def f(): time.sleep(30)`, [], {}, { async: false }).catch((e: unknown) => e);
+      assert.ok(direct instanceof RemoteError && direct.kind === 'timeout', String(direct));
+      assert.equal(await strictClient.call('operator:add', [1, 1], {}, { queue: 'strictq' }), 2, 'a fresh interpreter took the slot');
+    } finally {
+      strictClient.close();
+      await strict.stop();
+    }
+  });
+
   it('refuses to bind a public address without --token or --insecure', async function () {
     const error = await startNode(redis.url, 'exposed', ['--host', '0.0.0.0']).catch((e: Error) => e);
     assert.ok(error instanceof Error);
