@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Client, py } from '../dist/index.js';
+import { Client, dobj, py } from '../dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const exitAfter = process.argv.includes('--exit');
@@ -35,6 +35,14 @@ console.log('\nsquares:', await client.br());
 const started = performance.now();
 const sums = await client.map('operator:add', Array.from({ length: 2000 }, (_, k) => [k, 1]));
 console.log(`2000 trivial calls in ${(performance.now() - started).toFixed(0)} ms; last = ${sums.at(-1)}`);
+const table = await dobj({ rows: Array.from({ length: 1000 }, (_, k) => k) }, { client }).save({ prefix: 'demo/' });
+const total = await client.call(py`def total(t): return sum(t.obj()["rows"])`, [table]);
+console.log(`data ${table.dataUrl} stays on the node; a call summed it there: ${total}`);
+const made = await client.call(py`
+  from kitchensink import RemoteData
+  def make(): return RemoteData(obj={"made": "in Python"}).save(prefix="demo/")`);
+console.log(`Python saved ${made.dataUrl}; read back here:`, await made.obj());
+await Promise.all([table.delete(), made.delete()]);
 try {
   await client.call(py`def broken(): return 1 / 0`);
 } catch (error) {
