@@ -54,9 +54,15 @@ export class UnsupportedMediaType extends HttpError {
   }
 }
 
-export class ServiceUnavailable extends HttpError {
+export class RangeNotSatisfiable extends HttpError {
   constructor(message: string) {
-    super(503, 'unavailable', message);
+    super(416, 'range_not_satisfiable', message);
+  }
+}
+
+export class InsufficientStorage extends HttpError {
+  constructor(message: string) {
+    super(507, 'insufficient_storage', message);
   }
 }
 

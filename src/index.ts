@@ -3,8 +3,8 @@
  * @packageDocumentation
  */
 export { Client, setupClient, getDefaultClient, type ClientOptions, type BrOptions, type Outcome } from './client/client.js';
-export { RemoteData, dobj, dr, dp, du, type RemoteDataSource, type SaveOptions, type DataFormat, type DataInfo } from './client/remote-data.js';
+export { RemoteData, dobj, dr, dp, du, type RemoteDataSource, type SaveOptions, type DataInfo } from './client/remote-data.js';
 export { py, type PySource } from './client/py.js';
 export { RemoteError, NodeRequestError } from './errors.js';
 export { rankHosts } from './routing.js';
-export type { CallOptions, FnSpec, HostInfo, FailureKind } from './types.js';
+export type { CallOptions, DataFormat, FnSpec, HostInfo, FailureKind } from './types.js';

@@ -86,6 +86,10 @@ export interface CallJobData {
   q?: string[];
 }
 
+/** How stored data is read back as an object: `RemoteData`'s `fmt`. */
+export const dataFormats = ['msgpack', 'json', 'pickle', 'raw'] as const;
+export type DataFormat = (typeof dataFormats)[number];
+
 /** What `ks:hosts` holds for each host. */
 export interface HostInfo {
   name: string;

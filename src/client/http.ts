@@ -108,6 +108,18 @@ async function readAnswer<T>(res: IncomingMessage, target: string): Promise<T> {
   }
   const status = res.statusCode ?? 0;
   if (status >= 200 && status < 300) return body as T;
+  throw answerError(status, body, target);
+}
+
+/** A node's non-2xx answer (`{error, detail}`, or whatever text it sent) as a NodeRequestError. */
+export function answerError(status: number, body: unknown, target: string): NodeRequestError {
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body);
+    } catch {
+      // not JSON: keep the text
+    }
+  }
   const failure = (body && typeof body === 'object' ? body : {}) as { error?: string; detail?: string };
-  throw new NodeRequestError(status, failure.error ?? 'http_error', failure.detail ?? String(body).slice(0, 500), target);
+  return new NodeRequestError(status, failure.error ?? 'http_error', failure.detail ?? String(body).slice(0, 500), target);
 }

@@ -7,12 +7,11 @@ import { pipeline } from 'node:stream/promises';
 import got from 'got';
 import { decode, encode, registerRemoteDataClass } from '../codec.js';
 import { NodeRequestError } from '../errors.js';
+import { answerError } from './http.js';
 import { dataPath } from '../keys.js';
-import type { HostInfo } from '../types.js';
+import type { DataFormat, HostInfo } from '../types.js';
 import type { Client } from './client.js';
 
-/** How a RemoteData's bytes are to be read back as an object. */
-export type DataFormat = 'msgpack' | 'json' | 'pickle' | 'raw';
 
 /** Size, md5, format and live holders of a data url (`Client.dataInfo`). */
 export interface DataInfo {
@@ -107,7 +106,7 @@ export class RemoteData {
     // A file streams from disk; never the whole of it in memory.
     const body = this.path ? createReadStream(this.path) : asBuffer(this.serialize());
     const res = await got.put(target, { headers, body, retry: { limit: 0 }, throwHttpErrors: false });
-    if (res.statusCode !== 201) throw nodeError(res.statusCode, res.body, target);
+    if (res.statusCode !== 201) throw answerError(res.statusCode, res.body, target);
     this.dataUrl = url;
     return this;
   }
@@ -152,7 +151,7 @@ export class RemoteData {
       missing.map(async (host) => {
         const target = `${host.url}${dataPath(this.dataUrl!)}/replicate`;
         const res = await got.post(target, { headers: this.auth(), retry: { limit: 0 }, throwHttpErrors: false });
-        if (res.statusCode !== 200) throw nodeError(res.statusCode, res.body, target);
+        if (res.statusCode !== 200) throw answerError(res.statusCode, res.body, target);
       }),
     );
     return [...info.holders, ...missing.map((h) => h.name)].sort();
@@ -165,7 +164,7 @@ export class RemoteData {
     for (const holder of info.holders) {
       const target = `${urls.get(holder)}${dataPath(this.dataUrl!)}`;
       const res = await got.delete(target, { headers: this.auth(), retry: { limit: 0 }, throwHttpErrors: false });
-      if (res.statusCode !== 200 && res.statusCode !== 404) throw nodeError(res.statusCode, res.body, target);
+      if (res.statusCode !== 200 && res.statusCode !== 404) throw answerError(res.statusCode, res.body, target);
     }
   }
 
@@ -211,16 +210,6 @@ export class RemoteData {
 /** A Buffer over the same memory (no copy of what may be hundreds of MB). */
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-function nodeError(status: number, body: string, url: string): NodeRequestError {
-  let failure: { error?: string; detail?: string } = {};
-  try {
-    failure = JSON.parse(body);
-  } catch {
-    failure = { detail: body.slice(0, 500) };
-  }
-  return new NodeRequestError(status, failure.error ?? 'http_error', failure.detail ?? '', url);
 }
 
 registerRemoteDataClass(RemoteData, (url) => new RemoteData({ dataUrl: url, client: decodingClient }));

@@ -5,17 +5,11 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { BadRequest, Conflict, HttpError, NotFound } from '../errors.js';
+import { BadRequest, Conflict, InsufficientStorage, NotFound } from '../errors.js';
 import { Md5Hasher, type Md5Session } from './md5-hasher.js';
 
 /** The longest data url accepted. */
 export const maxDataUrlLength = 1024;
-
-export class InsufficientStorage extends HttpError {
-  constructor(message: string) {
-    super(507, 'insufficient_storage', message);
-  }
-}
 
 /**
  * Checks a data url: relative, `/`-separated, no `.`/`..` segments, no NUL, backslash, colon

@@ -1,19 +1,11 @@
 import type { ReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { BadRequest, Forbidden, HttpError, NotFound } from '../errors.js';
-import type { HostInfo } from '../types.js';
+import { BadRequest, Forbidden, NotFound, RangeNotSatisfiable } from '../errors.js';
+import { dataFormats, type HostInfo } from '../types.js';
 import { validateDataUrl, type Catalog } from './catalog.js';
 import type { DataInfo, DataRegistry } from './registry.js';
 import type { DataMover } from './transfer.js';
 
-export const dataFormats = ['msgpack', 'json', 'pickle', 'raw'] as const;
-export type DataFormat = (typeof dataFormats)[number];
-
-export class RangeNotSatisfiable extends HttpError {
-  constructor(message: string) {
-    super(416, 'range_not_satisfiable', message);
-  }
-}
 
 export interface DataServiceContext {
   catalog: Catalog;
