@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, py, RemoteError, NodeRequestError } from '../src/index.js';
 import { encode } from '../src/codec.js';
-import { Capture, rawRequest, runCli, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+import { Capture, rawRequest, runCli, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('cluster: three nodes, one worker each', function () {
   let redis: TestRedis;
@@ -78,6 +78,23 @@ describe('cluster: three nodes, one worker each', function () {
     const lines = seenAtResult.split('\n').filter((l) => l.startsWith('line '));
     assert.deepEqual(lines, Array.from({ length: 50 }, (_, k) => `line ${k}`));
     assert.match(seenAtResult, /to stderr/);
+  });
+
+  it('streams output while the call still runs', async function () {
+    const goOn = join(scratch, 'go-on');
+    const call = client.call(py`
+      import os, time
+      def waits(go_on):
+          print("before the wait")
+          while not os.path.exists(go_on):
+              time.sleep(0.01)
+          return "done"`, [goOn]);
+    try {
+      await waitFor(() => out.text.includes('before the wait'), 'the line printed before the wait, while the call waits');
+    } finally {
+      writeFileSync(goOn, '');
+    }
+    assert.equal(await call, 'done');
   });
 
   it('captures fd-level and subprocess output', async function () {

@@ -116,9 +116,10 @@ export interface TestNode {
 /** A real `ks start` process against `redisUrl`, on a free port. */
 export async function startNode(redisUrl: string, name: string, args: string[] = [], env: Record<string, string> = {}): Promise<TestNode> {
   const datadir = mkdtempSync(join(tmpdir(), `ks-${name}-`));
+  // The bin itself, as `ks start` runs: its #! line carries the node's memory settings.
   const child = spawn(
-    process.execPath,
-    [cli, 'start', '--no-redis', '--redis-connection', redisUrl, '--node-port', '0', '--node-name', name, '--datadir', datadir, '--num-workers', '1', ...args],
+    cli,
+    ['start', '--no-redis', '--redis-connection', redisUrl, '--node-port', '0', '--node-name', name, '--datadir', datadir, '--num-workers', '1', ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, PYTHONPATH: testPythonPath, ...env } },
   );
   let logs = '';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -121,6 +121,28 @@ describe('node lifecycle', function () {
       assert.equal(new Set(pids).size, 3, `pids ${pids.join(',')}`);
       assert.equal(pids[0], pids[1]);
       assert.notEqual(pids[1], pids[2]);
+    } finally {
+      client.close();
+      await node.stop();
+    }
+  });
+
+  it('runs with the memory settings of its #! line, which its interpreters do not inherit, and reports memory', async function () {
+    const node = await startNode(redis.url, 'frugal');
+    const client = new Client(node.url, { output: new Capture() });
+    try {
+      const cmdline = readFileSync(`/proc/${node.process.pid}/cmdline`, 'utf8').split('\0');
+      assert.ok(cmdline.includes('--max-semi-space-size=2'), cmdline.join(' '));
+      assert.match(readFileSync(`/proc/${node.process.pid}/environ`, 'utf8'), /(^|\0)MALLOC_ARENA_MAX=1\0/);
+      const seen = await client.call(py`
+        import os
+        def env(): return [os.environ.get("MALLOC_ARENA_MAX"), os.environ.get("KS_NODE_MALLOC")]`);
+      assert.deepEqual(seen, [null, null]);
+      const metrics = await (await fetch(`${node.url}/metrics`)).text();
+      for (const gauge of ['process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_heap_size_total_bytes', 'nodejs_external_memory_bytes']) {
+        const value = Number(new RegExp(`^${gauge}\\{node="frugal"\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+        assert.ok(value > 0, `${gauge} in:\n${metrics}`);
+      }
     } finally {
       client.close();
       await node.stop();

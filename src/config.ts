@@ -34,6 +34,8 @@ export const config = {
   eventsPerPoll: 5_000,
   maxRequestSizeBytes: 256 * 1024 * 1024,
   maxOutputBytes: 64 * 1024 * 1024,
+  /** A call's output waits at most this long to go to Redis with more output or its result. */
+  outputCoalesceMs: 5,
   /** How long a stopping node lets running calls finish before killing them. */
   shutdownGraceMs: 30_000,
   /** The longest any other step of stopping a node may take (Redis may be gone). */
@@ -61,6 +63,12 @@ export const config = {
   pollOutageMs: 60_000,
   /** A batch this large shows a progress bar when stderr is a TTY. */
   progressMinCalls: 200,
+  /** A node that was busy and has been quiet this long runs a full garbage collection... */
+  idleGcQuietMs: 500,
+  /** ...when its heap grew this much since the last one (it gives the memory back). */
+  idleGcMinGrowthBytes: 16 * 1024 * 1024,
+  /** An upload this large first gets the node's heap collected, if it grew (see idleGc*). */
+  bigUploadBytes: 64 * 1024 * 1024,
   /** How long the host snapshot used to validate `opts.host`/`opts.queue` may be stale. */
   hostCacheMs: 1_000,
 } as const;

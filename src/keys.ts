@@ -1,3 +1,4 @@
+import { randomFillSync } from 'node:crypto';
 import { defaultQueue } from './config.js';
 
 /** Redis key names, in one place (DESIGN's "Redis layout"). */
@@ -54,6 +55,20 @@ export function parseTaskId(taskId: string): { batchId: string; index: number } 
 /** The HTTP path of a data url under `/api/v1/data/`, each segment percent-encoded. */
 export function dataPath(url: string): string {
   return `/api/v1/data/${url.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+/** Random bytes for batch ids, drawn 512 ids at a time: one getrandom call, not one per batch. */
+const idPool = Buffer.alloc(8 * 512);
+let idPoolUsed = idPool.length;
+
+/** A new batch id: `b` and 64 random bits in hex. */
+export function newBatchId(): string {
+  if (idPoolUsed === idPool.length) {
+    randomFillSync(idPool);
+    idPoolUsed = 0;
+  }
+  idPoolUsed += 8;
+  return `b${idPool.toString('hex', idPoolUsed - 8, idPoolUsed)}`;
 }
 
 export const batchIdPattern = /^b[0-9a-f]{16}$/;

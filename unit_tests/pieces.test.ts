@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { compareStreamIds } from '../src/node/event-reader.js';
 import { SentinelSplitter, sentinel } from '../src/worker/executor.js';
-import { parseTaskId, queueName, taskIdOf } from '../src/keys.js';
+import { batchIdPattern, newBatchId, parseTaskId, queueName, taskIdOf } from '../src/keys.js';
+import { IdleCollector } from '../src/node/idle-gc.js';
 import { py } from '../src/client/py.js';
 
 describe('sentinel splitter', function () {
@@ -59,5 +60,71 @@ describe('py source', function () {
           return "a\nb"`;
     assert.equal(fn.src, 'def f():\n    return "a\\nb"');
     assert.deepEqual(py.fn('def g(): pass', 'g'), { src: 'def g(): pass', name: 'g' });
+  });
+});
+
+describe('batch ids', function () {
+  it('are b and 16 hex digits, and do not repeat across refills of the random pool', function () {
+    const ids = Array.from({ length: 3000 }, () => newBatchId());
+    for (const id of ids) assert.match(id, batchIdPattern);
+    assert.equal(new Set(ids).size, ids.length);
+    assert.deepEqual(parseTaskId(taskIdOf(ids[0], 7)), { batchId: ids[0], index: 7 });
+  });
+});
+
+describe('idle collector', function () {
+  function collector(busy: { now: boolean }, heap: { used: number }) {
+    let collections = 0;
+    const idle = new IdleCollector(() => busy.now, {
+      quietMs: 500,
+      minGrowthBytes: 100,
+      collect: () => {
+        collections += 1;
+        heap.used = 10;
+      },
+      heapUsed: () => heap.used,
+    });
+    return { idle, collections: () => collections };
+  }
+
+  it('collects once after work, when quiet long enough and the heap grew', function () {
+    const busy = { now: false };
+    const heap = { used: 10 };
+    const { idle, collections } = collector(busy, heap);
+    try {
+      idle.touch(1_000);
+      heap.used = 500;
+      idle.look(1_200);
+      assert.equal(collections(), 0, 'not quiet long enough yet');
+      busy.now = true;
+      idle.look(1_600);
+      busy.now = false;
+      idle.look(2_000);
+      assert.equal(collections(), 0, 'a running call counts as activity');
+      idle.look(2_100);
+      assert.equal(collections(), 1);
+      heap.used = 500;
+      idle.look(5_000);
+      assert.equal(collections(), 1, 'nothing happened since: no second collection');
+    } finally {
+      idle.close();
+    }
+  });
+
+  it('leaves a heap that did not grow alone, and makes room before a large upload only if it grew', function () {
+    const heap = { used: 10 };
+    const { idle, collections } = collector({ now: false }, heap);
+    try {
+      idle.touch(1_000);
+      heap.used = 50;
+      idle.look(2_000);
+      idle.makeRoom();
+      assert.equal(collections(), 0);
+      heap.used = 200;
+      idle.makeRoom();
+      assert.equal(collections(), 1);
+    } finally {
+      idle.close();
+    }
   });
 });

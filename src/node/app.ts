@@ -143,7 +143,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
     const waitMs = v.waitMs((b as { waitMs?: unknown }).waitMs);
     const batch = await app.calls.submit(calls);
     // Submit-and-wait: a single call's round trip is then one HTTP request, not two.
-    const first = waitMs ? await app.calls.results(batch.batchId, '0-0', waitMs, calls.length, clientGone(ctx)) : undefined;
+    const first = waitMs ? await app.calls.results(batch.batchId, '0-0', waitMs, { remaining: calls.length, signal: clientGone(ctx), justSubmitted: true }) : undefined;
     reply(ctx, { ...batch, ...first, events: eventsFor(ctx, first?.events) });
   });
 
@@ -156,7 +156,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
   router.post('/api/v1/results', async (ctx) => {
     const b = v.requireObject(await body(ctx), 'body');
     const waitMs = v.waitMs(b.waitMs) ?? Infinity;
-    const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, v.remaining(b.remaining), clientGone(ctx));
+    const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, { remaining: v.remaining(b.remaining), signal: clientGone(ctx) });
     reply(ctx, { cursor: page.cursor, events: eventsFor(ctx, page.events) });
   });
 

@@ -1,10 +1,9 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { randomBytes } from 'node:crypto';
 import { FlowProducer, type FlowJob } from 'bullmq';
 import { defaultQueue } from '../config.js';
 import { encode } from '../codec.js';
 import { BadRequest, NotFound } from '../errors.js';
-import { queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
+import { newBatchId, queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
 import { terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
 import type { Redis } from 'ioredis';
 import type { ClaimLock } from '../worker/claim.js';
@@ -22,8 +21,6 @@ export interface CallServiceContext {
 }
 
 export interface CallServiceOptions {
-  /** Expiry of a batch's meta until its last call ends (then the claim scripts set --result-ttl). */
-  batchSafetyTtlS: number;
   longPollMaxMs: number;
   pollLingerMs: number;
   /** Job attempts when the worker itself fails (Redis gone mid-claim); Python errors never retry. */
@@ -64,7 +61,7 @@ export class CallService {
 
   /** Enqueues a batch atomically; resolves to its batch id and task ids in call order. */
   async submit(calls: WireCall[]): Promise<{ batchId: string; taskIds: string[] }> {
-    const batchId = `b${randomBytes(8).toString('hex')}`;
+    const batchId = newBatchId();
     const hosts = await this.ctx.liveHosts();
     const chunkSize = this.chunkSize(calls.length, hosts);
     const jobs: FlowJob[] = [];
@@ -100,11 +97,13 @@ export class CallService {
       });
     }
     flush();
-    // Same connection as the jobs, so the count exists before any worker can see a job.
-    const meta = this.ctx.keys.batchMeta(batchId);
-    void this.ctx.redis.multi().hset(meta, 'n', calls.length).expire(meta, this.opts.batchSafetyTtlS).exec().catch(() => {});
+    void this.ctx.claims.startBatch(batchId, calls.length).catch(() => {});
     const queues = new Set(jobs.map((j) => j.queueName));
-    if (queues.size === 1) {
+    if (jobs.length === 1) {
+      // add, not addBulk: no pipeline object (ioredis copies every defined script into each one).
+      const [{ queueName, name, data, opts }] = jobs;
+      await this.ctx.queues.get(queueName).add(name, data, opts);
+    } else if (queues.size === 1) {
       // One queue: its own addBulk is one MULTI too, and lighter than a flow.
       await this.ctx.queues.get(jobs[0].queueName).addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
     } else {
@@ -126,14 +125,16 @@ export class CallService {
    * Events after `cursor`, waiting up to `waitMs` (bounded) for the first. When the client says
    * how many of its calls have not ended (`remaining`) and fewer ends came, it lingers a few ms
    * to answer with more at once: a 10,000-call batch then costs hundreds of polls, not thousands.
+   * `justSubmitted`: this node has just queued the batch, so it need not check that it exists.
    */
-  async results(batchId: string, cursor: string, waitMs: number, remaining?: number, signal?: AbortSignal): Promise<ResultsPage> {
+  async results(batchId: string, cursor: string, waitMs: number, how: { remaining?: number; signal?: AbortSignal; justSubmitted?: boolean } = {}): Promise<ResultsPage> {
+    const { remaining, signal } = how;
     const { keys, redis } = this.ctx;
     const wait = Math.max(0, Math.min(waitMs, this.opts.longPollMaxMs));
     const stop = new AbortController();
     signal?.addEventListener('abort', () => stop.abort(), { once: true });
     let unknown = false;
-    if (cursor === '0' || cursor === '0-0') {
+    if (!how.justSubmitted && (cursor === '0' || cursor === '0-0')) {
       // A first read of a batch nobody submitted must not wait out the long-poll.
       void redis.exists(keys.batchMeta(batchId), keys.batchEvents(batchId)).then((n) => {
         if (n === 0) {

@@ -23,6 +23,7 @@ import { EventReader } from './event-reader.js';
 import { connectRedis, redisAnswers, redisOptions, startRedisServer } from './redis.js';
 import { HostRegistry } from './registry.js';
 import { QueueCache } from './queues.js';
+import { IdleCollector } from './idle-gc.js';
 import { DeadHostSweeper } from './sweeper.js';
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -71,6 +72,7 @@ export class KsNode {
   private registry?: HostRegistry;
   private queues?: QueueCache;
   private sweeper?: DeadHostSweeper;
+  private idleCollector?: IdleCollector;
   private server?: Server;
   private stopping?: Promise<void>;
   private readonly startedAt = Date.now();
@@ -155,7 +157,6 @@ export class KsNode {
     this.calls = new CallService(
       { redis, claims, keys, events: this.events, queues: this.queues, liveHosts: (fresh) => registry.liveHosts(fresh) },
       {
-        batchSafetyTtlS: config.batchSafetyTtlS,
         longPollMaxMs: config.longPollMaxMs,
         pollLingerMs: config.pollLingerMs,
         jobAttempts: 3,
@@ -181,6 +182,7 @@ export class KsNode {
         claimRefreshMs: config.claimRefreshMs,
         timeoutS: o.timeoutS,
         maxOutputBytes: o.maxOutputBytes,
+        outputCoalesceMs: config.outputCoalesceMs,
         jobLockMs: config.jobLockMs,
         recheckMs: config.recheckMs,
       },
@@ -212,6 +214,7 @@ export class KsNode {
       }
     };
     this.sweeper?.close();
+    this.idleCollector?.close();
     await quietly('deregistering', () => this.registry?.deregister());
     await quietly('stopping the queue workers', () => this.worker?.close(graceMs), graceMs + config.stopStepMs);
     this.events?.close();
@@ -289,7 +292,14 @@ export class KsNode {
       },
       { token: this.opts.token, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes },
     );
-    server.on('request', koa.callback());
+    const idle = new IdleCollector(() => pool.idle < pool.size, { quietMs: config.idleGcQuietMs, minGrowthBytes: config.idleGcMinGrowthBytes });
+    this.idleCollector = idle;
+    const handle = koa.callback();
+    server.on('request', (req, res) => {
+      idle.touch();
+      if (req.method === 'PUT' && Number(req.headers['content-length']) >= config.bigUploadBytes) idle.makeRoom();
+      void handle(req, res);
+    });
   }
 
   private metrics(): string {
@@ -305,6 +315,14 @@ export class KsNode {
       '# TYPE ks_uptime_seconds gauge',
       `ks_uptime_seconds{node="${this.name}"} ${((Date.now() - this.startedAt) / 1000).toFixed(0)}`,
     ];
+    const memory = process.memoryUsage();
+    const memoryGauges: [string, number][] = [
+      ['process_resident_memory_bytes', memory.rss],
+      ['nodejs_heap_size_total_bytes', memory.heapTotal],
+      ['nodejs_heap_size_used_bytes', memory.heapUsed],
+      ['nodejs_external_memory_bytes', memory.external],
+    ];
+    for (const [name, value] of memoryGauges) lines.push(`# TYPE ${name} gauge`, `${name}{node="${this.name}"} ${value}`);
     return `${lines.join('\n')}\n`;
   }
 }

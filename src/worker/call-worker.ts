@@ -33,6 +33,8 @@ export interface CallWorkerOptions {
   /** Node-wide timeout in seconds (`--timeout`); a call's own `timeout` wins. */
   timeoutS?: number;
   maxOutputBytes: number;
+  /** How long output may wait to go to Redis with more output or with its call's result. */
+  outputCoalesceMs: number;
   /** BullMQ job lock: a job of a dead node is re-queued about this long after it died. */
   jobLockMs: number;
   /** How often a copy looks again at a call a live host is running. */
@@ -121,11 +123,10 @@ export class CallWorker {
       if (answer !== ClaimAnswer.run) return answer;
       const running: RunningCall = { claimKey: keys.claim(taskId), abort: new AbortController() };
       this.running.set(taskId, running);
-      const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false);
+      const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, this.opts.outputCoalesceMs);
       const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease, data, running.abort.signal, output));
-      output.flush();
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
-      await claims.finish(batchId, index, this.owner, nodeName, type, event);
+      await claims.finish(batchId, index, this.owner, nodeName, type, event, output.takeRest());
       return ClaimAnswer.drop;
     } finally {
       this.running.delete(taskId);

@@ -71,13 +71,17 @@ return start()`;
 
 /**
  * KEYS: stream, meta, claim. ARGV: owner, doneTtlMs, resultTtlS, safetyTtlS, type, index,
- * host, data. Records the outcome only if this owner still holds the claim (or it lapsed
- * unclaimed); a cancellation that came first has already written the call's last event.
+ * host, data, then the call's last output as (stream, chunk) pairs. Records output and
+ * outcome only if this owner still holds the claim (or it lapsed unclaimed); a cancellation
+ * that came first has already written the call's last event.
  */
 const finishScript = `${endedLua}
 local current = redis.call('GET', KEYS[3])
 if current and current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[3], 'done', 'PX', ARGV[2])
+for k = 9, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], '*', 't', ARGV[k], 'i', ARGV[6], 'd', ARGV[k + 1])
+end
 redis.call('XADD', KEYS[1], '*', 't', ARGV[5], 'i', ARGV[6], 'h', ARGV[7], 'd', ARGV[8])
 ended(1, ARGV[3], ARGV[4])
 return 1`;
@@ -111,7 +115,14 @@ end
 if count > 0 then ended(count, ARGV[3], ARGV[4]) end
 return count`;
 
+/** KEYS: meta. ARGV: number of calls, safetyTtlS. A new batch's count, before any of its jobs exists. */
+const startBatchScript = `
+redis.call('HSET', KEYS[1], 'n', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1`;
+
 interface ClaimCommands {
+  ksStartBatch(meta: string, calls: number, safetyTtlS: number): Promise<number>;
   ksClaim(...args: (string | number | Buffer)[]): Promise<number>;
   ksFinish(...args: (string | number | Buffer)[]): Promise<number>;
   ksRefresh(numKeys: number, ...args: (string | number)[]): Promise<number>;
@@ -141,12 +152,21 @@ export class ClaimLock {
   ) {
     this.redis = redis as Redis & ClaimCommands;
     if (typeof this.redis.ksClaim !== 'function') {
+      redis.defineCommand('ksStartBatch', { numberOfKeys: 1, lua: startBatchScript });
       redis.defineCommand('ksClaim', { numberOfKeys: 4, lua: claimScript });
       redis.defineCommand('ksFinish', { numberOfKeys: 3, lua: finishScript });
       redis.defineCommand('ksRefresh', { lua: refreshScript });
       redis.defineCommand('ksEndCalls', { lua: endCallsScript });
     }
     this.doneTtlMs = Math.max(times.resultTtlS, times.minDoneTtlS) * 1000;
+  }
+
+  /**
+   * Records a new batch's size (one round trip, no MULTI). Send it before the batch's jobs on
+   * the same connection, so the count exists before any worker can see a job.
+   */
+  startBatch(batchId: string, calls: number): Promise<number> {
+    return this.redis.ksStartBatch(this.keys.batchMeta(batchId), calls, this.times.batchSafetyTtlS);
   }
 
   /** Tries to claim a call for `owner` (`<host>/<token>`); answers ClaimAnswer. */
@@ -171,8 +191,11 @@ export class ClaimLock {
     );
   }
 
-  /** Records a call's outcome event if `owner` still holds it; false when it had ended already. */
-  async finish(batchId: string, index: number, owner: string, host: string, type: string, data: Buffer): Promise<boolean> {
+  /**
+   * Records a call's last output (`stream, chunk` pairs) and outcome event if `owner` still
+   * holds it; false when it had ended already.
+   */
+  async finish(batchId: string, index: number, owner: string, host: string, type: string, data: Buffer, output: (string | Buffer)[] = []): Promise<boolean> {
     const { keys, times } = this;
     const recorded = await this.redis.ksFinish(
       keys.batchEvents(batchId),
@@ -186,6 +209,7 @@ export class ClaimLock {
       index,
       host,
       data,
+      ...output,
     );
     return recorded === 1;
   }

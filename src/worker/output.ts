@@ -28,14 +28,23 @@ export class CappedOutput {
   }
 }
 
+/** Output a call's chunks wait for, at most, before they go to Redis without its result. */
+const coalesceBytes = 64 * 1024;
+
 /**
- * A call's output on its way to the batch stream: written as it comes (or held until the
- * result when `intermediateResults` is off). When Redis falls behind a flood of prints, the
- * interpreter's pipes pause, so the node's memory stays bounded and Python blocks in write().
+ * A call's output on its way to the batch stream. Chunks wait up to `coalesceMs` (or
+ * `coalesceBytes`) for more output, and go out as one entry per stream; whatever is still
+ * waiting when the call ends rides in the same round trip as its result (`takeRest`). So a
+ * quick call that prints costs one Redis command, not two, and a long one still streams.
+ * With `live` off (`intermediateResults: false`) all output waits for the result. When Redis
+ * falls behind a flood of prints, the interpreter's pipes pause, so the node's memory stays
+ * bounded and Python blocks in write().
  */
 export class StreamedOutput {
   private readonly capped: CappedOutput;
-  private readonly held: [OutputStream, Buffer][] = [];
+  private pending: [OutputStream, Buffer][] = [];
+  private pendingBytes = 0;
+  private timer?: NodeJS.Timeout;
   private inFlight = 0;
   private drained?: { promise: Promise<void>; resolve(): void };
 
@@ -45,6 +54,7 @@ export class StreamedOutput {
     private readonly index: number,
     maxBytes: number,
     private readonly live: boolean,
+    private readonly coalesceMs: number,
   ) {
     this.capped = new CappedOutput(maxBytes, (stream, chunk) => this.emit(stream, chunk));
   }
@@ -53,31 +63,39 @@ export class StreamedOutput {
     return this.capped.write(stream, chunk);
   }
 
-  /** Sends held output; the result goes after it on the same connection, so in order. */
-  flush(): void {
-    for (const [stream, chunk] of this.held.splice(0)) void this.send(stream, chunk);
+  /**
+   * The output that has not gone out yet, as `stream, chunk` pairs in order, for the result's
+   * round trip; it goes after the output already sent, on the same connection.
+   */
+  takeRest(): (string | Buffer)[] {
+    clearTimeout(this.timer);
+    const rest = merged(this.pending).flat();
+    this.pending = [];
+    this.pendingBytes = 0;
+    return rest;
   }
 
   private emit(stream: OutputStream, chunk: Buffer): void | Promise<void> {
-    if (!this.live) {
-      this.held.push([stream, Buffer.from(chunk)]);
-      return;
-    }
-    return this.send(stream, chunk);
+    this.pending.push([stream, Buffer.from(chunk)]);
+    this.pendingBytes += chunk.length;
+    if (!this.live) return;
+    if (this.pendingBytes >= coalesceBytes) return this.sendPending();
+    this.timer ??= setTimeout(() => void this.sendPending(), this.coalesceMs);
   }
 
-  private send(stream: OutputStream, chunk: Buffer): void | Promise<void> {
-    this.inFlight += chunk.length;
-    void this.redis
-      .xadd(this.streamKey, '*', 't', stream, 'i', this.index, 'd', chunk)
-      .catch(() => {})
-      .finally(() => {
-        this.inFlight -= chunk.length;
-        if (this.inFlight <= maxInFlightBytes / 2 && this.drained) {
-          this.drained.resolve();
-          this.drained = undefined;
-        }
-      });
+  private sendPending(): void | Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const bytes = this.pendingBytes;
+    for (const [stream, chunk] of merged(this.pending)) {
+      void this.redis
+        .xadd(this.streamKey, '*', 't', stream, 'i', this.index, 'd', chunk)
+        .catch(() => {})
+        .finally(() => this.sent(chunk.length));
+    }
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.inFlight += bytes;
     if (this.inFlight <= maxInFlightBytes) return;
     if (!this.drained) {
       let resolve!: () => void;
@@ -86,4 +104,24 @@ export class StreamedOutput {
     }
     return this.drained.promise;
   }
+
+  private sent(bytes: number): void {
+    this.inFlight -= bytes;
+    if (this.inFlight <= maxInFlightBytes / 2 && this.drained) {
+      this.drained.resolve();
+      this.drained = undefined;
+    }
+  }
+}
+
+/** Consecutive chunks of the same stream joined: one stream entry each. */
+function merged(chunks: [OutputStream, Buffer][]): [OutputStream, Buffer][] {
+  const out: [OutputStream, Buffer][] = [];
+  for (let k = 0; k < chunks.length; ) {
+    let end = k + 1;
+    while (end < chunks.length && chunks[end][0] === chunks[k][0]) end++;
+    out.push([chunks[k][0], end === k + 1 ? chunks[k][1] : Buffer.concat(chunks.slice(k, end).map((c) => c[1]))]);
+    k = end;
+  }
+  return out;
 }
