@@ -64,8 +64,8 @@ export const config = {
   /** A batch this large shows a progress bar when stderr is a TTY. */
   progressMinCalls: 200,
   /** A node that was busy and has been quiet this long runs a full garbage collection... */
-  idleGcQuietMs: 500,
-  /** ...when its heap grew this much since the last one (it gives the memory back). */
+  idleGcQuietMs: 200,
+  /** ...when V8 holds this much more than the live heap of the last one (it gives it back). */
   idleGcMinGrowthBytes: 16 * 1024 * 1024,
   /** An upload this large first gets the node's heap collected, if it grew (see idleGc*). */
   bigUploadBytes: 64 * 1024 * 1024,

@@ -82,7 +82,7 @@ describe('idle collector', function () {
         collections += 1;
         heap.used = 10;
       },
-      heapUsed: () => heap.used,
+      heap: () => ({ held: heap.used + 20, used: heap.used }),
     });
     return { idle, collections: () => collections };
   }

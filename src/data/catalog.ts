@@ -33,7 +33,7 @@ export interface StoredFile {
 }
 
 /** Bytes the file writer may hold before it pushes back on the socket. */
-const writeBufferBytes = 8 * 1024 * 1024;
+const writeBufferBytes = 2 * 1024 * 1024;
 
 /**
  * Writes a stream to an open file, coalescing the socket's 64 kB chunks into one writev per
