@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
-import { Client, NodeRequestError, py, RemoteError } from '../src/index.js';
-import { Capture, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client, dr, NodeRequestError, py, RemoteError } from '../src/index.js';
+import { dataPath } from '../src/keys.js';
+import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 // A node killed with -9 takes its heartbeat with it: what it ran is re-run elsewhere,
 // what only it could run ends `lost`, and no client waits forever.
@@ -86,5 +90,114 @@ describe('dead nodes', function () {
     await waitFor(async () => (await r.hexists('ks:hosts', victim)) === 0, 'the dead host to be forgotten');
     assert.ok(!(await client.hosts()).some((h) => h.name === victim));
     assert.equal(await client.call('operator:add', [2, 2]), 4, 'the cluster still serves');
+  });
+});
+
+// Data a node copies from another comes over HTTP; the holder may die with the copy half done.
+describe('a holder dying mid-transfer', function () {
+  this.timeout(180_000);
+  const size = 400 * 1024 * 1024;
+  let redis: TestRedis;
+  let holders: TestNode[] = [];
+  let reader: TestNode;
+  let client: Client;
+
+  before(async function () {
+    redis = await startRedis();
+    [reader, ...holders] = await Promise.all([startNode(redis.url, 'reader'), startNode(redis.url, 'holderA'), startNode(redis.url, 'holderB')]);
+    client = new Client(reader.url, { output: new Capture() });
+  });
+
+  after(async function () {
+    client?.close();
+    for (const node of holders) {
+      try {
+        process.kill(node.process.pid!, 'SIGCONT');
+      } catch {
+        /* gone */
+      }
+    }
+    await Promise.all([reader, ...holders].filter(Boolean).map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  const partials = () => readdirSync(join(reader.datadir, '.tmp'));
+
+  /** Starts `reader` copying `url`, and freezes every holder once some bytes have arrived. */
+  async function copyAndFreezeMidway(url: string, alive: TestNode[]) {
+    const copy = rawRequest(reader.url, 'POST', `${dataPath(url)}/replicate`, '{}');
+    // Poll without sleeping: the copy must still be running when the holders freeze.
+    for (let tries = 0; ; tries++) {
+      const part = partials()[0];
+      const bytes = part ? statSync(join(reader.datadir, '.tmp', part), { throwIfNoEntry: false })?.size ?? 0 : 0;
+      if (bytes > 0) break;
+      if (tries > 2_000_000) throw new Error('the copy never started');
+      await new Promise((r) => setImmediate(r));
+    }
+    for (const node of alive) process.kill(node.process.pid!, 'SIGSTOP');
+    const part = partials()[0];
+    const arrived = statSync(join(reader.datadir, '.tmp', part)).size;
+    assert.ok(arrived < size, 'the holders froze with the copy half done');
+    return { copy, serving: servingHolder(alive) };
+  }
+
+  /** The holder the reader has a connection to (the one it is copying from). */
+  function servingHolder(candidates: TestNode[]): TestNode {
+    const readerSockets = new Set<string>();
+    for (const fd of readdirSync(`/proc/${reader.process.pid}/fd`)) {
+      const target = (() => {
+        try {
+          return readlinkSync(`/proc/${reader.process.pid}/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      })();
+      const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+      if (inode) readerSockets.add(inode);
+    }
+    const remotePorts = new Set<number>();
+    for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+      for (const line of readFileSync(table, 'utf8').trim().split('\n').slice(1)) {
+        const fields = line.trim().split(/\s+/);
+        if (fields[3] === '01' && readerSockets.has(fields[9])) remotePorts.add(parseInt(fields[2].split(':').pop()!, 16));
+      }
+    }
+    const serving = candidates.filter((n) => remotePorts.has(Number(new URL(n.url).port)));
+    assert.equal(serving.length, 1, `the reader copies from one holder, not from ${serving.map((n) => n.name).join(', ') || 'none'}`);
+    return serving[0];
+  }
+
+  it('copies from the other holder and registers a whole, md5-checked copy', async function () {
+    const blob = randomBytes(size);
+    const data = await dr(blob, { client }).save({ host: 'holderA', url: 'mid/two-holders.bin' });
+    assert.equal((await rawRequest(holders[1].url, 'POST', `${dataPath(data.dataUrl!)}/replicate`, '{}')).status, 200);
+    const { copy, serving } = await copyAndFreezeMidway(data.dataUrl!, holders);
+    await serving.kill();
+    for (const node of holders) if (node !== serving) process.kill(node.process.pid!, 'SIGCONT');
+    const answer = await copy;
+    assert.equal(answer.status, 200, JSON.stringify(answer.json));
+    const info = (await client.dataInfo([data.dataUrl!]))[data.dataUrl!];
+    assert.ok(info.holders.includes('reader'), `holders: ${info.holders}`);
+    assert.equal(info.md5, createHash('md5').update(blob).digest('hex'));
+    const copied = readFileSync(join(reader.datadir, 'data', 'mid', 'two-holders.bin'));
+    assert.ok(copied.equals(blob), 'the copy is the data');
+    assert.match(reader.logs(), new RegExp(`fetching mid/two-holders.bin from ${serving.name} failed`));
+    assert.deepEqual(partials(), []);
+    holders = holders.filter((n) => n !== serving);
+  });
+
+  it('names the url when its only holder dies, and keeps nothing of the half copy', async function () {
+    const [last] = holders;
+    const data = await dr(randomBytes(size), { client }).save({ host: last.name, url: 'mid/one-holder.bin' });
+    const { copy } = await copyAndFreezeMidway(data.dataUrl!, [last]);
+    await last.kill();
+    const answer = await copy;
+    assert.equal(answer.status, 404, JSON.stringify(answer.json));
+    assert.match(JSON.stringify(answer.json), /mid\/one-holder\.bin.*could not be fetched/);
+    assert.match(JSON.stringify(answer.json), new RegExp(last.name));
+    const info = await redis.client().smembers('ks:data:mid/one-holder.bin:hosts');
+    assert.deepEqual(info, [last.name], 'the reader registered no copy');
+    assert.equal(statSync(join(reader.datadir, 'data', 'mid', 'one-holder.bin'), { throwIfNoEntry: false }), undefined);
+    await waitFor(() => partials().length === 0, 'the half copy to be deleted');
   });
 });
