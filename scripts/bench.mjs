@@ -145,14 +145,14 @@ t0 = performance.now();
 const data = await dr(blob, { client }).save();
 const length = await client.call(py`def size(d): return len(d.raw())`, [data]);
 out.w4_mb_per_s = 256 / ((performance.now() - t0) / 1000);
+clearInterval(sampler);
+out.w4_node_rss_peak_mb = Math.max(peak, rssMb());
 if (length !== blob.length) throw new Error(`w4 read ${length} bytes`);
 t0 = performance.now();
 const back = await du(data.dataUrl, { client }).raw(); // a pointer, so the bytes really come over HTTP
 const downloadMbPerS = 256 / ((performance.now() - t0) / 1000);
-clearInterval(sampler);
-out.w4_node_rss_peak_mb = Math.max(peak, rssMb());
 if (!back.equals(blob)) throw new Error('w4 download differs');
-say(`w4 ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${peak.toFixed(0)} MB at peak`);
+say(`w4 ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${out.w4_node_rss_peak_mb.toFixed(0)} MB at peak`);
 client.close();
 nodeProcess.kill('SIGTERM');
 

@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { BadRequest, Conflict, InsufficientStorage, NotFound } from '../errors.js';
+import { youngGc } from '../gc.js';
 import { Md5Hasher, type Md5Session } from './md5-hasher.js';
 
 /** The longest data url accepted. */
@@ -36,6 +37,8 @@ export interface StoredFile {
 const writeBufferBytes = 2 * 1024 * 1024;
 /** Written bytes not yet on disk after which the writer starts an fdatasync in the background. */
 const syncEveryBytes = 32 * 1024 * 1024;
+/** The writer has V8 scavenge the socket's dead chunks after every this many bytes (see youngGc). */
+const scavengeEveryBytes = 4 * 1024 * 1024;
 
 /**
  * Writes a stream to an open file, coalescing the socket's 64 kB chunks into one writev per
@@ -44,6 +47,7 @@ const syncEveryBytes = 32 * 1024 * 1024;
 class FileSink extends Writable {
   size = 0;
   private syncedUpTo = 0;
+  private scavengedAt = 0;
   /** The fdatasync running in the background, if one is: the file stays open until it ends. */
   backgroundSync?: Promise<void>;
 
@@ -97,6 +101,10 @@ class FileSink extends Writable {
         this.size += bytes;
         this.md5.written(this.size);
         this.syncSome();
+        if (this.size - this.scavengedAt >= scavengeEveryBytes) {
+          this.scavengedAt = this.size;
+          youngGc();
+        }
         callback();
       },
       (error: Error) => callback(error),

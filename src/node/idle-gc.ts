@@ -1,29 +1,11 @@
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { getHeapStatistics } from 'node:v8';
+import { compactingGc } from '../gc.js';
 
 export interface HeapSizes {
   /** What V8 holds for the heap (`heapTotal`). */
   held: number;
   /** What is in use, garbage not yet collected included. */
   used: number;
-}
-
-/**
- * V8's full collector, enabled at run time (no `--expose-gc` on the command line), made to
- * compact every page: a plain full GC frees objects but keeps the half-empty pages, and so the
- * memory; compacting gives them back.
- */
-function compactingCollector(): () => void {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  return () => {
-    setFlagsFromString('--compact-on-every-full-gc');
-    try {
-      gc();
-    } finally {
-      setFlagsFromString('--no-compact-on-every-full-gc');
-    }
-  };
 }
 
 function v8Heap(): HeapSizes {
@@ -60,7 +42,7 @@ export class IdleCollector {
     private readonly busy: () => boolean,
     private readonly opts: IdleCollectorOptions,
   ) {
-    this.collect = opts.collect ?? compactingCollector();
+    this.collect = opts.collect ?? compactingGc;
     this.heap = opts.heap ?? v8Heap;
     this.liveAfterCollect = this.heap().used;
     this.timer = setInterval(() => this.look(), opts.quietMs / 4);
