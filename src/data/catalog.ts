@@ -42,7 +42,7 @@ const scavengeEveryBytes = 4 * 1024 * 1024;
 
 /**
  * Writes a stream to an open file, coalescing the socket's 64 kB chunks into one writev per
- * turn, and tells the md5 thread how far the file is written.
+ * turn, and hands each chunk to the md5 thread once it is on disk.
  */
 class FileSink extends Writable {
   size = 0;
@@ -95,20 +95,23 @@ class FileSink extends Writable {
 
   private writeAll(buffers: Buffer[], callback: (error?: Error | null) => void): void {
     const bytes = buffers.reduce((sum, b) => sum + b.length, 0);
-    this.file.writev(buffers).then(
-      ({ bytesWritten }) => {
-        if (bytesWritten !== bytes) return callback(new Error(`short write: ${bytesWritten} of ${bytes} bytes`));
+    this.file
+      .writev(buffers)
+      .then(({ bytesWritten }) => {
+        if (bytesWritten !== bytes) throw new Error(`short write: ${bytesWritten} of ${bytes} bytes`);
         this.size += bytes;
-        this.md5.written(this.size);
+        const hashing = this.md5.written(buffers);
         this.syncSome();
         if (this.size - this.scavengedAt >= scavengeEveryBytes) {
           this.scavengedAt = this.size;
           youngGc();
         }
-        callback();
-      },
-      (error: Error) => callback(error),
-    );
+        return hashing;
+      })
+      .then(
+        () => callback(),
+        (error: Error) => callback(error),
+      );
   }
 }
 
@@ -211,7 +214,7 @@ export class Catalog {
   /** Streams into `tmp`, hashing on the way, fsyncs, and checks the md5 when one is expected. */
   private async receive(url: string, source: Readable, tmp: string, expectedMd5?: string): Promise<StoredFile> {
     const file = await open(tmp, 'wx');
-    const md5Session = this.hasher.session(tmp);
+    const md5Session = this.hasher.session();
     const sink = new FileSink(file, md5Session);
     try {
       await pipeline(source, sink);
