@@ -167,6 +167,33 @@ describe('remote data on three nodes', function () {
     assert.equal((await fetch(`${nodes[0].url}/api/v1/data/${data.dataUrl}`, { headers: { range: 'bytes=20-30' } })).status, 416);
   });
 
+  it('answers HEAD with the size alone, sends an empty file, and keeps serving after a reader leaves midway', async function () {
+    const blob = randomBytes(24 * 1024 * 1024);
+    const data = await dr(blob, { client }).save();
+    const url = `${nodes[0].url}/api/v1/data/${data.dataUrl}`;
+    const head = await fetch(url, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-length'), String(blob.length));
+    assert.equal((await head.arrayBuffer()).byteLength, 0);
+    // A reader that takes the first chunk and hangs up.
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(url, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', (error) => (req.destroyed ? resolve() : reject(error)));
+      req.end();
+    });
+    const whole = Buffer.from(await (await fetch(url)).arrayBuffer());
+    assert.ok(whole.equals(blob), 'a later reader gets all of it');
+    const empty = await dr(Buffer.alloc(0), { client }).save();
+    const res = await fetch(`${nodes[0].url}/api/v1/data/${empty.dataUrl}`);
+    assert.equal(res.status, 200);
+    assert.equal((await res.arrayBuffer()).byteLength, 0);
+  });
+
   it('keeps an upload cut off midway out of the catalog', async function () {
     const request = httpRequest;
     const target = new URL(`${nodes[1].url}/api/v1/data/cut/off.bin`);

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, type ReadStream } from 'node:fs';
 import { link, mkdir, open, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -35,6 +34,9 @@ export interface StoredFile {
 
 /** Bytes the file writer may hold before it pushes back on the socket. */
 const writeBufferBytes = 2 * 1024 * 1024;
+/** A send reads into this many buffers of this size, in turn. */
+const sendBuffers = 8;
+const sendBufferBytes = 1024 * 1024;
 /** Written bytes not yet on disk after which the writer starts an fdatasync in the background. */
 const syncEveryBytes = 32 * 1024 * 1024;
 /** The writer has V8 scavenge the socket's dead chunks after every this many bytes (see youngGc). */
@@ -231,10 +233,42 @@ export class Catalog {
     return { size: sink.size, md5 };
   }
 
-  /** A read stream of the whole file or of `[start, end]` (inclusive). */
-  read(url: string, range?: { start: number; end: number }): ReadStream {
-    // 1 MB reads: fewer syscalls and larger socket writes than the default 64 kB.
-    return createReadStream(this.path(url), { ...range, highWaterMark: 1024 * 1024 });
+  /**
+   * Writes bytes `[start, end]` (inclusive) of the file to `destination`, then ends it. Four
+   * 1 MB buffers go round: one is read into again once the socket has sent it, so a send
+   * allocates nothing per chunk (a read stream's fresh buffer per read kept V8's GC busy on
+   * every core: 0.4 s of CPU per GB sent). Stops when the destination closes.
+   */
+  async send(url: string, start: number, end: number, destination: Writable): Promise<void> {
+    const file = await open(this.path(url), 'r');
+    const free = Array.from({ length: sendBuffers }, () => Buffer.allocUnsafeSlow(sendBufferBytes));
+    let wake: (() => void) | undefined;
+    let gone = destination.destroyed;
+    const goneNow = () => {
+      gone = true;
+      wake?.();
+    };
+    destination.once('close', goneNow);
+    try {
+      for (let position = start; position <= end && !gone; ) {
+        if (!free.length) await new Promise<void>((resolve) => (wake = resolve));
+        const buffer = free.pop();
+        if (gone || !buffer) break;
+        const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, end + 1 - position), position);
+        if (!bytesRead) throw new Error(`data ${JSON.stringify(url)} is shorter than its size`);
+        position += bytesRead;
+        destination.write(buffer.subarray(0, bytesRead), () => {
+          free.push(buffer);
+          const waiting = wake;
+          wake = undefined;
+          waiting?.();
+        });
+      }
+      if (!gone) destination.end();
+    } finally {
+      destination.off('close', goneNow);
+      await file.close();
+    }
   }
 
   async delete(url: string): Promise<boolean> {

@@ -1,5 +1,4 @@
-import type { ReadStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { BadRequest, Forbidden, NotFound, RangeNotSatisfiable } from '../errors.js';
 import { dataFormats, type HostInfo } from '../types.js';
 import { validateDataUrl, type Catalog } from './catalog.js';
@@ -17,11 +16,12 @@ export interface DataServiceContext {
 }
 
 export interface DataRead {
-  stream: ReadStream;
   /** Size of the whole file. */
   size: number;
-  /** The byte range sent, when the request asked for one. */
+  /** The byte range asked for, when the request asked for one. */
   range?: { start: number; end: number };
+  /** Writes the file, or the range, to `destination` and ends it. */
+  send(destination: Writable): Promise<void>;
 }
 
 /** Parses one `bytes=` range of a file of `size` bytes; throws 416 when it cannot be served. */
@@ -63,9 +63,9 @@ export class DataService {
   /** Opens this host's copy, whole or a byte range of it. */
   async read(url: string, rangeHeader?: string): Promise<DataRead> {
     const size = await this.ctx.catalog.size(validateDataUrl(url));
-    if (!rangeHeader) return { stream: this.ctx.catalog.read(url), size };
-    const range = parseRange(rangeHeader, size);
-    return { stream: this.ctx.catalog.read(url, range), size, range };
+    const range = rangeHeader ? parseRange(rangeHeader, size) : undefined;
+    const { start, end } = range ?? { start: 0, end: size - 1 };
+    return { size, range, send: (destination) => this.ctx.catalog.send(url, start, end, destination) };
   }
 
   /** Deletes this host's copy and forgets it; resolves to how many holders remain. */

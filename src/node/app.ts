@@ -105,9 +105,14 @@ function dataRoutes(data: DataService) {
         ctx.set('content-range', `bytes ${read.range.start}-${read.range.end}/${read.size}`);
         ctx.length = read.range.end - read.range.start + 1;
       } else {
+        ctx.status = 200;
         ctx.length = read.size;
       }
-      ctx.body = read.stream;
+      if (ctx.method === 'HEAD') return;
+      // The body is written straight to the socket, from buffers the send reuses.
+      ctx.respond = false;
+      ctx.res.flushHeaders();
+      await read.send(ctx.res).catch((error: Error) => ctx.res.destroy(error));
     } else if (ctx.method === 'DELETE') {
       reply(ctx, await data.remove(dataUrlOf(ctx.path)));
     } else if (ctx.method === 'POST' && ctx.path.endsWith('/replicate')) {
