@@ -234,7 +234,7 @@ export class Catalog {
   }
 
   /**
-   * Writes bytes `[start, end]` (inclusive) of the file to `destination`, then ends it. Four
+   * Writes bytes `[start, end]` (inclusive) of the file to `destination`, then ends it. Eight
    * 1 MB buffers go round: one is read into again once the socket has sent it, so a send
    * allocates nothing per chunk (a read stream's fresh buffer per read kept V8's GC busy on
    * every core: 0.4 s of CPU per GB sent). Stops when the destination closes.
