@@ -34,8 +34,23 @@ export const config = {
   eventsPerPoll: 5_000,
   maxRequestSizeBytes: 256 * 1024 * 1024,
   maxOutputBytes: 64 * 1024 * 1024,
-  /** A call's output waits at most this long to go to Redis with more output or its result. */
+  /** A call's output waits at most this long to go to Redis with more output or its result... */
   outputCoalesceMs: 5,
+  /** ...or until this much of it waits. */
+  outputCoalesceBytes: 64 * 1024,
+  /** Output bytes a call may have on their way to Redis before its interpreter is made to wait. */
+  outputInFlightBytes: 4 * 1024 * 1024,
+  /** Bytes a file being written may hold in memory before it pushes back on the socket. */
+  fileWriteBufferBytes: 2 * 1024 * 1024,
+  /** Written bytes not yet on disk after which the writer starts an fdatasync in the background. */
+  fileSyncEveryBytes: 32 * 1024 * 1024,
+  /** The writer has V8 scavenge the socket's dead chunks after every this many bytes (see youngGc). */
+  fileScavengeEveryBytes: 4 * 1024 * 1024,
+  /** How far the md5 thread may fall behind a file's writer before the writer waits for it. */
+  md5MaxBehindBytes: 8 * 1024 * 1024,
+  /** Sending a file reads into this many buffers of this size, in turn. */
+  fileSendBuffers: 8,
+  fileSendBufferBytes: 1024 * 1024,
   /** How long a stopping node lets running calls finish before killing them. */
   shutdownGraceMs: 30_000,
   /** The longest any other step of stopping a node may take (Redis may be gone). */

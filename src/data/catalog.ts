@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { BadRequest, Conflict, InsufficientStorage, NotFound } from '../errors.js';
+import { config } from '../config.js';
 import { youngGc } from '../gc.js';
 import { Md5Hasher, type Md5Session } from './md5-hasher.js';
 
@@ -32,16 +33,6 @@ export interface StoredFile {
   md5: string;
 }
 
-/** Bytes the file writer may hold before it pushes back on the socket. */
-const writeBufferBytes = 2 * 1024 * 1024;
-/** A send reads into this many buffers of this size, in turn. */
-const sendBuffers = 8;
-const sendBufferBytes = 1024 * 1024;
-/** Written bytes not yet on disk after which the writer starts an fdatasync in the background. */
-const syncEveryBytes = 32 * 1024 * 1024;
-/** The writer has V8 scavenge the socket's dead chunks after every this many bytes (see youngGc). */
-const scavengeEveryBytes = 4 * 1024 * 1024;
-
 /**
  * Writes a stream to an open file, coalescing the socket's 64 kB chunks into one writev per
  * turn, and hands each chunk to the md5 thread once it is on disk.
@@ -57,7 +48,7 @@ class FileSink extends Writable {
     private readonly file: FileHandle,
     private readonly md5: Md5Session,
   ) {
-    super({ highWaterMark: writeBufferBytes });
+    super({ highWaterMark: config.fileWriteBufferBytes });
   }
 
   _write(chunk: Buffer, _encoding: string, callback: (error?: Error | null) => void): void {
@@ -83,7 +74,7 @@ class FileSink extends Writable {
    * left to do instead of the whole file (a 1 GB upload waited 0.65 s for it).
    */
   private syncSome(): void {
-    if (this.backgroundSync || this.size - this.syncedUpTo < syncEveryBytes) return;
+    if (this.backgroundSync || this.size - this.syncedUpTo < config.fileSyncEveryBytes) return;
     const upTo = this.size;
     this.backgroundSync = this.file.datasync().then(
       () => {
@@ -104,7 +95,7 @@ class FileSink extends Writable {
         this.size += bytes;
         const hashing = this.md5.written(buffers);
         this.syncSome();
-        if (this.size - this.scavengedAt >= scavengeEveryBytes) {
+        if (this.size - this.scavengedAt >= config.fileScavengeEveryBytes) {
           this.scavengedAt = this.size;
           youngGc();
         }
@@ -241,7 +232,7 @@ export class Catalog {
    */
   async send(url: string, start: number, end: number, destination: Writable): Promise<void> {
     const file = await open(this.path(url), 'r');
-    const free = Array.from({ length: sendBuffers }, () => Buffer.allocUnsafeSlow(sendBufferBytes));
+    const free = Array.from({ length: config.fileSendBuffers }, () => Buffer.allocUnsafeSlow(config.fileSendBufferBytes));
     let wake: (() => void) | undefined;
     let gone = destination.destroyed;
     const goneNow = () => {

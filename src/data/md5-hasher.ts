@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { config } from '../config.js';
 
 /**
  * The thread's code. Per session it hashes the chunks the writer hands over once they are on
@@ -48,8 +49,8 @@ interface HasherMessage {
 export interface Md5Session {
   /**
    * These chunks, the next bytes of the file, are written: hash them. They are the thread's
-   * now. Resolves once the thread is less than `maxBehindBytes` behind: the writer waits, so
-   * an upload faster than md5 queues at most that much in memory.
+   * now. Resolves once the thread is less than `md5MaxBehindBytes` behind: the writer waits,
+   * so an upload faster than md5 queues at most that much in memory.
    */
   written(chunks: Buffer[]): Promise<void>;
   /** The file holds `bytes` in all: resolves to its md5 once hashed. */
@@ -57,9 +58,6 @@ export interface Md5Session {
   /** Forgets the session (the write failed). */
   abandon(): void;
 }
-
-/** How far the md5 thread may fall behind the writer before the writer waits for it. */
-const maxBehindBytes = 8 * 1024 * 1024;
 
 /** The chunks' memory, each an ArrayBuffer of its own that can move to another thread. */
 function movable(chunks: Buffer[]): ArrayBuffer[] {
@@ -91,7 +89,7 @@ export class Md5Hasher {
     this.listeners.set(id, (message) => {
       if (message.hashed !== undefined) {
         hashed = message.hashed;
-        if (sent - hashed < maxBehindBytes) caughtUp?.();
+        if (sent - hashed < config.md5MaxBehindBytes) caughtUp?.();
         return;
       }
       this.listeners.delete(id);
@@ -105,7 +103,7 @@ export class Md5Hasher {
         const buffers = movable(chunks);
         for (const buffer of buffers) sent += buffer.byteLength;
         worker.postMessage({ id, chunks: buffers }, buffers);
-        if (sent - hashed < maxBehindBytes) return Promise.resolve();
+        if (sent - hashed < config.md5MaxBehindBytes) return Promise.resolve();
         return new Promise<void>((resolve) => (caughtUp = resolve));
       },
       digest: (bytes) =>

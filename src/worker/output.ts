@@ -1,8 +1,7 @@
 import type { Redis } from 'ioredis';
+import { config } from '../config.js';
 import type { OutputStream } from './executor.js';
 
-/** Output bytes a call may have on their way to Redis before its interpreter is made to wait. */
-const maxInFlightBytes = 4 * 1024 * 1024;
 
 /** A call's output capped at `maxBytes`, then one truncation notice on stderr. */
 export class CappedOutput {
@@ -28,12 +27,9 @@ export class CappedOutput {
   }
 }
 
-/** Output a call's chunks wait for, at most, before they go to Redis without its result. */
-const coalesceBytes = 64 * 1024;
-
 /**
  * A call's output on its way to the batch stream. Chunks wait up to `coalesceMs` (or
- * `coalesceBytes`) for more output, and go out as one entry per stream; whatever is still
+ * `outputCoalesceBytes`) for more output, and go out as one entry per stream; whatever is still
  * waiting when the call ends rides in the same round trip as its result (`takeRest`). So a
  * quick call that prints costs one Redis command, not two, and a long one still streams.
  * With `live` off (`intermediateResults: false`) all output waits for the result. When Redis
@@ -79,7 +75,7 @@ export class StreamedOutput {
     this.pending.push([stream, Buffer.from(chunk)]);
     this.pendingBytes += chunk.length;
     if (!this.live) return;
-    if (this.pendingBytes >= coalesceBytes) return this.sendPending();
+    if (this.pendingBytes >= config.outputCoalesceBytes) return this.sendPending();
     this.timer ??= setTimeout(() => void this.sendPending(), this.coalesceMs);
   }
 
@@ -96,7 +92,7 @@ export class StreamedOutput {
     this.pending = [];
     this.pendingBytes = 0;
     this.inFlight += bytes;
-    if (this.inFlight <= maxInFlightBytes) return;
+    if (this.inFlight <= config.outputInFlightBytes) return;
     if (!this.drained) {
       let resolve!: () => void;
       const promise = new Promise<void>((r) => (resolve = r));
@@ -107,7 +103,7 @@ export class StreamedOutput {
 
   private sent(bytes: number): void {
     this.inFlight -= bytes;
-    if (this.inFlight <= maxInFlightBytes / 2 && this.drained) {
+    if (this.inFlight <= config.outputInFlightBytes / 2 && this.drained) {
       this.drained.resolve();
       this.drained = undefined;
     }
