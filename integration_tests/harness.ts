@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { decode } from '../src/codec.js';
+import { redisAnswers } from '../src/node/redis.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(repoRoot, 'dist', 'node', 'cli.js');
@@ -65,18 +66,7 @@ export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
   const socket = join(dir, 'redis.sock');
   const launch = () =>
     spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--save', '', '--dir', dir, ...extraArgs], { stdio: 'ignore', detached: true });
-  const answers = async () => {
-    const probe = new Redis({ path: socket, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    probe.on('error', () => {});
-    try {
-      await probe.connect();
-      return (await probe.ping()) === 'PONG';
-    } catch {
-      return false;
-    } finally {
-      probe.disconnect();
-    }
-  };
+  const answers = () => redisAnswers(socket);
   let child = launch();
   await waitFor(answers, 'redis-server to answer');
   const clients: Redis[] = [];
