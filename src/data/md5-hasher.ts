@@ -7,7 +7,7 @@ import { config } from '../config.js';
  * once, from the socket, and never again.
  */
 const threadSource = `
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const { setFlagsFromString } = require('node:v8');
 const { runInNewContext } = require('node:vm');
@@ -26,7 +26,7 @@ parentPort.on('message', ({ id, chunks, end }) => {
     parentPort.postMessage({ id, hashed: s.hashed });
     // The chunks are dead now but their memory is outside this thread's tiny heap: free it young.
     sinceScavenge += chunks.reduce((sum, c) => sum + c.byteLength, 0);
-    if (sinceScavenge >= 4 * 1024 * 1024) {
+    if (sinceScavenge >= workerData.scavengeEveryBytes) {
       sinceScavenge = 0;
       collect({ type: 'minor' });
     }
@@ -126,7 +126,7 @@ export class Md5Hasher {
 
   private thread(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(threadSource, { eval: true });
+    const worker = new Worker(threadSource, { eval: true, workerData: { scavengeEveryBytes: config.fileScavengeEveryBytes } });
     worker.unref();
     worker.on('message', (message: HasherMessage) => this.listeners.get(message.id)?.(message));
     // A thread that fails fails its uploads (each gets a clear error), not the node; the next
