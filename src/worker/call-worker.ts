@@ -119,13 +119,16 @@ export class CallWorker {
     const lease = { current: await this.ctx.pool.acquire() };
     try {
       const reRuns = call.o.retries ?? 1;
-      const answer = await claims.claim(batchId, index, this.owner, nodeName, reRuns, encode(lostFailure(reRuns)));
+      const answer = await claims.claim(batchId, index, this.owner, nodeName, reRuns, encodedLostFailure(reRuns));
       if (answer !== ClaimAnswer.run) return answer;
       const running: RunningCall = { claimKey: keys.claim(taskId), abort: new AbortController() };
       this.running.set(taskId, running);
       const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, this.opts.outputCoalesceMs);
       const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease, data, running.abort.signal, output));
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
+      // The interpreter is free now: the call waiting for it sends its claim in this same
+      // turn, right behind this finish, so Redis reads both and answers both at once.
+      lease.current.release();
       await claims.finish(batchId, index, this.owner, nodeName, type, event, output.takeRest());
       return ClaimAnswer.drop;
     } finally {
@@ -165,6 +168,14 @@ export class CallWorker {
 /** Why a call ended `lost` after its hosts died `reRuns` + 1 times. */
 export function lostFailure(reRuns: number): FailureInfo {
   return { kind: 'lost', message: `the host running the call died${reRuns ? `, and so did the hosts of its ${reRuns} re-run(s)` : ''} (opts.retries ${reRuns})` };
+}
+
+/** `lostFailure(reRuns)` encoded, once per value: every claim carries it, few ever use it. */
+const encodedLost = new Map<number, Buffer>();
+function encodedLostFailure(reRuns: number): Buffer {
+  let encoded = encodedLost.get(reRuns);
+  if (!encoded) encodedLost.set(reRuns, (encoded = encode(lostFailure(reRuns))));
+  return encoded;
 }
 
 function eventOf(failure: FailureInfo): [string, Buffer] {

@@ -197,6 +197,7 @@ export class ClaimLock {
    */
   async finish(batchId: string, index: number, owner: string, host: string, type: string, data: Buffer, output: (string | Buffer)[] = []): Promise<boolean> {
     const { keys, times } = this;
+    this.holdWrites();
     const recorded = await this.redis.ksFinish(
       keys.batchEvents(batchId),
       keys.batchMeta(batchId),
@@ -212,6 +213,18 @@ export class ClaimLock {
       ...output,
     );
     return recorded === 1;
+  }
+
+  /**
+   * Holds this connection's writes until the current turn's promise callbacks have run: the
+   * claim a freed interpreter's next call sends then leaves in the same write as this turn's
+   * finish (one system call and one Redis wake-up for the two, not two).
+   */
+  private holdWrites(): void {
+    const stream = this.redis.status === 'ready' ? this.redis.stream : undefined;
+    if (!stream || stream.writableCorked) return;
+    stream.cork();
+    process.nextTick(() => stream.uncork());
   }
 
   /** Extends the claims `owner` still holds. */
