@@ -52,6 +52,27 @@ describe('cluster: three nodes, one worker each', function () {
     assert.deepEqual(await client.br(), Array.from({ length: 20 }, (_, i) => i + 100));
   });
 
+  it('starts a single call at once on the node it was sent to, and leaves no queued copy behind', async function () {
+    const toNode2 = new Client(nodes[1].url, { output: out });
+    const hosts: string[] = [];
+    try {
+      for (let i = 0; i < 8; i++) {
+        hosts.push(
+          await toNode2.call<string>(py`
+            import os
+            def where():
+                return os.environ["KS_NODE_NAME"]`),
+        );
+      }
+    } finally {
+      toNode2.close();
+    }
+    // Through the queue, any of the three nodes could have taken each of them.
+    assert.deepEqual(hosts, Array(8).fill('node2'));
+    const r = redis.client();
+    await waitFor(async () => (await r.zcard('ks:default:delayed')) + (await r.llen('ks:default:wait')) === 0, 'the queued copies to be removed');
+  });
+
   it('runs three 1 s calls at once on three nodes', async function () {
     const results = await client.map<{ host: string; start: number; end: number }>('kstest_funcs:slow', [[1], [1], [1]]);
     assert.deepEqual(results.map((r) => r.host).sort(), ['node1', 'node2', 'node3']);

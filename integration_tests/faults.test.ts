@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, dr, NodeRequestError, py, RemoteError } from '../src/index.js';
-import { dataPath } from '../src/keys.js';
+import { dataPath, parseTaskId } from '../src/keys.js';
 import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 // A node killed with -9 takes its heartbeat with it: what it ran is re-run elsewhere,
@@ -199,5 +199,47 @@ describe('a holder dying mid-transfer', function () {
     assert.deepEqual(info, [last.name], 'the reader registered no copy');
     assert.equal(statSync(join(reader.datadir, 'data', 'mid', 'one-holder.bin'), { throwIfNoEntry: false }), undefined);
     await waitFor(() => partials().length === 0, 'the half copy to be deleted');
+  });
+});
+
+// A single call sent to a node with a free interpreter starts there at once; its queued copy
+// waits, and is what runs it again should that node die.
+describe('a call started at once on its node', function () {
+  this.timeout(120_000);
+  let redis: TestRedis;
+  let nodes: TestNode[] = [];
+
+  before(async function () {
+    redis = await startRedis();
+    nodes = await Promise.all([startNode(redis.url, 'node1'), startNode(redis.url, 'node2', ['--queue', 'work']), startNode(redis.url, 'node3', ['--queue', 'work'])]);
+  });
+
+  after(async function () {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  it('runs again on another node when its node is killed mid-call', async function () {
+    const toNode2 = new Client(nodes[1].url, { output: new Capture() });
+    toNode2.bc(py`
+      import os, time
+      def f():
+          time.sleep(2)
+          return os.environ["KS_NODE_NAME"]`, [], {}, { queue: 'work' });
+    const [taskId] = await toNode2.execute();
+    toNode2.close();
+    const r = redis.client();
+    assert.equal(await waitFor(async () => (await r.get(`ks:claim:${taskId}`))?.split('/')[0], 'the call to start'), 'node2');
+    await nodes[1].kill();
+    const { batchId } = parseTaskId(taskId)!;
+    const result = await waitFor(
+      async () => {
+        const reply = await rawRequest(nodes[0].url, 'POST', '/api/v1/results', JSON.stringify({ batchId, cursor: '0-0', waitMs: 1000 }));
+        return (reply.json as unknown as { events: { t: string; value?: unknown }[] }).events.find((e) => e.t === 'result');
+      },
+      'the call to run again on node3',
+      60_000,
+    );
+    assert.equal(result.value, 'node3');
   });
 });

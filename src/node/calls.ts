@@ -7,6 +7,7 @@ import { newBatchId, queueName, taskIdOf, parseTaskId, type Keys } from '../keys
 import { terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
 import type { Redis } from 'ioredis';
 import type { ClaimLock } from '../worker/claim.js';
+import type { Lease } from '../worker/pool.js';
 import type { EventReader, StreamEntry } from './event-reader.js';
 import type { QueueCache } from './queues.js';
 
@@ -18,6 +19,11 @@ export interface CallServiceContext {
   queues: QueueCache;
   /** Live hosts, maybe a second old unless `fresh`. */
   liveHosts(fresh?: boolean): Promise<HostInfo[]>;
+  /** This node's own workers: a one-call batch starts on one of their interpreters when one is free. */
+  local?: {
+    reserve(queue: string): Lease | undefined;
+    runHere(job: CallJobData, lease: Lease): Promise<void>;
+  };
 }
 
 export interface CallServiceOptions {
@@ -29,6 +35,8 @@ export interface CallServiceOptions {
   chunksPerWorker: number;
   /** Head start of a call's first-choice host over the hosts ranked after it, per rank. */
   stealDelayMs: number;
+  /** How long the queued copy of a call that started at once on this node waits before any worker may take it. */
+  localCopyDelayMs: number;
 }
 
 export interface ResultsPage {
@@ -102,7 +110,9 @@ export class CallService {
     if (jobs.length === 1) {
       // add, not addBulk: no pipeline object (ioredis copies every defined script into each one).
       const [{ queueName, name, data, opts }] = jobs;
-      await this.ctx.queues.get(queueName).add(name, data, opts);
+      const lease = calls.length === 1 ? this.ctx.local?.reserve(queueName) : undefined;
+      if (lease) await this.startHere(queueName, { name, data, opts }, lease);
+      else await this.ctx.queues.get(queueName).add(name, data, opts);
     } else if (queues.size === 1) {
       // One queue: its own addBulk is one MULTI too, and lighter than a flow.
       await this.ctx.queues.get(jobs[0].queueName).addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
@@ -110,6 +120,30 @@ export class CallService {
       await this.flows.addBulk(jobs);
     }
     return { batchId, taskIds: calls.map((_, index) => taskIdOf(batchId, index)) };
+  }
+
+  /**
+   * Starts a one-call job on this node's free interpreter `lease` at once: no trip through the
+   * queue to a worker (two Redis round trips and a wake-up less). The job is still queued
+   * first, delayed, as the copy that runs the call elsewhere should this node die before it
+   * ends, just as a dead node's job returns to its queue after its lock lapses; it is removed
+   * once the call ended here.
+   */
+  private async startHere(queueName: string, job: Pick<FlowJob, 'name' | 'data' | 'opts'>, lease: Lease): Promise<void> {
+    const queue = this.ctx.queues.get(queueName);
+    try {
+      await queue.add(job.name, job.data, { ...job.opts, delay: this.opts.localCopyDelayMs });
+    } catch (error) {
+      lease.release();
+      throw error;
+    }
+    const jobId = job.opts!.jobId!;
+    void this.ctx.local!.runHere(job.data as CallJobData, lease).then(
+      // A copy a worker holds already (the call outlived the delay) ends itself through the claim.
+      () => queue.remove(jobId).catch(() => {}),
+      // Redis failed under the call: the queued copy runs it once its delay is over.
+      () => {},
+    );
   }
 
   /**

@@ -155,7 +155,15 @@ export class KsNode {
     const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: o.token, liveHosts, log });
     const data = new DataService({ catalog, registry: dataRegistry, mover, nodeName: this.name, readOnly: o.readOnly, liveHosts });
     this.calls = new CallService(
-      { redis, claims, keys, events: this.events, queues: this.queues, liveHosts: (fresh) => registry.liveHosts(fresh) },
+      {
+        redis,
+        claims,
+        keys,
+        events: this.events,
+        queues: this.queues,
+        liveHosts: (fresh) => registry.liveHosts(fresh),
+        local: { reserve: (queue) => this.worker?.reserve(queue), runHere: (job, lease) => this.worker!.runHere(job, lease) },
+      },
       {
         longPollMaxMs: config.longPollMaxMs,
         pollLingerMs: config.pollLingerMs,
@@ -163,6 +171,7 @@ export class KsNode {
         maxCallsPerJob: config.maxCallsPerJob,
         chunksPerWorker: config.chunksPerWorker,
         stealDelayMs: config.stealDelayMs,
+        localCopyDelayMs: config.jobLockMs,
       },
     );
     this.worker = new CallWorker(

@@ -53,6 +53,7 @@ export class CallWorker {
   /** One owner token per node: the claim says which node runs a call. */
   private readonly owner: string;
   private refreshTimer?: NodeJS.Timeout;
+  private closing = false;
 
   constructor(
     private readonly ctx: CallWorkerContext,
@@ -87,6 +88,7 @@ export class CallWorker {
 
   /** Stops taking jobs; lets running calls finish for `graceMs`, then kills them. */
   async close(graceMs: number): Promise<void> {
+    this.closing = true;
     await Promise.all(this.workers.map((w) => w.pause(true).catch(() => {})));
     // Wait for the calls this node claimed, not for BullMQ: jobs still waiting for an
     // interpreter here go back to their queue once their lock lapses, and run elsewhere.
@@ -95,6 +97,21 @@ export class CallWorker {
     for (const call of this.running.values()) call.abort.abort();
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => {})));
     clearInterval(this.refreshTimer);
+  }
+
+  /**
+   * An interpreter for a job of `queue`, when this node serves that queue and one is free
+   * right now: the job's call can then start here at once (`runHere`), without waiting for a
+   * worker to take the job from the queue.
+   */
+  reserve(queue: string): Lease | undefined {
+    if (this.closing || !this.opts.queues.includes(queue)) return undefined;
+    return this.ctx.pool.tryAcquire();
+  }
+
+  /** Runs a one-call job on the interpreter `reserve` gave; resolves once the call ended (or was not this node's to run). */
+  async runHere(job: CallJobData, lease: Lease): Promise<void> {
+    await this.runCall(job.b, job.c[0], lease);
   }
 
   /**
@@ -112,11 +129,11 @@ export class CallWorker {
   }
 
   /** Claims and runs one call; answers what became of the claim. */
-  private async runCall(batchId: string, call: JobCall): Promise<number> {
+  private async runCall(batchId: string, call: JobCall, reserved?: Lease): Promise<number> {
     const { i: index } = call;
     const { redis, keys, nodeName, claims } = this.ctx;
     const taskId = taskIdOf(batchId, index);
-    const lease = { current: await this.ctx.pool.acquire() };
+    const lease = { current: reserved ?? (await this.ctx.pool.acquire()) };
     try {
       const reRuns = call.o.retries ?? 1;
       const answer = await claims.claim(batchId, index, this.owner, nodeName, reRuns, encodedLostFailure(reRuns));

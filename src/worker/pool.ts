@@ -69,6 +69,12 @@ export class ExecutorPool {
     });
   }
 
+  /** A free interpreter now, or none: never waits. */
+  tryAcquire(): Lease | undefined {
+    const slot = this.closed ? undefined : this.free.pop();
+    return slot === undefined ? undefined : this.lease(slot);
+  }
+
   /** Every interpreter's pid, for `/info` and tests. */
   pids(): number[] {
     return this.executors.map((e) => e.pid);
