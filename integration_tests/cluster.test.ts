@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, py, RemoteError, NodeRequestError } from '../src/index.js';
@@ -322,6 +322,34 @@ describe('cluster: three nodes, one worker each', function () {
     assert.equal(outcomes[1].ok, false);
     assert.match((outcomes[1] as { error: RemoteError }).error.message, /second/);
     assert.deepEqual(outcomes[2], { ok: true, value: 4 });
+  });
+
+  it('never runs a call cancelled while it waited, claimed, for its interpreter', async function () {
+    // 24 calls pinned to node1 (one interpreter) go as jobs of two calls: while the first of a
+    // job runs, the second claims itself as the next to get the interpreter.
+    const marker = join(scratch, 'second-ran');
+    const pidBefore = await client.call<number>('os:getpid', [], {}, { host: 'node1' });
+    client.bc(py`
+      import time
+      def first():
+          time.sleep(1.5)
+          return 'first'`, [], {}, { host: 'node1' });
+    client.bc(py`
+      def second(path):
+          open(path, 'w').close()
+          return 'second'`, [marker], {}, { host: 'node1' });
+    for (let k = 2; k < 24; k++) client.bc('kstest_funcs:add', [k, 0], {}, { host: 'node1' });
+    const taskIds = await client.execute();
+    const r = redis.client();
+    await waitFor(async () => (await r.get(`ks:claim:${taskIds[1]}`))?.startsWith('node1/'), 'the second call to be claimed while the first runs');
+    assert.equal(await client.cancel(taskIds[1]), true);
+    const outcomes = await client.br({ collect: true });
+    assert.deepEqual(outcomes[0], { ok: true, value: 'first' });
+    assert.equal(outcomes[1].ok, false);
+    assert.equal((outcomes[1] as { error: RemoteError }).error.kind, 'cancelled');
+    assert.deepEqual(outcomes.slice(2), Array.from({ length: 22 }, (_, k) => ({ ok: true, value: k + 2 })));
+    assert.equal(existsSync(marker), false, 'the cancelled call never ran');
+    assert.equal(await client.call<number>('os:getpid', [], {}, { host: 'node1' }), pidBefore, 'and its interpreter was not killed for it');
   });
 
   it('re-reads a finished batch', async function () {

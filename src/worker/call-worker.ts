@@ -69,8 +69,8 @@ export class CallWorker {
       const worker = new Worker<CallJobData>(queue, (job, token) => this.process(job, token), {
         connection: { ...this.ctx.connection, maxRetriesPerRequest: null } as ConnectionOptions,
         prefix: this.ctx.keys.prefix,
-        // A job waits here for a free interpreter; the claim is taken only once it has one,
-        // so a copy queued elsewhere can still run on an idle host meanwhile.
+        // A job waits here for a free interpreter; a call with a copy queued elsewhere is
+        // claimed only once it has one, so an idle host can still run it meanwhile.
         concurrency: this.ctx.pool.size,
         removeOnComplete: { count: 0 },
         removeOnFail: { count: 0 },
@@ -120,28 +120,52 @@ export class CallWorker {
    * copy takes the call over.
    */
   private async process(job: Job<CallJobData>, token?: string): Promise<void> {
-    const { b: batchId, c: calls } = job.data;
-    const answers = await Promise.all(calls.map((call) => this.runCall(batchId, call)));
+    const { b: batchId, c: calls, q: copies } = job.data;
+    // With no copy on another queue, no other host can run these calls while this node
+    // lives: each may claim its call while it waits, as the next to get an interpreter.
+    const claimEarly = (copies?.length ?? 1) <= 1;
+    const answers = await Promise.all(calls.map((call) => this.runCall(batchId, call, undefined, claimEarly)));
     if (token && answers.includes(ClaimAnswer.recheck)) {
       await job.moveToDelayed(Date.now() + this.opts.recheckMs, token);
       throw new DelayedError();
     }
   }
 
-  /** Claims and runs one call; answers what became of the claim. */
-  private async runCall(batchId: string, call: JobCall, reserved?: Lease): Promise<number> {
+  /**
+   * Claims and runs one call; answers what became of the claim. `claimEarly`: claim as soon
+   * as this call is the next to get an interpreter, not once it has one, so that the claim's
+   * round trip overlaps the call running before it.
+   */
+  private async runCall(batchId: string, call: JobCall, reserved?: Lease, claimEarly = false): Promise<number> {
     const { i: index } = call;
     const { redis, keys, nodeName, claims } = this.ctx;
     const taskId = taskIdOf(batchId, index);
-    const lease = { current: reserved ?? (await this.ctx.pool.acquire()) };
+    const reRuns = call.o.retries ?? 1;
+    const running: RunningCall = { claimKey: keys.claim(taskId), abort: new AbortController() };
+    // Once won, the call is this node's: its claim is refreshed, and a cancellation reaches it
+    // even while it still waits for its interpreter.
+    const claim = () =>
+      claims.claim(batchId, index, this.owner, nodeName, reRuns, encodedLostFailure(reRuns)).then((answer) => {
+        if (answer === ClaimAnswer.run) this.running.set(taskId, running);
+        return answer;
+      });
+    let early: Promise<number> | undefined;
+    const whenNext = claimEarly
+      ? () => {
+          early = claim();
+          // Awaited once the interpreter comes; until then its failure must not count as unhandled.
+          early.catch(() => {});
+        }
+      : undefined;
+    let lease: { current: Lease } | undefined;
     try {
-      const reRuns = call.o.retries ?? 1;
-      const answer = await claims.claim(batchId, index, this.owner, nodeName, reRuns, encodedLostFailure(reRuns));
+      lease = { current: reserved ?? (await this.ctx.pool.acquire(false, whenNext)) };
+      const answer = await (early ?? claim());
       if (answer !== ClaimAnswer.run) return answer;
-      const running: RunningCall = { claimKey: keys.claim(taskId), abort: new AbortController() };
-      this.running.set(taskId, running);
+      // Cancelled while it waited for its interpreter: the cancellation wrote its last event.
+      if (running.abort.signal.aborted) return ClaimAnswer.drop;
       const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, this.opts.outputCoalesceMs);
-      const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease, data, running.abort.signal, output));
+      const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease!, data, running.abort.signal, output));
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
       // The interpreter is free now: the call waiting for it sends its claim in this same
       // turn, right behind this finish, so Redis reads both and answers both at once.
@@ -149,8 +173,10 @@ export class CallWorker {
       await claims.finish(batchId, index, this.owner, nodeName, type, event, output.takeRest());
       return ClaimAnswer.drop;
     } finally {
+      // An early claim still in flight (the pool closed under it) must not leave an entry behind.
+      await early?.catch(() => {});
       this.running.delete(taskId);
-      lease.current.release();
+      lease?.current.release();
     }
   }
 

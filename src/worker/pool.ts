@@ -23,6 +23,8 @@ export interface Lease {
 interface Waiter {
   resolve(lease: Lease): void;
   reject(error: Error): void;
+  /** Told once, when this waiter is the next to get an interpreter. */
+  nextInLine?: () => void;
 }
 
 /**
@@ -57,16 +59,29 @@ export class ExecutorPool {
     return this.free.length;
   }
 
-  /** Waits for a free interpreter. `urgent` (direct calls) goes ahead of queued work. */
-  acquire(urgent = false): Promise<Lease> {
+  /**
+   * Waits for a free interpreter. `urgent` (direct calls) goes ahead of queued work.
+   * `nextInLine` is called once if the caller has to wait and becomes the next to be served:
+   * it can prepare then (claim its call) while the interpreter it will get finishes its call.
+   */
+  acquire(urgent = false, nextInLine?: () => void): Promise<Lease> {
     if (this.closed) return Promise.reject(new Error('the executor pool is closed'));
     const slot = this.free.pop();
     if (slot !== undefined) return Promise.resolve(this.lease(slot));
     return new Promise((resolve, reject) => {
-      const waiter = { resolve, reject };
+      const waiter: Waiter = { resolve, reject, nextInLine };
       if (urgent) this.waiters.unshift(waiter);
       else this.waiters.push(waiter);
+      this.tellNextInLine();
     });
+  }
+
+  private tellNextInLine(): void {
+    const next = this.waiters[0];
+    if (!next?.nextInLine) return;
+    const told = next.nextInLine;
+    next.nextInLine = undefined;
+    told();
   }
 
   /** A free interpreter now, or none: never waits. */
@@ -132,8 +147,10 @@ export class ExecutorPool {
     }
     if (this.closed) return;
     const waiter = this.waiters.shift();
-    if (waiter) waiter.resolve(this.lease(slot));
-    else this.free.push(slot);
+    if (waiter) {
+      waiter.resolve(this.lease(slot));
+      this.tellNextInLine();
+    } else this.free.push(slot);
   }
 }
 
