@@ -4,7 +4,7 @@ import { BadRequest, PayloadTooLarge, UnsupportedMediaType } from '../errors.js'
 
 export const msgpackType = 'application/msgpack';
 
-function isMsgpack(type: string | undefined): boolean {
+export function isMsgpack(type: string | undefined): boolean {
   return !!type && /^application\/(x-)?msgpack\b/i.test(type);
 }
 
@@ -25,18 +25,21 @@ export async function readRawBody(ctx: Context, limitBytes: number): Promise<Buf
   return Buffer.concat(chunks, size);
 }
 
+/** A msgpack request body; BadRequest when it is not msgpack. */
+export function decodeBody(raw: Buffer): unknown {
+  try {
+    return decode(raw);
+  } catch (error) {
+    throw new BadRequest(`body is not valid msgpack: ${(error as Error).message}`);
+  }
+}
+
 /** The request body as msgpack or JSON, by Content-Type; an empty body is `{}`. */
 export async function readBody(ctx: Context, limitBytes: number): Promise<unknown> {
   const raw = await readRawBody(ctx, limitBytes);
   if (!raw.length) return {};
   const type = ctx.get('content-type');
-  if (isMsgpack(type)) {
-    try {
-      return decode(raw);
-    } catch (error) {
-      throw new BadRequest(`body is not valid msgpack: ${(error as Error).message}`);
-    }
-  }
+  if (isMsgpack(type)) return decodeBody(raw);
   if (!type || /^application\/json\b/i.test(type)) {
     try {
       return JSON.parse(raw.toString('utf8'));

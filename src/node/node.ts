@@ -17,7 +17,7 @@ import { Catalog } from '../data/catalog.js';
 import { DataRegistry } from '../data/registry.js';
 import { DataService } from '../data/service.js';
 import { DataMover } from '../data/transfer.js';
-import { createApp } from './app.js';
+import { createApp, fastDirectCalls, type AppContext } from './app.js';
 import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
 import { connectRedis, redisAnswers, redisOptions, startRedisServer } from './redis.js';
@@ -278,34 +278,35 @@ export class KsNode {
     server: Server,
     { calls, data, pool, registry, mover }: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover },
   ): void {
-    const koa = createApp(
-      {
-        calls,
-        data,
-        runDirect: (call, signal) => {
-          this.directCalls += 1;
-          return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, signal);
-        },
-        liveHosts: () => registry.liveHosts(true),
-        info: () => ({
-          name: this.name,
-          url: this.url,
-          version,
-          workers: this.opts.numWorkers,
-          idleWorkers: pool.idle,
-          executorPids: pool.pids(),
-          readOnly: this.opts.readOnly,
-          startedAt: this.startedAt,
-        }),
-        metrics: () => this.metrics(),
+    const routes: AppContext = {
+      calls,
+      data,
+      runDirect: (call, signal) => {
+        this.directCalls += 1;
+        return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, signal);
       },
-      { token: this.opts.token, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes },
-    );
+      liveHosts: () => registry.liveHosts(true),
+      info: () => ({
+        name: this.name,
+        url: this.url,
+        version,
+        workers: this.opts.numWorkers,
+        idleWorkers: pool.idle,
+        executorPids: pool.pids(),
+        readOnly: this.opts.readOnly,
+        startedAt: this.startedAt,
+      }),
+      metrics: () => this.metrics(),
+    };
+    const appOptions = { token: this.opts.token, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
+    const koa = createApp(routes, appOptions);
+    const fastDirect = fastDirectCalls(routes, appOptions);
     const idle = new IdleCollector(() => pool.idle < pool.size, { quietMs: config.idleGcQuietMs, minGrowthBytes: config.idleGcMinGrowthBytes });
     this.idleCollector = idle;
     const handle = koa.callback();
     server.on('request', (req, res) => {
       idle.touch();
+      if (fastDirect(req, res)) return;
       if (req.method === 'PUT' && Number(req.headers['content-length']) >= config.bigUploadBytes) idle.makeRoom();
       void handle(req, res);
     });
