@@ -58,11 +58,14 @@ describe('cancellation, token and --no-code', function () {
       assert.equal(refused.status, 401);
       assert.equal(refused.json?.error, 'unauthorized');
       const wrong = new Client(guarded.url, { token: 'wrong', output: new Capture() });
-      const error = await wrong.call('operator:add', [1, 2], {}, { async: false }).catch((e: unknown) => e);
-      assert.ok(error instanceof NodeRequestError && error.status === 401);
+      for (const async of [false, true]) {
+        const error = await wrong.call('operator:add', [1, 2], {}, { async }).catch((e: unknown) => e);
+        assert.ok(error instanceof NodeRequestError && error.status === 401, `async ${async}: ${String(error)}`);
+      }
       wrong.close();
       const right = new Client(guarded.url, { token: 's3cret', output: new Capture() });
       assert.equal(await right.call('operator:add', [1, 2], {}, { async: false }), 3);
+      assert.equal(await right.call('operator:add', [1, 2]), 3);
       const noCode = await right.call(py`def f(): return 1`, [], {}, { async: false }).catch((e: unknown) => e);
       assert.ok(noCode instanceof NodeRequestError && noCode.status === 403, String(noCode));
       assert.match(noCode.detail, /--no-code/);

@@ -17,7 +17,7 @@ import { Catalog } from '../data/catalog.js';
 import { DataRegistry } from '../data/registry.js';
 import { DataService } from '../data/service.js';
 import { DataMover } from '../data/transfer.js';
-import { createApp, fastDirectCalls, type AppContext } from './app.js';
+import { createApp, fastCallRoutes, type AppContext } from './app.js';
 import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
 import { connectRedis, redisAnswers, redisOptions, startRedisServer } from './redis.js';
@@ -300,13 +300,13 @@ export class KsNode {
     };
     const appOptions = { token: this.opts.token, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
     const koa = createApp(routes, appOptions);
-    const fastDirect = fastDirectCalls(routes, appOptions);
+    const fastRoutes = fastCallRoutes(routes, appOptions);
     const idle = new IdleCollector(() => pool.idle < pool.size, { quietMs: config.idleGcQuietMs, minGrowthBytes: config.idleGcMinGrowthBytes });
     this.idleCollector = idle;
     const handle = koa.callback();
     server.on('request', (req, res) => {
       idle.touch();
-      if (fastDirect(req, res)) return;
+      if (fastRoutes(req, res)) return;
       if (req.method === 'PUT' && Number(req.headers['content-length']) >= config.bigUploadBytes) idle.makeRoom();
       void handle(req, res);
     });
