@@ -8,13 +8,17 @@ is written there (print, os.write, C extensions, subprocesses) to the running ca
                     data: {url: [local path, fmt]} of the call's RemoteData arguments
                     ["exit"]
   executor -> node: ["ready", pid] | ["fatal", message]
-                    ["result", seq, packed value]
-                    ["error", seq, {kind, pythonType, message, traceback}]
+                    ["result", seq, packed value, marked]
+                    ["error", seq, {kind, pythonType, message, traceback}, marked]
 
-Before each reply, a sentinel goes through fds 1 and 2: the node holds the reply until
-both pipes have delivered it, so no output arrives after its call's result.
+Before a reply, unless the node has already read everything written to fds 1 and 2, a
+sentinel goes through both (`marked` says so): the node holds the reply until both pipes
+have delivered it, so no output arrives after its call's result. A call that printed
+nothing, or whose output the node has already read, costs no sentinel.
 """
+import array
 import ast
+import fcntl
 import hashlib
 import importlib
 import linecache
@@ -22,6 +26,7 @@ import os
 import signal
 import struct
 import sys
+import termios
 import traceback
 import types
 from typing import Any, Callable, Dict, Tuple
@@ -123,14 +128,28 @@ def _failure(error: BaseException, tb: Any) -> dict:
     }
 
 
-def _flush_output() -> None:
+def _unread(fd: int) -> int:
+    """Bytes written to the pipe at `fd` that the node has not read yet; -1 if unknown."""
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, count, True)
+    except OSError:
+        return -1
+    return count[0]
+
+
+def _flush_output() -> bool:
+    """Flushes the call's output and marks its end, unless the node has read all of it."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
+    if _unread(1) == 0 and _unread(2) == 0:
+        return False
     os.write(1, SENTINEL)
     os.write(2, SENTINEL)
+    return True
 
 
 def _run(seq: int, fn: Any, payload: bytes, data: Dict[str, Any]) -> None:
@@ -145,7 +164,7 @@ def _run(seq: int, fn: Any, payload: bytes, data: Dict[str, Any]) -> None:
     except BaseException as error:  # noqa: BLE001 - the user's exception goes to the client, whatever it is
         # Skip this frame: the traceback starts at the user's code.
         reply = ["error", seq, _failure(error, error.__traceback__.tb_next if error.__traceback__ else None)]
-    _flush_output()
+    reply.append(_flush_output())
     _send(reply)
 
 

@@ -37,7 +37,9 @@ export interface ExecutorOptions {
   killGraceMs?: number;
 }
 
-type Reply = ['result', number, Buffer] | ['error', number, FailureInfo] | ['ready', number] | ['fatal', string];
+/** A call's reply; `marked`: a sentinel follows the call's output on both pipes. */
+type CallReply = ['result', number, Buffer, boolean] | ['error', number, FailureInfo, boolean];
+type Reply = CallReply | ['ready', number] | ['fatal', string];
 
 interface InFlight {
   seq: number;
@@ -88,6 +90,8 @@ export class PythonExecutor {
   private stderrTail = '';
   private outputWaits = 0;
   private seq = 0;
+  /** Sentinels announced by replies so far: both pipes must have passed this many. */
+  private marks = 0;
   private current?: InFlight;
   private killReason?: 'timeout' | 'cancelled';
   private exitInfo?: { code: number | null; signal: NodeJS.Signals | null };
@@ -255,7 +259,8 @@ export class PythonExecutor {
     }
   }
 
-  private onReply(reply: ['result', number, Buffer] | ['error', number, FailureInfo]): void {
+  private onReply(reply: CallReply): void {
+    if (reply[3] !== false) this.marks += 1;
     const current = this.current;
     if (!current || current.seq !== reply[1]) return;
     current.reply =
@@ -263,11 +268,11 @@ export class PythonExecutor {
     this.maybeFinish();
   }
 
-  /** A reply completes its call only once both pipes have passed the call's sentinel. */
+  /** A reply completes its call only once both pipes have passed the call's sentinel, if it sent one. */
   private maybeFinish(): void {
     const current = this.current;
     if (!current?.reply) return;
-    if (this.stdout.seen < current.seq || this.stderr.seen < current.seq) return;
+    if (this.stdout.seen < this.marks || this.stderr.seen < this.marks) return;
     this.finish(current.reply);
   }
 
