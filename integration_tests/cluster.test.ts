@@ -118,6 +118,44 @@ describe('cluster: three nodes, one worker each', function () {
     assert.equal(await call, 'done');
   });
 
+  it('gives a call all its output, even output that ends like the start of an end marker', async function () {
+    // Read by the node before the call ends, so no end marker follows it; its last bytes
+    // look like the start of one and must not be left for the next call.
+    const tail = py`
+      import os, time
+      def f(k):
+          os.write(1, f"call {k}\x00\x1e".encode())
+          time.sleep(0.2)
+          return k`;
+    for (const async of [true, false]) {
+      for (const k of [1, 2]) {
+        out.text = '';
+        assert.equal(await client.call(tail, [k], {}, { async }), k);
+        assert.equal(out.text, `call ${k}\x00\x1e`, `async ${async}`);
+      }
+    }
+  });
+
+  it('delivers output held back while Redis catches up before the result, and none of it to the next call', async function () {
+    // 24 MB written at once outruns the 4 MB the node lets be in flight to Redis: the node
+    // stops reading the pipe until Redis catches up. Then the call sleeps, so the node has read
+    // everything (and may still hold some back) when the call ends without an end marker.
+    const flood = py`
+      import os, time
+      def f():
+          block = b"x" * 65535 + b"\n"
+          for _ in range(384):
+              os.write(1, block)
+          time.sleep(0.3)
+          return "flooded"`;
+    out.text = '';
+    assert.equal(await client.call(flood), 'flooded');
+    assert.equal(out.text.length, 384 * 65536);
+    out.text = '';
+    assert.equal(await client.call(py`def g(): print("second")`), null);
+    assert.equal(out.text, 'second\n');
+  });
+
   it('captures fd-level and subprocess output', async function () {
     await client.call(py`
       import os, subprocess, ctypes

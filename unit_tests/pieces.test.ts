@@ -26,6 +26,17 @@ describe('sentinel splitter', function () {
     assert.equal(r.seen, 2);
   });
 
+  it('hands over bytes held as a possible sentinel start when told none is coming', function () {
+    let text = '';
+    const splitter = new SentinelSplitter((chunk) => (text += chunk.toString('latin1')));
+    splitter.push(Buffer.from('end\x00\x1e', 'latin1'));
+    assert.equal(text, 'end');
+    splitter.flush();
+    assert.equal(text, 'end\x00\x1e');
+    splitter.flush();
+    assert.equal(text, 'end\x00\x1e');
+  });
+
   it('keeps a NUL that is not a sentinel', function () {
     const r = split([Buffer.from('a\x00b', 'latin1'), Buffer.from('\x00', 'latin1'), Buffer.from('c')]);
     assert.equal(r.text, 'a\x00b\x00c');

@@ -45,6 +45,8 @@ interface InFlight {
   seq: number;
   request: RunRequest;
   reply?: RunOutcome;
+  /** The reply said a sentinel follows the call's output on both pipes. */
+  marked?: boolean;
   resolve(outcome: RunOutcome): void;
   timer?: NodeJS.Timeout;
   onAbort?: () => void;
@@ -67,6 +69,14 @@ export class SentinelSplitter {
     const keep = partialSentinelLength(buf);
     if (buf.length > keep) this.emit(buf.subarray(0, buf.length - keep));
     this.pending = keep ? Buffer.from(buf.subarray(buf.length - keep)) : Buffer.alloc(0);
+  }
+
+  /** Emits the bytes held back as a possible start of a sentinel: none is coming. */
+  flush(): void {
+    if (!this.pending.length) return;
+    const held = this.pending;
+    this.pending = Buffer.alloc(0);
+    this.emit(held);
   }
 }
 
@@ -227,6 +237,8 @@ export class PythonExecutor {
       if (--this.outputWaits === 0) {
         this.child.stdout!.resume();
         this.child.stderr!.resume();
+        // A reply may wait for what was held back: look again once that has flowed.
+        process.nextTick(() => this.maybeFinish());
       }
     });
   }
@@ -260,19 +272,30 @@ export class PythonExecutor {
   }
 
   private onReply(reply: CallReply): void {
-    if (reply[3] !== false) this.marks += 1;
+    const marked = reply[3] !== false;
+    if (marked) this.marks += 1;
     const current = this.current;
     if (!current || current.seq !== reply[1]) return;
+    current.marked = marked;
     current.reply =
       reply[0] === 'result' ? { ok: true, value: Buffer.from(reply[2]) } : { ok: false, failure: reply[2] };
     this.maybeFinish();
   }
 
-  /** A reply completes its call only once both pipes have passed the call's sentinel, if it sent one. */
+  /**
+   * A reply completes its call once both pipes have passed the call's sentinel, if it sent
+   * one, and once the output read but held back while the call's sink asked to wait has
+   * gone to it. Without a sentinel, bytes kept as a possible start of one are the call's.
+   */
   private maybeFinish(): void {
     const current = this.current;
     if (!current?.reply) return;
     if (this.stdout.seen < this.marks || this.stderr.seen < this.marks) return;
+    if (this.outputWaits > 0 || this.child.stdout!.readableLength > 0 || this.child.stderr!.readableLength > 0) return;
+    if (!current.marked) {
+      this.stdout.flush();
+      this.stderr.flush();
+    }
     this.finish(current.reply);
   }
 
