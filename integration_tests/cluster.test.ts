@@ -118,6 +118,25 @@ describe('cluster: three nodes, one worker each', function () {
     assert.equal(await call, 'done');
   });
 
+  it('delivers the line of every call that prints and returns at once, with its call', async function () {
+    // The interpreter ends such a call while its line may still be unread by the node: the
+    // reply must then wait for it (an end marker), or the line is lost or goes to the next call.
+    const shout = py`
+      def shout(i):
+          print(f"line {i}")
+          return i`;
+    out.text = '';
+    for (let i = 0; i < 1000; i++) client.bc(shout, [i]);
+    await client.execute();
+    assert.equal((await client.br()).length, 1000);
+    assert.deepEqual(out.text.split('\n').filter(Boolean).sort(), Array.from({ length: 1000 }, (_, i) => `line ${i}`).sort());
+    for (let i = 0; i < 200; i++) {
+      out.text = '';
+      assert.equal(await client.call(shout, [i], {}, { async: false }), i);
+      assert.equal(out.text, `line ${i}\n`);
+    }
+  });
+
   it('gives a call all its output, even output that ends like the start of an end marker', async function () {
     // Read by the node before the call ends, so no end marker follows it; its last bytes
     // look like the start of one and must not be left for the next call.

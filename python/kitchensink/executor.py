@@ -24,6 +24,7 @@ import importlib
 import linecache
 import os
 import signal
+import stat
 import struct
 import sys
 import termios
@@ -129,10 +130,16 @@ def _failure(error: BaseException, tb: Any) -> dict:
 
 
 def _unread(fd: int) -> int:
-    """Bytes written to the pipe at `fd` that the node has not read yet; -1 if unknown."""
+    """How much written to `fd` the node has not read yet (0: none); -1 if unknown.
+
+    Node gives the interpreter Unix sockets as fds 1 and 2: a socket's unread output is its
+    send queue (TIOCOUTQ; FIONREAD there counts what comes *in*, always 0). A plain pipe
+    (the interpreter started by hand) counts it with FIONREAD.
+    """
     count = array.array("i", [0])
     try:
-        fcntl.ioctl(fd, termios.FIONREAD, count, True)
+        request = termios.TIOCOUTQ if stat.S_ISSOCK(os.fstat(fd).st_mode) else termios.FIONREAD
+        fcntl.ioctl(fd, request, count, True)
     except OSError:
         return -1
     return count[0]
