@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Client, py, RemoteError, NodeRequestError } from '../src/index.js';
 import { encode } from '../src/codec.js';
@@ -416,6 +417,22 @@ describe('cluster: three nodes, one worker each', function () {
     const batchId = taskId.split('-')[0];
     const page = await client.http.request<{ events: { t: string }[] }>('POST', '/api/v1/results', { batchId, cursor: '0-0' });
     assert.ok(page.events.some((e) => e.t === 'result'));
+  });
+
+  it('keeps serving when a client leaves in the middle of a call request body', async function () {
+    const { port, hostname } = new URL(nodes[0].url);
+    for (const path of ['/api/v1/call', '/api/v1/calls', '/api/v1/results']) {
+      await new Promise<void>((resolve) => {
+        const socket = connect(Number(port), hostname, () => {
+          socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/msgpack\r\ncontent-length: 1000\r\n\r\n0123456789`);
+          setTimeout(() => socket.destroy(), 50);
+        });
+        socket.on('error', () => {});
+        socket.on('close', () => resolve());
+      });
+    }
+    assert.equal(await client.call('kstest_funcs:add', [20, 22], {}, { host: 'node1', async: false }), 42);
+    assert.equal(await client.call('kstest_funcs:add', [20, 22], {}, { host: 'node1' }), 42);
   });
 
   it('speaks JSON to JSON clients: values, output and failures decoded', async function () {

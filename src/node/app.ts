@@ -140,6 +140,8 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
     if (opts.token && !sameToken(bearer(req.headers.authorization), opts.token)) return false;
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    // A client gone mid-body: nothing to answer, and nothing to throw.
+    req.on('error', () => {});
     req.on('end', () => {
       void (async () => {
         let status = 200;
