@@ -24,7 +24,6 @@ import importlib
 import linecache
 import os
 import signal
-import stat
 import struct
 import sys
 import termios
@@ -137,12 +136,13 @@ def _unread(fd: int) -> int:
     (the interpreter started by hand) counts it with FIONREAD.
     """
     count = array.array("i", [0])
-    try:
-        request = termios.TIOCOUTQ if stat.S_ISSOCK(os.fstat(fd).st_mode) else termios.FIONREAD
-        fcntl.ioctl(fd, request, count, True)
-    except OSError:
-        return -1
-    return count[0]
+    for request in (termios.TIOCOUTQ, termios.FIONREAD):
+        try:
+            fcntl.ioctl(fd, request, count, True)
+            return count[0]
+        except OSError:  # ENOTTY: not a socket; try it as a pipe
+            continue
+    return -1
 
 
 def _flush_output() -> bool:
