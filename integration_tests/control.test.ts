@@ -31,6 +31,8 @@ describe('cancellation, token and --no-code', function () {
     const [outcome] = await client.br({ collect: true });
     assert.equal(outcome.ok, false);
     assert.equal((outcome as { error: RemoteError }).error.kind, 'cancelled');
+    // The call started at once on its node: its delayed fallback copy goes once it has ended.
+    await waitFor(async () => (await r.zcard('ks:default:delayed')) === 0, 'the fallback copy to be removed');
     assert.equal(await client.call('operator:add', [1, 1]), 2);
   });
 
