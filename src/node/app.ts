@@ -6,6 +6,7 @@ import { BadRequest, HttpError, Unauthorized, Forbidden } from '../errors.js';
 import { decode, encode } from '../codec.js';
 import type { HostInfo, WireCall, WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
+import { StopSwitch } from '../worker/executor.js';
 import type { DataService } from '../data/service.js';
 import type { CallService } from './calls.js';
 import { answersMsgpack, decodeBody, isMsgpack, msgpackType, readBody, reply } from './http-body.js';
@@ -15,7 +16,7 @@ import * as v from './validate.js';
 export interface AppContext {
   calls: CallService;
   data: DataService;
-  runDirect(call: WireCall, signal: AbortSignal): Promise<DirectCallResult>;
+  runDirect(call: WireCall, stop: StopSwitch): Promise<DirectCallResult>;
   liveHosts(): Promise<HostInfo[]>;
   info(): Record<string, unknown>;
   metrics(): string;
@@ -76,13 +77,13 @@ function directAnswer(json: boolean, { outcome, output }: DirectCallResult): unk
   return { ok: true, value: json ? decode(outcome.value) : outcome.value, output: shownOutput };
 }
 
-/** A signal that aborts when the client goes away before its answer. */
-function clientGone(res: ServerResponse): AbortSignal {
-  const gone = new AbortController();
+/** A switch that stops the request's work when its client goes away before the answer. */
+function clientGone(res: ServerResponse): StopSwitch {
+  const gone = new StopSwitch();
   res.once('close', () => {
-    if (!res.writableFinished) gone.abort();
+    if (!res.writableFinished) gone.stop();
   });
-  return gone.signal;
+  return gone;
 }
 
 /** Refuses source-text functions on a `--no-code` node. */
@@ -106,7 +107,7 @@ function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute
       const waitMs = v.waitMs((body as { waitMs?: unknown }).waitMs);
       const batch = await app.calls.submit(calls);
       // Submit-and-wait: a single call's round trip is then one HTTP request, not two.
-      const first = waitMs ? await app.calls.results(batch.batchId, '0-0', waitMs, { remaining: calls.length, signal: clientGone(res), justSubmitted: true }) : undefined;
+      const first = waitMs ? await app.calls.results(batch.batchId, '0-0', waitMs, { remaining: calls.length, stop: clientGone(res), justSubmitted: true }) : undefined;
       return { ...batch, ...first, events: eventsFor(json, first?.events) };
     },
     '/api/v1/call': async (body, json, res) => {
@@ -117,7 +118,7 @@ function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute
     '/api/v1/results': async (body, json, res) => {
       const b = v.requireObject(body, 'body');
       const waitMs = v.waitMs(b.waitMs) ?? Infinity;
-      const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, { remaining: v.remaining(b.remaining), signal: clientGone(res) });
+      const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, { remaining: v.remaining(b.remaining), stop: clientGone(res) });
       return { cursor: page.cursor, events: eventsFor(json, page.events) };
     },
   };

@@ -8,6 +8,7 @@ import { terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, 
 import type { Redis } from 'ioredis';
 import type { ClaimLock } from '../worker/claim.js';
 import type { Lease } from '../worker/pool.js';
+import type { StopSwitch } from '../worker/executor.js';
 import type { EventReader, StreamEntry } from './event-reader.js';
 import type { QueueCache } from './queues.js';
 
@@ -161,12 +162,12 @@ export class CallService {
    * to answer with more at once: a 10,000-call batch then costs hundreds of polls, not thousands.
    * `justSubmitted`: this node has just queued the batch, so it need not check that it exists.
    */
-  async results(batchId: string, cursor: string, waitMs: number, how: { remaining?: number; signal?: AbortSignal; justSubmitted?: boolean } = {}): Promise<ResultsPage> {
-    const { remaining, signal } = how;
+  async results(batchId: string, cursor: string, waitMs: number, how: { remaining?: number; stop?: StopSwitch; justSubmitted?: boolean } = {}): Promise<ResultsPage> {
+    const { remaining } = how;
     const { keys, redis } = this.ctx;
     const wait = Math.max(0, Math.min(waitMs, this.opts.longPollMaxMs));
     const stop = new AbortController();
-    signal?.addEventListener('abort', () => stop.abort(), { once: true });
+    how.stop?.listen(() => stop.abort());
     let unknown = false;
     if (!how.justSubmitted && (cursor === '0' || cursor === '0-0')) {
       // A first read of a batch nobody submitted must not wait out the long-poll.

@@ -281,9 +281,9 @@ export class KsNode {
     const routes: AppContext = {
       calls,
       data,
-      runDirect: (call, signal) => {
+      runDirect: (call, stop) => {
         this.directCalls += 1;
-        return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, signal);
+        return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, stop);
       },
       liveHosts: () => registry.liveHosts(true),
       info: () => ({

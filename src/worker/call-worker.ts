@@ -6,7 +6,7 @@ import { encode } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
 import type { CallJobData, FailureInfo, JobCall } from '../types.js';
 import { ClaimAnswer, type ClaimLock } from './claim.js';
-import type { CallData, RunOutcome } from './executor.js';
+import { StopSwitch, type CallData, type RunOutcome } from './executor.js';
 import { StreamedOutput } from './output.js';
 import { withLocalData, type DataSource } from './local-data.js';
 import type { ExecutorPool, Lease } from './pool.js';
@@ -43,7 +43,7 @@ export interface CallWorkerOptions {
 
 interface RunningCall {
   claimKey: string;
-  abort: AbortController;
+  stop: StopSwitch;
 }
 
 /** Runs queued calls: takes jobs from the node's queues, wins the claim, runs, records the outcome. */
@@ -64,7 +64,7 @@ export class CallWorker {
 
   async start(): Promise<void> {
     await this.ctx.subscriber.subscribe(this.ctx.keys.cancelChannel);
-    this.ctx.subscriber.on('message', (_channel: string, taskId: string) => this.running.get(taskId)?.abort.abort());
+    this.ctx.subscriber.on('message', (_channel: string, taskId: string) => this.running.get(taskId)?.stop.stop());
     for (const queue of this.opts.queues) {
       const worker = new Worker<CallJobData>(queue, (job, token) => this.process(job, token), {
         connection: { ...this.ctx.connection, maxRetriesPerRequest: null } as ConnectionOptions,
@@ -94,7 +94,7 @@ export class CallWorker {
     // interpreter here go back to their queue once their lock lapses, and run elsewhere.
     const deadline = Date.now() + graceMs;
     while (this.running.size && Date.now() < deadline) await delay(50);
-    for (const call of this.running.values()) call.abort.abort();
+    for (const call of this.running.values()) call.stop.stop();
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => {})));
     clearInterval(this.refreshTimer);
   }
@@ -141,7 +141,7 @@ export class CallWorker {
     const { redis, keys, nodeName, claims } = this.ctx;
     const taskId = taskIdOf(batchId, index);
     const reRuns = call.o.retries ?? 1;
-    const running: RunningCall = { claimKey: keys.claim(taskId), abort: new AbortController() };
+    const running: RunningCall = { claimKey: keys.claim(taskId), stop: new StopSwitch() };
     // Once won, the call is this node's: its claim is refreshed, and a cancellation reaches it
     // even while it still waits for its interpreter.
     const claim = () =>
@@ -163,9 +163,9 @@ export class CallWorker {
       const answer = await (early ?? claim());
       if (answer !== ClaimAnswer.run) return answer;
       // Cancelled while it waited for its interpreter: the cancellation wrote its last event.
-      if (running.abort.signal.aborted) return ClaimAnswer.drop;
+      if (running.stop.stopped) return ClaimAnswer.drop;
       const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, this.opts.outputCoalesceMs);
-      const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease!, data, running.abort.signal, output));
+      const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease!, data, running.stop, output));
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
       // The interpreter is free now: the call waiting for it sends its claim in this same
       // turn, right behind this finish, so Redis reads both and answers both at once.
@@ -181,7 +181,7 @@ export class CallWorker {
   }
 
   /** Runs the call, again on a fresh interpreter after a crash while `retries` allow. */
-  private async runWithRetries(taskId: string, call: JobCall, lease: { current: Lease }, data: CallData, signal: AbortSignal, output: StreamedOutput): Promise<RunOutcome> {
+  private async runWithRetries(taskId: string, call: JobCall, lease: { current: Lease }, data: CallData, stop: StopSwitch, output: StreamedOutput): Promise<RunOutcome> {
     const timeoutS = call.o.timeout ?? this.opts.timeoutS;
     const payload = Buffer.from(call.p, 'base64');
     for (let attempt = 0; ; attempt++) {
@@ -190,7 +190,7 @@ export class CallWorker {
         payload,
         data,
         timeoutMs: timeoutS ? timeoutS * 1000 : undefined,
-        signal,
+        stop,
         onOutput: (stream, chunk) => output.write(stream, chunk),
       });
       if (outcome.ok || outcome.failure.kind !== 'crashed' || attempt >= (call.o.retries ?? 0)) return outcome;

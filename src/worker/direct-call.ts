@@ -1,5 +1,5 @@
 import type { FnSpec } from '../types.js';
-import type { OutputStream, RunOutcome } from './executor.js';
+import type { OutputStream, RunOutcome, StopSwitch } from './executor.js';
 import type { ExecutorPool } from './pool.js';
 import { withLocalData, type DataSource } from './local-data.js';
 import { CappedOutput } from './output.js';
@@ -12,13 +12,13 @@ export interface DirectCallResult {
 
 /**
  * Runs a call at once on one of this node's interpreters, ahead of queued work and without
- * Redis (`async: false`). Aborting `signal` (the client went away) kills it.
+ * Redis (`async: false`). Stopping `stop` (the client went away) kills it.
  */
 export async function runDirectCall(
   pool: ExecutorPool,
   dataSource: DataSource,
   call: { fn: FnSpec; payload: Uint8Array; data?: string[]; timeoutS?: number; maxOutputBytes: number },
-  signal: AbortSignal,
+  stop: StopSwitch,
 ): Promise<DirectCallResult> {
   const output: [OutputStream, Buffer][] = [];
   const capped = new CappedOutput(call.maxOutputBytes, (stream, chunk) => void output.push([stream, Buffer.from(chunk)]));
@@ -30,7 +30,7 @@ export async function runDirectCall(
         payload: call.payload,
         data,
         timeoutMs: call.timeoutS ? call.timeoutS * 1000 : undefined,
-        signal,
+        stop,
         onOutput: (stream, chunk) => capped.write(stream, chunk),
       }),
     );
