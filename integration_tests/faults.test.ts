@@ -243,3 +243,58 @@ describe('a call started at once on its node', function () {
     assert.equal(result.value, 'node3');
   });
 });
+
+// A node stopping (SIGTERM) lets running calls finish for 30 s, then kills them. A call that
+// had claimed itself as the next for an interpreter, but never got one, is not lost with it.
+describe('a call claimed early on a node that stops', function () {
+  this.timeout(120_000);
+  let redis: TestRedis;
+  let nodes: TestNode[] = [];
+
+  before(async function () {
+    redis = await startRedis();
+    nodes = [await startNode(redis.url, 'stopping', ['--queue', 'work'])];
+  });
+
+  after(async function () {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  it('runs on another node once the stopping node gives up on it', async function () {
+    const client = new Client(nodes[0].url, { output: new Capture() });
+    try {
+      // 8 calls on one node with one interpreter go as jobs of two: call 0 outlives the grace,
+      // call 1 claims itself behind it and waits.
+      client.bc(py`
+        import time
+        def long():
+            time.sleep(90)`, [], {}, { queue: 'work' });
+      for (let k = 1; k < 8; k++) client.bc('kstest_funcs:where', [], {}, { queue: 'work' });
+      const taskIds = await client.execute();
+      const r = redis.client();
+      await waitFor(async () => (await r.get(`ks:claim:${taskIds[1]}`))?.startsWith('stopping/'), 'call 1 to claim itself behind call 0');
+      nodes.push(await startNode(redis.url, 'taking-over', ['--queue', 'work']));
+      process.kill(nodes[0].process.pid!, 'SIGTERM');
+      const { batchId } = parseTaskId(taskIds[0])!;
+      const ends = new Map<number, { t: string; value?: unknown }>();
+      let cursor = '0-0';
+      await waitFor(
+        async () => {
+          const reply = await rawRequest(nodes[1].url, 'POST', '/api/v1/results', JSON.stringify({ batchId, cursor, waitMs: 1000 }));
+          const page = reply.json as unknown as { cursor: string; events: { t: string; i: number; value?: unknown }[] };
+          cursor = page.cursor;
+          for (const e of page.events) if (!['started', 'stdout', 'stderr'].includes(e.t)) ends.set(e.i, e);
+          return ends.size === 8;
+        },
+        'every call to end',
+        100_000,
+      );
+      assert.equal(ends.get(0)!.t, 'cancelled', 'the call still running when the grace ran out was stopped');
+      assert.deepEqual(ends.get(1), { t: 'result', i: 1, h: 'taking-over', value: 'taking-over' });
+      for (let k = 2; k < 8; k++) assert.equal(ends.get(k)!.t, 'result');
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -44,6 +44,8 @@ export interface CallWorkerOptions {
 interface RunningCall {
   claimKey: string;
   stop: StopSwitch;
+  /** On an interpreter now; until then a call claimed early waits for one. */
+  started?: boolean;
 }
 
 /** Runs queued calls: takes jobs from the node's queues, wins the claim, runs, records the outcome. */
@@ -54,6 +56,8 @@ export class CallWorker {
   private readonly owner: string;
   private refreshTimer?: NodeJS.Timeout;
   private closing = false;
+  /** Set once a stopping node's grace is over: no call starts after that. */
+  private graceOver = false;
 
   constructor(
     private readonly ctx: CallWorkerContext,
@@ -94,7 +98,11 @@ export class CallWorker {
     // interpreter here go back to their queue once their lock lapses, and run elsewhere.
     const deadline = Date.now() + graceMs;
     while (this.running.size && Date.now() < deadline) await delay(50);
-    for (const call of this.running.values()) call.stop.stop();
+    // Kill what still runs. A call still waiting for an interpreter (claimed early or not) does
+    // not start now: it fails, so its job runs again elsewhere (taking over an early claim from
+    // this host); stopping it would drop it as if cancelled.
+    this.graceOver = true;
+    for (const call of this.running.values()) if (call.started) call.stop.stop();
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => {})));
     clearInterval(this.refreshTimer);
   }
@@ -160,10 +168,12 @@ export class CallWorker {
     let lease: { current: Lease } | undefined;
     try {
       lease = { current: reserved ?? (await this.ctx.pool.acquire(false, whenNext)) };
+      if (this.graceOver) throw new Error('this node is stopping');
       const answer = await (early ?? claim());
       if (answer !== ClaimAnswer.run) return answer;
       // Cancelled while it waited for its interpreter: the cancellation wrote its last event.
       if (running.stop.stopped) return ClaimAnswer.drop;
+      running.started = true;
       const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, this.opts.outputCoalesceMs);
       const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease!, data, running.stop, output));
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
