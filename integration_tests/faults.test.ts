@@ -298,3 +298,58 @@ describe('a call claimed early on a node that stops', function () {
     }
   });
 });
+
+// A call started at once keeps a delayed copy in its queue; past the job lock time a worker
+// of the same node takes that copy, finds the call running, and puts the copy back. The
+// running call's claim must go on being refreshed, or it lapses and the copy runs the call
+// a second time.
+describe('a long call started at once, and its copy on the same node', function () {
+  this.timeout(120_000);
+  let redis: TestRedis;
+  let node: TestNode;
+
+  before(async function () {
+    redis = await startRedis();
+    node = await startNode(redis.url, 'twice', ['--num-workers', '2']);
+  });
+
+  after(async function () {
+    await node?.stop();
+    await redis?.stop();
+  });
+
+  it('keeps refreshing the claim after the copy looked at it', async function () {
+    const client = new Client(node.url, { output: new Capture() });
+    try {
+      client.bc(py`
+        import time
+        def long():
+            time.sleep(90)`);
+      const [taskId] = await client.execute();
+      const r = redis.client();
+      const claimKey = `ks:claim:${taskId}`;
+      await waitFor(async () => (await r.get(claimKey))?.startsWith('twice/'), 'the call to start');
+      // The copy (job id = task id) is taken once its delay is over, and put back delayed.
+      await waitFor(async () => (await r.hget(`ks:default:${taskId}`, 'processedOn')) !== null, 'the copy to be taken', 30_000);
+      await waitFor(async () => (await r.zscore('ks:default:delayed', taskId)) !== null, 'the copy to be put back', 30_000);
+      // Refreshed every 10 s back to 30 s: its time to live goes up again within 10 s, where
+      // a claim nobody refreshes only counts down.
+      let last = await r.pttl(claimKey);
+      await waitFor(
+        async () => {
+          const now = await r.pttl(claimKey);
+          const refreshed = now > last + 500;
+          last = now;
+          return refreshed;
+        },
+        'the claim to be refreshed after the copy looked at it',
+        15_000,
+      );
+      assert.equal(await client.cancel(taskId), true);
+      const [outcome] = await client.br({ collect: true });
+      assert.equal(outcome.ok, false);
+    } finally {
+      client.close();
+    }
+  });
+});

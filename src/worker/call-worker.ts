@@ -185,7 +185,9 @@ export class CallWorker {
     } finally {
       // An early claim still in flight (the pool closed under it) must not leave an entry behind.
       await early?.catch(() => {});
-      this.running.delete(taskId);
+      // Only this copy's entry: another copy of the call may run here (started at once, or
+      // a second queue), and the claim it holds must go on being refreshed.
+      if (this.running.get(taskId) === running) this.running.delete(taskId);
       lease?.current.release();
     }
   }
