@@ -6,6 +6,31 @@ import { Client, dr, NodeRequestError, py, RemoteError } from '../src/index.js';
 import { dataPath, parseTaskId } from '../src/keys.js';
 import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
+/** The host whose claim holds a task, once one does. */
+function runningOn(redis: TestRedis, taskId: string): Promise<string> {
+  const r = redis.client();
+  return waitFor(async () => (await r.get(`ks:claim:${taskId}`))?.split('/')[0], `${taskId} to start`);
+}
+
+/** The end event of each of a batch's first `calls` calls, read through the node at `url` (plain JSON). */
+async function batchEnds(url: string, taskId: string, calls: number, timeoutMs: number): Promise<Map<number, { t: string; i: number; h?: string; value?: unknown }>> {
+  const { batchId } = parseTaskId(taskId)!;
+  const ends = new Map<number, { t: string; i: number; h?: string; value?: unknown }>();
+  let cursor = '0-0';
+  await waitFor(
+    async () => {
+      const reply = await rawRequest(url, 'POST', '/api/v1/results', JSON.stringify({ batchId, cursor, waitMs: 1000 }));
+      const page = reply.json as unknown as { cursor: string; events: { t: string; i: number; h?: string; value?: unknown }[] };
+      cursor = page.cursor;
+      for (const e of page.events) if (!['started', 'stdout', 'stderr'].includes(e.t)) ends.set(e.i, e);
+      return ends.size >= calls;
+    },
+    `the calls of ${batchId} to end`,
+    timeoutMs,
+  );
+  return ends;
+}
+
 // A node killed with -9 takes its heartbeat with it: what it ran is re-run elsewhere,
 // what only it could run ends `lost`, and no client waits forever.
 describe('dead nodes', function () {
@@ -27,12 +52,6 @@ describe('dead nodes', function () {
     await redis?.stop();
   });
 
-  /** The host whose claim holds a task, once one does. */
-  async function runningOn(taskId: string): Promise<string> {
-    const r = redis.client();
-    return waitFor(async () => (await r.get(`ks:claim:${taskId}`))?.split('/')[0], `${taskId} to start`);
-  }
-
   it('re-runs the call of a node killed mid-call on another node', async function () {
     client.bc(py`
       import os, time
@@ -40,7 +59,7 @@ describe('dead nodes', function () {
           time.sleep(2)
           return os.environ["KS_NODE_NAME"]`, [], {}, { queue: 'work' });
     const [taskId] = await client.execute();
-    const victim = await runningOn(taskId);
+    const victim = await runningOn(redis, taskId);
     await nodes.find((n) => n.name === victim)!.kill();
     const [host] = await client.br<string>();
     assert.deepEqual([host, victim].sort(), ['node2', 'node3'], 'the other node of the queue ran it');
@@ -76,7 +95,7 @@ describe('dead nodes', function () {
       def f(): time.sleep(60)`, [], {}, { host: victim });
     client.bc('operator:add', [1, 2], {}, { host: victim });
     const [first] = await client.execute();
-    await runningOn(first);
+    await runningOn(redis, first);
     await nodes.find((n) => n.name === victim)!.kill();
     const outcomes = await client.br({ collect: true });
     for (const outcome of outcomes) {
@@ -228,19 +247,10 @@ describe('a call started at once on its node', function () {
           return os.environ["KS_NODE_NAME"]`, [], {}, { queue: 'work' });
     const [taskId] = await toNode2.execute();
     toNode2.close();
-    const r = redis.client();
-    assert.equal(await waitFor(async () => (await r.get(`ks:claim:${taskId}`))?.split('/')[0], 'the call to start'), 'node2');
+    assert.equal(await runningOn(redis, taskId), 'node2');
     await nodes[1].kill();
-    const { batchId } = parseTaskId(taskId)!;
-    const result = await waitFor(
-      async () => {
-        const reply = await rawRequest(nodes[0].url, 'POST', '/api/v1/results', JSON.stringify({ batchId, cursor: '0-0', waitMs: 1000 }));
-        return (reply.json as unknown as { events: { t: string; value?: unknown }[] }).events.find((e) => e.t === 'result');
-      },
-      'the call to run again on node3',
-      60_000,
-    );
-    assert.equal(result.value, 'node3');
+    const ends = await batchEnds(nodes[0].url, taskId, 1, 60_000);
+    assert.deepEqual(ends.get(0), { t: 'result', i: 0, h: 'node3', value: 'node3' });
   });
 });
 
@@ -272,24 +282,10 @@ describe('a call claimed early on a node that stops', function () {
             time.sleep(90)`, [], {}, { queue: 'work' });
       for (let k = 1; k < 8; k++) client.bc('kstest_funcs:where', [], {}, { queue: 'work' });
       const taskIds = await client.execute();
-      const r = redis.client();
-      await waitFor(async () => (await r.get(`ks:claim:${taskIds[1]}`))?.startsWith('stopping/'), 'call 1 to claim itself behind call 0');
+      assert.equal(await runningOn(redis, taskIds[1]), 'stopping', 'call 1 claimed itself behind call 0');
       nodes.push(await startNode(redis.url, 'taking-over', ['--queue', 'work']));
       process.kill(nodes[0].process.pid!, 'SIGTERM');
-      const { batchId } = parseTaskId(taskIds[0])!;
-      const ends = new Map<number, { t: string; value?: unknown }>();
-      let cursor = '0-0';
-      await waitFor(
-        async () => {
-          const reply = await rawRequest(nodes[1].url, 'POST', '/api/v1/results', JSON.stringify({ batchId, cursor, waitMs: 1000 }));
-          const page = reply.json as unknown as { cursor: string; events: { t: string; i: number; value?: unknown }[] };
-          cursor = page.cursor;
-          for (const e of page.events) if (!['started', 'stdout', 'stderr'].includes(e.t)) ends.set(e.i, e);
-          return ends.size === 8;
-        },
-        'every call to end',
-        100_000,
-      );
+      const ends = await batchEnds(nodes[1].url, taskIds[0], 8, 100_000);
       assert.equal(ends.get(0)!.t, 'cancelled', 'the call still running when the grace ran out was stopped');
       assert.deepEqual(ends.get(1), { t: 'result', i: 1, h: 'taking-over', value: 'taking-over' });
       for (let k = 2; k < 8; k++) assert.equal(ends.get(k)!.t, 'result');
@@ -328,7 +324,7 @@ describe('a long call started at once, and its copy on the same node', function 
       const [taskId] = await client.execute();
       const r = redis.client();
       const claimKey = `ks:claim:${taskId}`;
-      await waitFor(async () => (await r.get(claimKey))?.startsWith('twice/'), 'the call to start');
+      assert.equal(await runningOn(redis, taskId), 'twice');
       // The copy (job id = task id) is taken once its delay is over, and put back delayed.
       await waitFor(async () => (await r.hget(`ks:default:${taskId}`, 'processedOn')) !== null, 'the copy to be taken', 30_000);
       await waitFor(async () => (await r.zscore('ks:default:delayed', taskId)) !== null, 'the copy to be put back', 30_000);
