@@ -161,6 +161,18 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
   };
 }
 
+/**
+ * Answers every request while the node starts: it listens before its interpreters and workers
+ * are up (it names itself after its port), and a request then must not wait forever.
+ */
+export function answerStarting(req: IncomingMessage, res: ServerResponse): void {
+  const body = JSON.stringify({ error: 'starting', detail: 'this node is starting: its interpreters and workers are not ready yet; try again in a moment' });
+  req.on('error', () => {});
+  req.resume();
+  res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '1', connection: 'close' });
+  res.end(body);
+}
+
 const dataPrefix = '/api/v1/data/';
 
 /** The data url in a `/api/v1/data/<url>` path, its segments percent-decoded. */

@@ -17,7 +17,7 @@ import { Catalog } from '../data/catalog.js';
 import { DataRegistry } from '../data/registry.js';
 import { DataService } from '../data/service.js';
 import { DataMover } from '../data/transfer.js';
-import { createApp, fastCallRoutes, type AppContext } from './app.js';
+import { answerStarting, createApp, fastCallRoutes, type AppContext } from './app.js';
 import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
 import { connectRedis, redisAnswers, redisOptions, startRedisServer } from './redis.js';
@@ -260,9 +260,12 @@ export class KsNode {
     }
   }
 
-  /** Binds first, so the node can name itself after its port; routes attach in `serve`. */
+  /**
+   * Binds first, so the node can name itself after its port; until routes attach in `serve`,
+   * every request gets a 503 that says the node is starting.
+   */
   private listen(): Promise<Server> {
-    const server = createServer();
+    const server = createServer(answerStarting);
     server.keepAliveTimeout = 65_000;
     server.headersTimeout = 66_000;
     // Uploads and downloads of large data may take longer than Node's default 300 s per request.
@@ -304,6 +307,7 @@ export class KsNode {
     const idle = new IdleCollector(() => pool.idle < pool.size, { quietMs: config.idleGcQuietMs, minGrowthBytes: config.idleGcMinGrowthBytes });
     this.idleCollector = idle;
     const handle = koa.callback();
+    server.removeListener('request', answerStarting);
     server.on('request', (req, res) => {
       idle.touch();
       if (fastRoutes(req, res)) return;
