@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { compareStreamIds } from '../src/node/event-reader.js';
-import { SentinelSplitter, sentinel } from '../src/worker/executor.js';
+import { SentinelSplitter, sentinel, withHugePages } from '../src/worker/executor.js';
 import { batchIdPattern, newBatchId, parseTaskId, queueName, taskIdOf } from '../src/keys.js';
 import { IdleCollector } from '../src/node/idle-gc.js';
 import { py } from '../src/client/py.js';
@@ -41,6 +41,16 @@ describe('sentinel splitter', function () {
     const r = split([Buffer.from('a\x00b', 'latin1'), Buffer.from('\x00', 'latin1'), Buffer.from('c')]);
     assert.equal(r.text, 'a\x00b\x00c');
     assert.equal(r.seen, 0);
+  });
+});
+
+describe('interpreter glibc tunables', function () {
+  it('adds huge pages for large allocations to what the user set, unless the user chose', function () {
+    assert.equal(withHugePages(undefined), 'glibc.malloc.hugetlb=1');
+    assert.equal(withHugePages(''), 'glibc.malloc.hugetlb=1');
+    assert.equal(withHugePages('glibc.malloc.arena_max=2'), 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1');
+    assert.equal(withHugePages('glibc.malloc.hugetlb=0'), 'glibc.malloc.hugetlb=0');
+    assert.equal(withHugePages('glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2'), 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2');
   });
 });
 
