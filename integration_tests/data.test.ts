@@ -131,6 +131,42 @@ describe('remote data on three nodes', function () {
     assert.deepEqual(await client.pathSearch('shared/*'), []);
   });
 
+  it('checks a copy against its md5: a corrupt holder is passed over, and alone registers nothing', async function () {
+    const blob = randomBytes(3_000_000);
+    const replicate = (node: TestNode, url: string) => rawRequest(node.url, 'POST', `/api/v1/data/${url}/replicate`, '{}');
+    const corrupt = (node: TestNode, url: string) => {
+      const path = join(node.datadir, 'data', url);
+      const bytes = readFileSync(path);
+      bytes[1_234_567] ^= 0xff; // same size, one byte flipped: only the md5 can tell
+      writeFileSync(path, bytes);
+    };
+    // Only a corrupt copy: the copy fails naming the url and the md5, and leaves nothing.
+    const lone = await dr(blob, { client }).save({ host: 'node1', url: 'md5/lone.bin' });
+    corrupt(nodes[0], lone.dataUrl!);
+    const refused = await replicate(nodes[1], lone.dataUrl!);
+    assert.equal(refused.status, 404, JSON.stringify(refused.json));
+    assert.match(JSON.stringify(refused.json), /md5\/lone\.bin.*arrived with md5 [0-9a-f]{32}, expected [0-9a-f]{32}/);
+    assert.deepEqual((await client.dataInfo([lone.dataUrl!]))[lone.dataUrl!].holders, ['node1']);
+    assert.equal(existsSync(join(nodes[1].datadir, 'data', lone.dataUrl!)), false);
+    // A corrupt and a good holder: whichever the reader tries first, it keeps the good bytes.
+    const two = await dr(blob, { client }).save({ host: 'node1', url: 'md5/two.bin' });
+    assert.equal((await replicate(nodes[1], two.dataUrl!)).status, 200);
+    corrupt(nodes[0], two.dataUrl!);
+    for (let round = 0; round < 4; round++) {
+      const copied = await replicate(nodes[2], two.dataUrl!);
+      assert.equal(copied.status, 200, JSON.stringify(copied.json));
+      assert.ok(readFileSync(join(nodes[2].datadir, 'data', two.dataUrl!)).equals(blob), 'the copy holds the good bytes');
+      assert.equal((await rawRequest(nodes[2].url, 'DELETE', `/api/v1/data/${two.dataUrl!}`)).status, 200);
+    }
+    // A holder that lost its file answers 404: the copy says so, naming the holder.
+    rmSync(join(nodes[0].datadir, 'data', lone.dataUrl!));
+    const missing = await replicate(nodes[1], lone.dataUrl!);
+    assert.equal(missing.status, 404, JSON.stringify(missing.json));
+    assert.match(JSON.stringify(missing.json), /node1: 404: .*no data/);
+    await lone.delete();
+    await two.delete();
+  });
+
   it('refuses traversal, odd urls and duplicates, and names a missing url', async function () {
     const url = nodes[0].url;
     for (const bad of ['..%2F..%2Fetc%2Fpasswd', 'a/../../b', 'a/%2e%2e/%2e%2e/b', '%2Fabs', 'a//b', 'nul%00byte', 'a/./b', 'co:lon', 'bad%zz', 'x'.repeat(1100)]) {

@@ -66,6 +66,8 @@ export const config = {
   stealDelayMs: 200,
   /** Hosts that would copy this many bytes or more are not routed to. */
   dataThresholdBytes: 200_000_000,
+  /** A copy between nodes fails when the holder sends no byte (or does not connect) for this long. */
+  transferIdleMs: 30_000,
   /** Client HTTP timeouts: a long-poll answers within `longPollMaxMs`, so this bounds a dead node. */
   clientRequestTimeoutMs: 60_000,
   /** Large batches go to the queues in jobs of up to this many calls... */
