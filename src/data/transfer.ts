@@ -1,7 +1,6 @@
 import { unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { get } from 'node:http';
-import type { IncomingMessage } from 'node:http';
+import { get, type IncomingMessage } from 'node:http';
 import type { HostInfo } from '../types.js';
 import { config } from '../config.js';
 import { NotFound } from '../errors.js';
