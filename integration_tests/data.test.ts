@@ -192,6 +192,21 @@ describe('remote data on three nodes', function () {
     assert.equal((await rawRequest(url, 'GET', '/api/v1/data/no/such/url')).status, 404);
   });
 
+  it('downloads into one buffer or a file: every byte, an empty file, and a 404 naming the url', async function () {
+    const blob = randomBytes(40 * 1024 * 1024 + 7);
+    const data = await dr(blob, { client }).save({ host: 'node3' });
+    // A pointer, not the RemoteData that holds the bytes: raw() must fetch them from node3.
+    assert.ok((await du(data.dataUrl!, { client }).raw()).equals(blob));
+    const file = await du(data.dataUrl!, { client }).localPath();
+    assert.ok(readFileSync(file).equals(blob), 'localPath() streams it to a file, 1 MB at a time');
+    rmSync(file);
+    const empty = await dr(Buffer.alloc(0), { client }).save();
+    assert.equal((await du(empty.dataUrl!, { client }).raw()).length, 0);
+    const missing = await client.http.download(`${nodes[2].url}/api/v1/data/not/here`).catch((e: unknown) => e);
+    assert.ok(missing instanceof NodeRequestError && missing.status === 404, String(missing));
+    assert.match(missing.message, /not\/here/);
+  });
+
   it('serves a byte range', async function () {
     const data = await dr(Buffer.from('0123456789'), { client }).save();
     const res = await fetch(`${nodes[0].url}/api/v1/data/${data.dataUrl}`, { headers: { range: 'bytes=2-5' } });

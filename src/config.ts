@@ -70,6 +70,8 @@ export const config = {
   transferIdleMs: 30_000,
   /** Client HTTP timeouts: a long-poll answers within `longPollMaxMs`, so this bounds a dead node. */
   clientRequestTimeoutMs: 60_000,
+  /** Each of the two buffers a client download to a file goes through. */
+  downloadBufferBytes: 1024 * 1024,
   /** Large batches go to the queues in jobs of up to this many calls... */
   maxCallsPerJob: 32,
   /** ...but never so few jobs that a live worker would get fewer than this many. */

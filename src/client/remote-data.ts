@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import got from 'got';
 import { decode, encode, registerRemoteDataClass } from '../codec.js';
 import { NodeRequestError } from '../errors.js';
@@ -138,8 +137,7 @@ export class RemoteData {
       await writeFile(target, await this.raw());
       return target;
     }
-    const source = got.stream(await this.holderUrl(), { headers: this.auth(), retry: { limit: 0 } });
-    await pipeline(source, createWriteStream(target));
+    await this.client.http.downloadTo(await this.holderUrl(), target);
     return target;
   }
 
