@@ -1,11 +1,10 @@
 import { unlink } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
-import { get, type IncomingMessage } from 'node:http';
 import type { HostInfo } from '../types.js';
 import { config } from '../config.js';
 import { NotFound } from '../errors.js';
 import { dataPath } from '../keys.js';
-import type { Catalog } from './catalog.js';
+import { socketGet, type SocketAnswer } from '../socket-get.js';
+import type { Catalog, Fill } from './catalog.js';
 import type { DataRegistry } from './registry.js';
 
 export interface TransferContext {
@@ -45,13 +44,13 @@ export class DataMover {
     const done = async () => {};
     if (await catalog.has(url)) return { path: catalog.path(url), fmt: info.fmt, release: done };
     if (this.ctx.readOnly) {
-      const path = await this.fromHolders(url, info.md5, info.holders, hosts, (source) => catalog.writeTemp(url, source, info.md5));
+      const path = await this.fromHolders(url, info.md5, info.holders, hosts, (fill) => catalog.writeTemp(url, fill, info.md5));
       return { path, fmt: info.fmt, release: () => unlink(path).catch(() => {}) };
     }
     let transfer = this.inFlight.get(url);
     if (!transfer) {
-      transfer = this.fromHolders(url, info.md5, info.holders, hosts, async (source) => {
-        const stored = await catalog.write(url, source, { expectedMd5: info.md5, declaredSize: info.size });
+      transfer = this.fromHolders(url, info.md5, info.holders, hosts, async (fill) => {
+        const stored = await catalog.write(url, fill, { expectedMd5: info.md5, declaredSize: info.size });
         await registry.register(url, this.ctx.nodeName, { ...stored, fmt: info.fmt });
       }).finally(() => this.inFlight.delete(url));
       this.inFlight.set(url, transfer);
@@ -70,7 +69,7 @@ export class DataMover {
     md5: string,
     holders: string[],
     hosts: HostInfo[],
-    store: (source: Readable) => Promise<T>,
+    store: (fill: Fill) => Promise<T>,
   ): Promise<T> {
     const urls = new Map(hosts.map((h) => [h.name, h.url]));
     const candidates = holders.filter((h) => h !== this.ctx.nodeName && urls.has(h));
@@ -80,36 +79,35 @@ export class DataMover {
     const failures: string[] = [];
     for (let k = 0; k < candidates.length; k++) {
       const holder = candidates[(start + k) % candidates.length];
-      let source: IncomingMessage | undefined;
+      let answer: SocketAnswer | undefined;
       try {
-        source = await this.open(`${urls.get(holder)}${dataPath(url)}`);
-        return await store(source);
+        answer = await this.open(`${urls.get(holder)}${dataPath(url)}`);
+        return await store(answer.fill);
       } catch (error) {
-        source?.destroy();
         failures.push(`${holder}: ${(error as Error).message}`);
         this.ctx.log(`fetching ${url} from ${holder} failed: ${(error as Error).message}`);
+      } finally {
+        answer?.close();
       }
     }
     throw new NotFound(`data ${JSON.stringify(url)} could not be fetched from any holder (${failures.join('; ')})`);
   }
 
   /**
-   * GETs a holder's copy; resolves to the body once the holder answered 200. Plain `node:http`:
-   * got's stream costs more CPU per chunk, and a gigabyte is 16,000 chunks.
+   * GETs a holder's copy; resolves once the holder answered 200, the body still to read. The
+   * body goes from the socket straight into the catalog's ring (`socketGet`): node:http's 64 kB
+   * chunks, 16,000 per gigabyte, each allocated, parsed and passed along, cost the reader more
+   * CPU than the copy.
    */
-  private open(target: string): Promise<IncomingMessage> {
-    return new Promise((resolve, reject) => {
-      const req = get(target, { headers: this.ctx.token ? { authorization: `Bearer ${this.ctx.token}` } : {}, timeout: config.transferIdleMs }, (res) => {
-        if (res.statusCode === 200) return resolve(res);
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (text += text.length < 500 ? chunk : ''));
-        res.on('end', () => reject(new Error(`${res.statusCode}: ${text.slice(0, 500)}`)));
-        res.on('error', reject);
-      });
-      // No byte for this long, while connecting or reading: the holder is gone.
-      req.on('timeout', () => req.destroy(new Error(`no byte from ${target} for ${config.transferIdleMs} ms`)));
-      req.on('error', reject);
-    });
+  private async open(target: string): Promise<SocketAnswer> {
+    const answer = await socketGet(new URL(target), this.ctx.token ? { authorization: `Bearer ${this.ctx.token}` } : {}, config.transferIdleMs);
+    if (answer.status === 200) return answer;
+    try {
+      const text = Buffer.allocUnsafe(Math.min(answer.length, 500));
+      const read = await answer.fill(text);
+      throw new Error(`${answer.status}: ${text.toString('utf8', 0, read)}`);
+    } finally {
+      answer.close();
+    }
   }
 }
