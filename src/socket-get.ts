@@ -132,7 +132,8 @@ export function socketGet(target: URL, headers: Record<string, string>, idleMs: 
     }
 
     const socket = connect({
-      host: target.hostname,
+      // An IPv6 literal comes bracketed in a url ('[::1]'), bare to connect().
+      host: target.hostname.replace(/^\[(.*)\]$/, '$1'),
       port: Number(target.port || 80),
       onread: {
         buffer: () => {

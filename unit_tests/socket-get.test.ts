@@ -67,6 +67,17 @@ describe('socketGet', function () {
     answer.close();
   });
 
+  it('reaches a holder at an IPv6 address', async function () {
+    const server = createServer((socket) => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '::1', resolve));
+    const { port } = server.address() as { port: number };
+    const answer = await socketGet(new URL(`http://[::1]:${port}/x`), {}, 5000);
+    const body = Buffer.alloc(2);
+    await answer.fill(body);
+    assert.equal(body.toString(), 'ok');
+  });
+
   it('gives an empty body and an error answer as they came', async function () {
     const empty = await serve((socket) => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'));
     const none = await socketGet(empty, {}, 5000);
