@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { encode } from '../src/codec.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { decode, encode } from '../src/codec.js';
 import { PythonExecutor, type OutputStream } from '../src/worker/executor.js';
 import { repoRoot } from './harness.js';
 
@@ -46,5 +47,20 @@ def f():
     });
     assert.deepEqual(outcome.ok && [...outcome.value], [...encode(3)]);
     assert.equal(received.join(''), 'one;two;three;');
+  });
+
+  it('reads frames of every size whole: small ones in one read, big ones across many', async function () {
+    const src = `
+import hashlib
+def f(b):
+    return [len(b), hashlib.md5(b).hexdigest()]
+`;
+    // Around the 64 kB a single read takes, and far past it.
+    for (const size of [0, 10, 65_000, 65_536, 70_000, 5_000_000, 3]) {
+      const bytes = randomBytes(size);
+      const outcome = await executor.run({ fn: { src, name: 'f' }, payload: encode([[bytes], {}]), onOutput: () => undefined });
+      assert.ok(outcome.ok, `size ${size}`);
+      assert.deepEqual(decode(outcome.value), [size, createHash('md5').update(bytes).digest('hex')]);
+    }
   });
 });
