@@ -40,16 +40,14 @@ export const config = {
   outputCoalesceBytes: 64 * 1024,
   /** Output bytes a call may have on their way to Redis before its interpreter is made to wait. */
   outputInFlightBytes: 4 * 1024 * 1024,
+  /** Bytes a file being written may hold in memory before it pushes back on the socket. */
+  fileWriteBufferBytes: 2 * 1024 * 1024,
   /** Written bytes not yet on disk after which the writer starts an fdatasync in the background. */
   fileSyncEveryBytes: 32 * 1024 * 1024,
   /** The writer, and the md5 thread, have V8 scavenge dead chunks after every this many bytes (see youngGc). */
   fileScavengeEveryBytes: 4 * 1024 * 1024,
-  /**
-   * A file being received goes through a ring of this many slots of this size, shared with the
-   * md5 thread: a slot is hashed and written at once, and refilled once both are done.
-   */
-  md5Slots: 8,
-  md5SlotBytes: 1024 * 1024,
+  /** How far the md5 thread may fall behind a file's writer before the writer waits for it. */
+  md5MaxBehindBytes: 8 * 1024 * 1024,
   /** Sending a file reads into this many buffers of this size, in turn. */
   fileSendBuffers: 8,
   fileSendBufferBytes: 1024 * 1024,
@@ -70,6 +68,8 @@ export const config = {
   dataThresholdBytes: 200_000_000,
   /** A copy between nodes fails when the holder sends no byte (or does not connect) for this long. */
   transferIdleMs: 30_000,
+  /** A copy between nodes reads the holder's socket into buffers of this size, one per read. */
+  transferChunkBytes: 1024 * 1024,
   /** Client HTTP timeouts: a long-poll answers within `longPollMaxMs`, so this bounds a dead node. */
   clientRequestTimeoutMs: 60_000,
   /** Each of the two buffers a client download to a file goes through. */

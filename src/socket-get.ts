@@ -1,4 +1,5 @@
 import { connect } from 'node:net';
+import { Readable } from 'node:stream';
 
 /** The longest status line and headers accepted. */
 const maxHeadBytes = 64 * 1024;
@@ -154,5 +155,25 @@ export function socketGet(target: URL, headers: Record<string, string>, idleMs: 
     const path = `${target.pathname}${target.search}`;
     const lines = [`GET ${path} HTTP/1.1`, `host: ${target.host}`, 'connection: close', ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`)];
     socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+  });
+}
+
+/**
+ * A 200 answer's body as a stream of `chunkBytes` chunks, each read straight into a buffer of
+ * its own (the consumer may keep it, or move it to another thread).
+ */
+export function bodyStream(answer: SocketAnswer, chunkBytes: number): Readable {
+  return new Readable({
+    read() {
+      const chunk = Buffer.allocUnsafeSlow(chunkBytes);
+      answer.fill(chunk).then(
+        (bytes) => this.push(bytes ? chunk.subarray(0, bytes) : null),
+        (error: Error) => this.destroy(error),
+      );
+    },
+    destroy(error, callback) {
+      answer.close();
+      callback(error);
+    },
   });
 }

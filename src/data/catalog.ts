@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Writable } from 'node:stream';
 import { BadRequest, Conflict, InsufficientStorage, NotFound } from '../errors.js';
 import { config } from '../config.js';
 import { youngGc } from '../gc.js';
-import { Md5Hasher } from './md5-hasher.js';
+import { Md5Hasher, type Md5Session } from './md5-hasher.js';
 
 /** The longest data url accepted. */
 export const maxDataUrlLength = 1024;
@@ -32,86 +34,78 @@ export interface StoredFile {
 }
 
 /**
- * Fills `into` with the next bytes of an incoming file, all of it unless the file ends first;
- * resolves to how many bytes came (0: the file has ended).
+ * Writes a stream to an open file, coalescing the socket's 64 kB chunks into one writev per
+ * turn, and hands each chunk to the md5 thread once it is on disk.
  */
-export type Fill = (into: Buffer) => Promise<number>;
+class FileSink extends Writable {
+  size = 0;
+  private syncedUpTo = 0;
+  private scavengedAt = 0;
+  /** The fdatasync running in the background, if one is: the file stays open until it ends. */
+  backgroundSync?: Promise<void>;
 
-/**
- * A stream's bytes as a Fill: its chunks (64 kB per socket read for an upload) are copied into
- * the buffer being filled as they come, and the stream is paused while no fill waits. The
- * chunks die at once, and V8 is made to collect them young (see youngGc).
- */
-export function fillFrom(stream: Readable): Fill {
-  let current: { into: Buffer; at: number; resolve(bytes: number): void; reject(error: Error): void } | undefined;
-  /** What is left of a chunk that came while no fill waited, or that overflowed the last one. */
-  let held: Buffer | undefined;
-  let ended = false;
-  let failure: Error | undefined;
-  let sinceScavenge = 0;
+  constructor(
+    private readonly file: FileHandle,
+    private readonly md5: Md5Session,
+  ) {
+    super({ highWaterMark: config.fileWriteBufferBytes });
+  }
 
-  const finish = () => {
-    const done = current!;
-    current = undefined;
-    done.resolve(done.at);
-  };
-  /** Copies what fits of `chunk` into the waiting fill; keeps the rest and pauses. */
-  const take = (chunk: Buffer) => {
-    let rest = chunk;
-    if (current) {
-      const copied = chunk.copy(current.into, current.at);
-      current.at += copied;
-      rest = chunk.subarray(copied);
-      if (current.at === current.into.length) finish();
-    }
-    if (rest.length) {
-      held = held ? Buffer.concat([held, rest]) : rest;
-      stream.pause();
-    }
-  };
-  const fail = (error: Error) => {
-    failure ??= error;
-    current?.reject(failure);
-    current = undefined;
-  };
+  _write(chunk: Buffer, _encoding: string, callback: (error?: Error | null) => void): void {
+    this.writeAll([chunk], callback);
+  }
 
-  stream.on('data', (chunk: Buffer) => {
-    sinceScavenge += chunk.length;
-    if (sinceScavenge >= config.fileScavengeEveryBytes) {
-      sinceScavenge = 0;
-      youngGc();
-    }
-    take(chunk);
-  });
-  stream.pause();
-  stream.on('end', () => {
-    ended = true;
-    if (current) finish();
-  });
-  stream.on('error', fail);
-  stream.on('close', () => {
-    if (!ended) fail(new Error('the upload was cut off before its end'));
-  });
+  _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    this.writeAll(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
+  }
 
-  return (into) =>
-    new Promise<number>((resolve, reject) => {
-      if (failure) return reject(failure);
-      current = { into, at: 0, resolve, reject };
-      if (held) {
-        const chunk = held;
-        held = undefined;
-        take(chunk);
-      }
-      if (!current || held) return;
-      if (ended) return finish();
-      stream.resume();
-    });
-}
+  /** Resolves once everything written is on disk (fsync). */
+  async sync(): Promise<void> {
+    await this.backgroundSync;
+    await this.file.sync();
+  }
 
-/** Writes `bytes` of `buffer` at `position`; a short write (a full disk) is an error. */
-async function writeAt(file: FileHandle, buffer: Buffer, bytes: number, position: number): Promise<void> {
-  const { bytesWritten } = await file.write(buffer, 0, bytes, position);
-  if (bytesWritten !== bytes) throw new Error(`short write: ${bytesWritten} of ${bytes} bytes`);
+  /**
+   * Starts writing back what is written so far (fdatasync on libuv's thread pool) while the
+   * upload goes on: the disk then works alongside the socket, and the final fsync has little
+   * left to do instead of the whole file (a 1 GB upload waited 0.65 s for it).
+   */
+  private syncSome(): void {
+    if (this.backgroundSync || this.size - this.syncedUpTo < config.fileSyncEveryBytes) return;
+    const upTo = this.size;
+    this.backgroundSync = this.file.datasync().then(
+      () => {
+        this.syncedUpTo = upTo;
+        this.backgroundSync = undefined;
+      },
+      // The final fsync reports a failing disk.
+      () => (this.backgroundSync = undefined),
+    );
+  }
+
+  private writeAll(buffers: Buffer[], callback: (error?: Error | null) => void): void {
+    const bytes = buffers.reduce((sum, b) => sum + b.length, 0);
+    this.file
+      .writev(buffers)
+      .then(({ bytesWritten }) => {
+        if (bytesWritten !== bytes) throw new Error(`short write: ${bytesWritten} of ${bytes} bytes`);
+        this.size += bytes;
+        const hashing = this.md5.written(buffers);
+        this.syncSome();
+        if (this.size - this.scavengedAt >= config.fileScavengeEveryBytes) {
+          this.scavengedAt = this.size;
+          youngGc();
+        }
+        return hashing;
+      })
+      .then(
+        () => callback(),
+        (error: Error) => callback(error),
+      );
+  }
 }
 
 /**
@@ -170,16 +164,16 @@ export class Catalog {
   }
 
   /**
-   * Receives a new file at `url` from `fill`. With `expectedMd5`, a mismatch discards it.
+   * Streams `source` into a new file at `url`. With `expectedMd5`, a mismatch discards it.
    * Never overwrites: an existing url is a Conflict.
    */
-  async write(url: string, fill: Fill, opts: { expectedMd5?: string; declaredSize?: number } = {}): Promise<StoredFile> {
+  async write(url: string, source: Readable, opts: { expectedMd5?: string; declaredSize?: number } = {}): Promise<StoredFile> {
     const target = this.path(url);
     if (await this.has(url)) throw new Conflict(`data ${JSON.stringify(url)} exists; delete it first`);
     await this.checkFreeDisk(opts.declaredSize ?? 0);
     const tmp = this.tempPath();
     try {
-      const { size, md5 } = await this.receive(url, fill, tmp, opts.expectedMd5);
+      const { size, md5 } = await this.receive(url, source, tmp, opts.expectedMd5);
       try {
         await mkdir(dirname(target), { recursive: true });
         await link(tmp, target);
@@ -196,13 +190,13 @@ export class Catalog {
   }
 
   /**
-   * Receives from `fill` a private temporary file that is never registered: how a read-only
+   * Streams `source` into a private temporary file that is never registered: how a read-only
    * host holds another host's data for the length of one call. The caller deletes it.
    */
-  async writeTemp(url: string, fill: Fill, expectedMd5: string): Promise<string> {
+  async writeTemp(url: string, source: Readable, expectedMd5: string): Promise<string> {
     const tmp = this.tempPath();
     try {
-      await this.receive(url, fill, tmp, expectedMd5);
+      await this.receive(url, source, tmp, expectedMd5);
       return tmp;
     } catch (error) {
       await unlink(tmp).catch(() => {});
@@ -210,55 +204,24 @@ export class Catalog {
     }
   }
 
-  /**
-   * Receives into `tmp` through the md5 session's ring: each slot, once filled, is written and
-   * hashed at the same time, and refilled once both are done, so md5 never waits for the disk.
-   * An fdatasync runs in the background every `fileSyncEveryBytes`, so the final one has
-   * little left to do (a 1 GB upload waited 0.65 s for it otherwise). Checks the md5 when one
-   * is expected.
-   */
-  private async receive(url: string, fill: Fill, tmp: string, expectedMd5?: string): Promise<StoredFile> {
+  /** Streams into `tmp`, hashing on the way, fsyncs, and checks the md5 when one is expected. */
+  private async receive(url: string, source: Readable, tmp: string, expectedMd5?: string): Promise<StoredFile> {
     const file = await open(tmp, 'wx');
     const md5Session = this.hasher.session();
-    const { slots } = md5Session;
-    const busy: Promise<void>[] = slots.map(() => Promise.resolve());
-    let size = 0;
-    let syncedUpTo = 0;
-    let backgroundSync: Promise<void> | undefined;
+    const sink = new FileSink(file, md5Session);
     try {
-      for (let k = 0; ; k = (k + 1) % slots.length) {
-        await busy[k];
-        const bytes = await fill(slots[k]);
-        if (!bytes) break;
-        const position = size;
-        size += bytes;
-        busy[k] = Promise.all([writeAt(file, slots[k], bytes, position), md5Session.hash(k, bytes)]).then(() => {});
-        // Awaited when the slot comes round again; a failure until then is not unhandled.
-        busy[k].catch(() => {});
-        if (!backgroundSync && size - syncedUpTo >= config.fileSyncEveryBytes) {
-          const upTo = size;
-          backgroundSync = file.datasync().then(
-            () => void ((syncedUpTo = upTo), (backgroundSync = undefined)),
-            // The final fsync reports a failing disk.
-            () => void (backgroundSync = undefined),
-          );
-        }
-        if (bytes < slots[k].length) break;
-      }
-      await Promise.all(busy);
-      await backgroundSync;
-      await file.sync();
+      await pipeline(source, sink);
+      await sink.sync();
     } catch (error) {
       md5Session.abandon();
       throw error;
     } finally {
-      await Promise.allSettled(busy);
-      await backgroundSync;
+      await sink.backgroundSync;
       await file.close();
     }
-    const md5 = await md5Session.digest(size);
+    const md5 = await md5Session.digest(sink.size);
     if (expectedMd5 && expectedMd5 !== md5) throw new BadRequest(`data ${JSON.stringify(url)} arrived with md5 ${md5}, expected ${expectedMd5}`);
-    return { size, md5 };
+    return { size: sink.size, md5 };
   }
 
   /**

@@ -1,7 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { BadRequest, Forbidden, NotFound, RangeNotSatisfiable } from '../errors.js';
 import { dataFormats, type HostInfo } from '../types.js';
-import { fillFrom, validateDataUrl, type Catalog } from './catalog.js';
+import { validateDataUrl, type Catalog } from './catalog.js';
 import type { DataInfo, DataRegistry } from './registry.js';
 import type { DataMover } from './transfer.js';
 
@@ -50,11 +50,7 @@ export class DataService {
     validateDataUrl(url);
     if (!(dataFormats as readonly string[]).includes(fmt)) throw new BadRequest(`fmt must be one of ${dataFormats.join(', ')}`);
     if (this.ctx.readOnly) throw new Forbidden('this node was started with --read-only: it stores no data');
-    const stored = await this.ctx.catalog.write(url, fillFrom(source), { declaredSize }).catch((error: unknown) => {
-      // An upload that failed midway is not read to its end: the connection goes.
-      if (source.readableDidRead && !source.readableEnded) source.destroy();
-      throw error;
-    });
+    const stored = await this.ctx.catalog.write(url, source, { declaredSize });
     try {
       await this.ctx.registry.register(url, this.ctx.nodeName, { ...stored, fmt });
     } catch (error) {

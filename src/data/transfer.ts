@@ -1,10 +1,11 @@
 import { unlink } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import type { HostInfo } from '../types.js';
 import { config } from '../config.js';
 import { NotFound } from '../errors.js';
 import { dataPath } from '../keys.js';
-import { socketGet, type SocketAnswer } from '../socket-get.js';
-import type { Catalog, Fill } from './catalog.js';
+import { bodyStream, socketGet } from '../socket-get.js';
+import type { Catalog } from './catalog.js';
 import type { DataRegistry } from './registry.js';
 
 export interface TransferContext {
@@ -44,13 +45,13 @@ export class DataMover {
     const done = async () => {};
     if (await catalog.has(url)) return { path: catalog.path(url), fmt: info.fmt, release: done };
     if (this.ctx.readOnly) {
-      const path = await this.fromHolders(url, info.md5, info.holders, hosts, (fill) => catalog.writeTemp(url, fill, info.md5));
+      const path = await this.fromHolders(url, info.md5, info.holders, hosts, (source) => catalog.writeTemp(url, source, info.md5));
       return { path, fmt: info.fmt, release: () => unlink(path).catch(() => {}) };
     }
     let transfer = this.inFlight.get(url);
     if (!transfer) {
-      transfer = this.fromHolders(url, info.md5, info.holders, hosts, async (fill) => {
-        const stored = await catalog.write(url, fill, { expectedMd5: info.md5, declaredSize: info.size });
+      transfer = this.fromHolders(url, info.md5, info.holders, hosts, async (source) => {
+        const stored = await catalog.write(url, source, { expectedMd5: info.md5, declaredSize: info.size });
         await registry.register(url, this.ctx.nodeName, { ...stored, fmt: info.fmt });
       }).finally(() => this.inFlight.delete(url));
       this.inFlight.set(url, transfer);
@@ -69,7 +70,7 @@ export class DataMover {
     md5: string,
     holders: string[],
     hosts: HostInfo[],
-    store: (fill: Fill) => Promise<T>,
+    store: (source: Readable) => Promise<T>,
   ): Promise<T> {
     const urls = new Map(hosts.map((h) => [h.name, h.url]));
     const candidates = holders.filter((h) => h !== this.ctx.nodeName && urls.has(h));
@@ -79,29 +80,27 @@ export class DataMover {
     const failures: string[] = [];
     for (let k = 0; k < candidates.length; k++) {
       const holder = candidates[(start + k) % candidates.length];
-      let answer: SocketAnswer | undefined;
+      let source: Readable | undefined;
       try {
-        answer = await this.open(`${urls.get(holder)}${dataPath(url)}`);
-        return await store(answer.fill);
+        source = await this.open(`${urls.get(holder)}${dataPath(url)}`);
+        return await store(source);
       } catch (error) {
+        source?.destroy();
         failures.push(`${holder}: ${(error as Error).message}`);
         this.ctx.log(`fetching ${url} from ${holder} failed: ${(error as Error).message}`);
-      } finally {
-        answer?.close();
       }
     }
     throw new NotFound(`data ${JSON.stringify(url)} could not be fetched from any holder (${failures.join('; ')})`);
   }
 
   /**
-   * GETs a holder's copy; resolves once the holder answered 200, the body still to read. The
-   * body goes from the socket straight into the catalog's ring (`socketGet`): node:http's 64 kB
-   * chunks, 16,000 per gigabyte, each allocated, parsed and passed along, cost the reader more
-   * CPU than the copy.
+   * GETs a holder's copy; resolves to the body once the holder answered 200. The body is read
+   * 1 MB at a time straight from the socket (`socketGet`): node:http's 64 kB chunks, 16,000 per
+   * gigabyte, each allocated, parsed and passed along, cost the reader more CPU than the copy.
    */
-  private async open(target: string): Promise<SocketAnswer> {
+  private async open(target: string): Promise<Readable> {
     const answer = await socketGet(new URL(target), this.ctx.token ? { authorization: `Bearer ${this.ctx.token}` } : {}, config.transferIdleMs);
-    if (answer.status === 200) return answer;
+    if (answer.status === 200) return bodyStream(answer, config.transferChunkBytes);
     try {
       const text = Buffer.allocUnsafe(Math.min(answer.length, 500));
       const read = await answer.fill(text);
