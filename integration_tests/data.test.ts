@@ -162,7 +162,7 @@ describe('remote data on three nodes', function () {
     rmSync(join(nodes[0].datadir, 'data', lone.dataUrl!));
     const missing = await replicate(nodes[1], lone.dataUrl!);
     assert.equal(missing.status, 404, JSON.stringify(missing.json));
-    assert.match(JSON.stringify(missing.json), /node1: 404: .*no data/);
+    assert.match(JSON.stringify(missing.json), /node1: http:\S+: 404 not_found: no data/);
     await lone.delete();
     await two.delete();
   });

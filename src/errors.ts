@@ -110,3 +110,16 @@ export class NodeRequestError extends Error {
     this.name = 'NodeRequestError';
   }
 }
+
+/** A node's non-2xx answer (`{error, detail}`, or whatever text it sent) as a NodeRequestError. */
+export function answerError(status: number, body: unknown, target: string): NodeRequestError {
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body);
+    } catch {
+      // not JSON: keep the text
+    }
+  }
+  const failure = (body && typeof body === 'object' ? body : {}) as { error?: string; detail?: string };
+  return new NodeRequestError(status, failure.error ?? 'http_error', failure.detail ?? String(body).slice(0, 500), target);
+}

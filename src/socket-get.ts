@@ -1,5 +1,6 @@
 import { connect } from 'node:net';
 import { Readable } from 'node:stream';
+import { answerError, type NodeRequestError } from './errors.js';
 
 /** The longest status line and headers accepted. */
 const maxHeadBytes = 64 * 1024;
@@ -176,4 +177,15 @@ export function bodyStream(answer: SocketAnswer, chunkBytes: number): Readable {
       callback(error);
     },
   });
+}
+
+/** A non-200 answer as the node's error: its `{error, detail}` body read, the connection closed. */
+export async function answerFailure(answer: SocketAnswer, url: string): Promise<NodeRequestError> {
+  try {
+    const text = Buffer.allocUnsafe(Math.min(answer.length, 64 * 1024));
+    const read = await answer.fill(text);
+    return answerError(answer.status, text.toString('utf8', 0, read), url);
+  } finally {
+    answer.close();
+  }
 }

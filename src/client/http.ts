@@ -6,8 +6,8 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { config } from '../config.js';
 import { decode, encode } from '../codec.js';
-import { NodeRequestError } from '../errors.js';
-import { socketGet, type SocketAnswer } from '../socket-get.js';
+import { answerError, NodeRequestError } from '../errors.js';
+import { answerFailure, socketGet, type SocketAnswer } from '../socket-get.js';
 
 const msgpackType = 'application/msgpack';
 
@@ -117,13 +117,7 @@ export class NodeHttp {
   private async get(target: URL): Promise<SocketAnswer> {
     const answer = await socketGet(target, this.authHeader(), this.opts.timeoutMs ?? config.clientRequestTimeoutMs);
     if (answer.status === 200) return answer;
-    try {
-      const text = Buffer.allocUnsafe(Math.min(answer.length, 64 * 1024));
-      const read = await answer.fill(text);
-      throw answerError(answer.status, text.toString('utf8', 0, read), target.href);
-    } finally {
-      answer.close();
-    }
+    throw await answerFailure(answer, target.href);
   }
 
   private authHeader(): Record<string, string> {
@@ -174,17 +168,4 @@ async function readAnswer<T>(res: IncomingMessage, target: string): Promise<T> {
   const status = res.statusCode ?? 0;
   if (status >= 200 && status < 300) return body as T;
   throw answerError(status, body, target);
-}
-
-/** A node's non-2xx answer (`{error, detail}`, or whatever text it sent) as a NodeRequestError. */
-export function answerError(status: number, body: unknown, target: string): NodeRequestError {
-  if (typeof body === 'string') {
-    try {
-      body = JSON.parse(body);
-    } catch {
-      // not JSON: keep the text
-    }
-  }
-  const failure = (body && typeof body === 'object' ? body : {}) as { error?: string; detail?: string };
-  return new NodeRequestError(status, failure.error ?? 'http_error', failure.detail ?? String(body).slice(0, 500), target);
 }

@@ -4,7 +4,7 @@ import type { HostInfo } from '../types.js';
 import { config } from '../config.js';
 import { NotFound } from '../errors.js';
 import { dataPath } from '../keys.js';
-import { bodyStream, socketGet } from '../socket-get.js';
+import { answerFailure, bodyStream, socketGet } from '../socket-get.js';
 import type { Catalog } from './catalog.js';
 import type { DataRegistry } from './registry.js';
 
@@ -101,12 +101,6 @@ export class DataMover {
   private async open(target: string): Promise<Readable> {
     const answer = await socketGet(new URL(target), this.ctx.token ? { authorization: `Bearer ${this.ctx.token}` } : {}, config.transferIdleMs);
     if (answer.status === 200) return bodyStream(answer, config.transferChunkBytes);
-    try {
-      const text = Buffer.allocUnsafe(Math.min(answer.length, 500));
-      const read = await answer.fill(text);
-      throw new Error(`${answer.status}: ${text.toString('utf8', 0, read)}`);
-    } finally {
-      answer.close();
-    }
+    throw await answerFailure(answer, target);
   }
 }
