@@ -51,36 +51,15 @@ def _die_with_parent() -> None:
         pass
 
 
-class _FrameReader:
-    """Frames from fd 3. A small frame (a call's header and arguments) usually comes whole in
-    one read: one system call per call instead of two (length, then body)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.pending = b""
-
-    def next(self) -> bytes:
-        while len(self.pending) < 4:
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                raise EOFError
-            self.pending += chunk
-        (length,) = struct.unpack_from(">I", self.pending)
-        end = 4 + length
-        if len(self.pending) >= end:
-            frame, self.pending = self.pending[4:end], self.pending[end:]
-            return frame
-        # A big frame: the rest is read in pieces, exactly, and joined once.
-        parts = [self.pending[4:]]
-        missing = end - len(self.pending)
-        self.pending = b""
-        while missing:
-            chunk = os.read(self.fd, min(missing, 1 << 20))
-            if not chunk:
-                raise EOFError
-            parts.append(chunk)
-            missing -= len(chunk)
-        return b"".join(parts)
+def _read_exact(n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(IN_FD, n)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
 
 
 def _send(frame: list) -> None:
@@ -209,10 +188,10 @@ def main() -> None:
             _send(["fatal", f"cannot import --module {module}: {type(error).__name__}: {error}"])
             sys.exit(3)
     _send(["ready", os.getpid()])
-    frames = _FrameReader(IN_FD)
     while True:
         try:
-            frame = wire.msgpack.unpackb(frames.next(), raw=False)
+            (length,) = struct.unpack(">I", _read_exact(4))
+            frame = wire.msgpack.unpackb(_read_exact(length), raw=False)
         except EOFError:
             return
         if frame[0] == "call":
