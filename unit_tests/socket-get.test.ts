@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
+import { NodeHttp } from '../src/client/http.js';
 import { socketGet } from '../src/socket-get.js';
 
 /** A server that answers each connection by `answer`, once it has read the request's head. */
@@ -114,5 +115,17 @@ describe('socketGet', function () {
     server.close();
     await assert.rejects(socketGet(new URL(`http://127.0.0.1:${port}/x`), {}, 5000), /ECONNREFUSED/);
     await assert.rejects(socketGet(new URL('https://127.0.0.1/x'), {}, 5000), /http:\/\/ urls only/);
+  });
+
+  it('refuses, before allocating, a download bigger than a Buffer holds, and points to localPath()', async function () {
+    let answered = false;
+    const huge = await serve((socket) => {
+      answered = true;
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 9000000000\r\n\r\n');
+    });
+    const http = new NodeHttp(huge.origin);
+    await assert.rejects(http.download(huge.href), /holds 9000000000 bytes, more than one Buffer can \(\d+\): read it with localPath\(\)/);
+    assert.ok(answered);
+    http.close();
   });
 });

@@ -1,3 +1,4 @@
+import { constants } from 'node:buffer';
 import { createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
@@ -10,6 +11,7 @@ import { answerError, NodeRequestError } from '../errors.js';
 import { answerFailure, socketGet, type SocketAnswer } from '../socket-get.js';
 
 const msgpackType = 'application/msgpack';
+const maxBufferBytes = constants.MAX_LENGTH;
 
 export interface NodeHttpOptions {
   token?: string;
@@ -75,6 +77,7 @@ export class NodeHttp {
     if (target.protocol !== 'http:') return this.downloadOverHttps(target);
     const answer = await this.get(target);
     try {
+      if (answer.length > maxBufferBytes) throw new Error(`${url} holds ${answer.length} bytes, more than one Buffer can (${maxBufferBytes}): read it with localPath()`);
       const body = Buffer.allocUnsafe(answer.length);
       await answer.fill(body);
       return body;
