@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { Client, dr, py, RemoteError, NodeRequestError } from '../src/index.js';
+import { readFileSync, rmSync } from 'node:fs';
+import { Client, dr, du, py, RemoteError, NodeRequestError } from '../src/index.js';
 import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('cancellation, token and --no-code', function () {
@@ -91,6 +92,15 @@ describe('cancellation, token and --no-code', function () {
       assert.deepEqual((await right.dataInfo([data.dataUrl!]))[data.dataUrl!].holders, ['tok1', 'tok2']);
       const anonymous = await rawRequest(one.url, 'GET', `/api/v1/data/${data.dataUrl}`);
       assert.equal(anonymous.status, 401, 'data is not served without the token');
+      // The client's downloads carry the token too, and a wrong one gets the node's 401.
+      assert.ok((await du(data.dataUrl!, { client: right }).raw()).equals(Buffer.alloc(10_000, 1)));
+      const file = await du(data.dataUrl!, { client: right }).localPath();
+      assert.ok(readFileSync(file).equals(Buffer.alloc(10_000, 1)));
+      rmSync(file);
+      const wrong = new Client(one.url, { token: 'wrong', output: new Capture() });
+      const refused = await wrong.http.download(`${one.url}/api/v1/data/${data.dataUrl}`).catch((e: unknown) => e);
+      wrong.close();
+      assert.ok(refused instanceof NodeRequestError && refused.status === 401, String(refused));
     } finally {
       right.close();
       await Promise.all([one.stop(), two.stop()]);
