@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { NodeHttp } from '../src/client/http.js';
 import { socketGet } from '../src/socket-get.js';
 
@@ -126,6 +129,15 @@ describe('socketGet', function () {
     const http = new NodeHttp(huge.origin);
     await assert.rejects(http.download(huge.href), /holds 9000000000 bytes, more than one Buffer can \(\d+\): read it with localPath\(\)/);
     assert.ok(answered);
+    http.close();
+  });
+
+  it('removes the file of a download to disk that the holder cut short', async function () {
+    const cut = await serve((socket) => void dribble(socket, [Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\n\r\n'), randomBytes(3_000_000)]).then(() => socket.destroy()));
+    const http = new NodeHttp(cut.origin);
+    const path = join(tmpdir(), `ks-socket-get-test-${process.pid}`);
+    await assert.rejects(http.downloadTo(cut.href, path), /ended after 3000000 of 5000000 bytes/);
+    assert.equal(existsSync(path), false, 'no partial file');
     http.close();
   });
 });

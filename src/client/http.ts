@@ -1,6 +1,6 @@
 import { constants } from 'node:buffer';
 import { createWriteStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import got from 'got';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
@@ -88,12 +88,13 @@ export class NodeHttp {
 
   /**
    * GETs bytes from `url` into a new file at `path`, through two 1 MB buffers: one fills from
-   * the socket while the other is written.
+   * the socket while the other is written. A failed download removes the file.
    */
   async downloadTo(url: string, path: string): Promise<void> {
     const target = new URL(url);
     if (target.protocol !== 'http:') return pipeline(got.stream(target, { headers: this.authHeader(), retry: { limit: 0 } }), createWriteStream(path, { flags: 'wx' }));
     const answer = await this.get(target);
+    let complete = false;
     try {
       const file = await open(path, 'wx');
       try {
@@ -108,8 +109,11 @@ export class NodeHttp {
           // Awaited after the next fill; until then a failed write must not count as unhandled.
           writing.catch(() => {});
         }
+        complete = true;
       } finally {
         await file.close();
+        // A download cut short leaves no partial file behind.
+        if (!complete) await unlink(path).catch(() => {});
       }
     } finally {
       answer.close();
