@@ -41,10 +41,6 @@ export class NodeHttp {
     return this.base.origin;
   }
 
-  get token(): string | undefined {
-    return this.opts.token;
-  }
-
   /** Sends `body` as msgpack and decodes the msgpack answer; a non-2xx answer rejects. */
   request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
     const payload = body === undefined ? undefined : encode(body);
@@ -127,7 +123,8 @@ export class NodeHttp {
     throw await answerFailure(answer, target.href);
   }
 
-  private authHeader(): Record<string, string> {
+  /** The bearer token's header, when the client has a token. */
+  authHeader(): Record<string, string> {
     return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {};
   }
 

@@ -99,7 +99,7 @@ export class RemoteData {
     const url = opts.url ?? `${opts.prefix ?? ''}${randomBytes(16).toString('hex')}`;
     const base = opts.host ? await this.client.hostUrl(opts.host) : this.client.url;
     const target = `${base}${dataPath(url)}?fmt=${this.fmt}`;
-    const headers: Record<string, string> = { ...this.auth(), 'content-type': 'application/octet-stream' };
+    const headers: Record<string, string> = { ...this.client.http.authHeader(), 'content-type': 'application/octet-stream' };
     if (this.path) headers['content-length'] = String((await stat(this.path)).size);
     // A file streams from disk; never the whole of it in memory.
     const body = this.path ? createReadStream(this.path) : asBuffer(this.serialize());
@@ -147,7 +147,7 @@ export class RemoteData {
     await Promise.all(
       missing.map(async (host) => {
         const target = `${host.url}${dataPath(this.dataUrl!)}/replicate`;
-        const res = await got.post(target, { headers: this.auth(), retry: { limit: 0 }, throwHttpErrors: false });
+        const res = await got.post(target, { headers: this.client.http.authHeader(), retry: { limit: 0 }, throwHttpErrors: false });
         if (res.statusCode !== 200) throw answerError(res.statusCode, res.body, target);
       }),
     );
@@ -160,7 +160,7 @@ export class RemoteData {
     const urls = new Map(hosts.map((h) => [h.name, h.url]));
     for (const holder of info.holders) {
       const target = `${urls.get(holder)}${dataPath(this.dataUrl!)}`;
-      const res = await got.delete(target, { headers: this.auth(), retry: { limit: 0 }, throwHttpErrors: false });
+      const res = await got.delete(target, { headers: this.client.http.authHeader(), retry: { limit: 0 }, throwHttpErrors: false });
       if (res.statusCode !== 200 && res.statusCode !== 404) throw answerError(res.statusCode, res.body, target);
     }
   }
@@ -175,11 +175,6 @@ export class RemoteData {
     if (this.fmt === 'json') return Buffer.from(JSON.stringify(this.value));
     if (this.fmt === 'raw' && this.value instanceof Uint8Array) return this.value;
     throw new TypeError(`a TypeScript value cannot be saved as ${this.fmt}`);
-  }
-
-  private auth(): Record<string, string> {
-    const token = this.client.http.token;
-    return token ? { authorization: `Bearer ${token}` } : {};
   }
 
   private async info(): Promise<DataInfo> {
