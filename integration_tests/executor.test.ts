@@ -49,7 +49,7 @@ def f():
     assert.equal(received.join(''), 'one;two;three;');
   });
 
-  it('reads frames of every size whole: small ones in one read, big ones across many', async function () {
+  it('reads frames of every size whole, around the 64 kB of one pipe read and far past it', async function () {
     const src = `
 import hashlib
 def f(b):

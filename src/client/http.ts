@@ -41,6 +41,11 @@ export class NodeHttp {
     return this.base.origin;
   }
 
+  /** How long a request may go without an answer, or a download without a byte. */
+  private get timeoutMs(): number {
+    return this.opts.timeoutMs ?? config.clientRequestTimeoutMs;
+  }
+
   /** Sends `body` as msgpack and decodes the msgpack answer; a non-2xx answer rejects. */
   request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
     const payload = body === undefined ? undefined : encode(body);
@@ -54,10 +59,10 @@ export class NodeHttp {
     return new Promise<T>((resolve, reject) => {
       const req = this.send(
         this.base,
-        { method, path, headers, agent: this.agent, timeout: this.opts.timeoutMs ?? config.clientRequestTimeoutMs, signal },
+        { method, path, headers, agent: this.agent, timeout: this.timeoutMs, signal },
         (res) => void readAnswer<T>(res, target).then(resolve, reject),
       );
-      req.on('timeout', () => req.destroy(new Error(`no answer from ${target} within ${this.opts.timeoutMs ?? config.clientRequestTimeoutMs} ms`)));
+      req.on('timeout', () => req.destroy(new Error(`no answer from ${target} within ${this.timeoutMs} ms`)));
       req.on('error', reject);
       req.end(payload);
     });
@@ -118,7 +123,7 @@ export class NodeHttp {
 
   /** A GET over http whose answer is a 200, its body still to read; otherwise the node's error. */
   private async get(target: URL): Promise<SocketAnswer> {
-    const answer = await socketGet(target, this.authHeader(), this.opts.timeoutMs ?? config.clientRequestTimeoutMs);
+    const answer = await socketGet(target, this.authHeader(), this.timeoutMs);
     if (answer.status === 200) return answer;
     throw await answerFailure(answer, target.href);
   }
@@ -132,7 +137,7 @@ export class NodeHttp {
     const url = target.href;
     const headers = this.authHeader();
     return new Promise<Buffer>((resolve, reject) => {
-      const req = httpsRequest(target, { method: 'GET', headers, timeout: this.opts.timeoutMs ?? config.clientRequestTimeoutMs }, (res) => {
+      const req = httpsRequest(target, { method: 'GET', headers, timeout: this.timeoutMs }, (res) => {
         const status = res.statusCode ?? 0;
         if (status !== 200) return void readAnswer(res, url).then(() => reject(new NodeRequestError(status, 'http_error', 'unexpected answer', url)), reject);
         const total = Number(res.headers['content-length']);
@@ -147,7 +152,7 @@ export class NodeHttp {
         res.on('end', () => (at === total ? resolve(body) : reject(new Error(`${url} ended after ${at} of ${total} bytes`))));
         res.on('error', reject);
       });
-      req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within ${this.opts.timeoutMs ?? config.clientRequestTimeoutMs} ms`)));
+      req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within ${this.timeoutMs} ms`)));
       req.on('error', reject);
       req.end();
     });
