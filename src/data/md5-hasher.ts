@@ -120,6 +120,11 @@ export class Md5Hasher {
     };
   }
 
+  /** Starts the thread ahead of the first session. */
+  start(): void {
+    this.thread();
+  }
+
   close(): Promise<number> | undefined {
     return this.worker?.terminate();
   }
