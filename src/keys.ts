@@ -57,6 +57,11 @@ export function dataPath(url: string): string {
   return `/api/v1/data/${url.split('/').map(encodeURIComponent).join('/')}`;
 }
 
+/** The header that carries a node's `--token` (none without one). */
+export function bearerHeader(token: string | undefined): Record<string, string> {
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
 /** Random bytes for batch ids, drawn 512 ids at a time: one getrandom call, not one per batch. */
 const idPool = Buffer.alloc(8 * 512);
 let idPoolUsed = idPool.length;

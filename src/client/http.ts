@@ -9,6 +9,7 @@ import { config } from '../config.js';
 import { decode, encode } from '../codec.js';
 import { answerError, NodeRequestError } from '../errors.js';
 import { answerFailure, socketGet, type SocketAnswer } from '../socket-get.js';
+import { bearerHeader } from '../keys.js';
 
 const msgpackType = 'application/msgpack';
 const maxBufferBytes = constants.MAX_LENGTH;
@@ -130,7 +131,7 @@ export class NodeHttp {
 
   /** The bearer token's header, when the client has a token. */
   authHeader(): Record<string, string> {
-    return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {};
+    return bearerHeader(this.opts.token);
   }
 
   private downloadOverHttps(target: URL): Promise<Buffer> {

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import type { HostInfo } from '../types.js';
 import { config } from '../config.js';
 import { NotFound } from '../errors.js';
-import { dataPath } from '../keys.js';
+import { bearerHeader, dataPath } from '../keys.js';
 import { answerFailure, bodyStream, socketGet } from '../socket-get.js';
 import type { Catalog } from './catalog.js';
 import type { DataRegistry } from './registry.js';
@@ -99,7 +99,7 @@ export class DataMover {
    * gigabyte, each allocated, parsed and passed along, cost the reader more CPU than the copy.
    */
   private async open(target: string): Promise<Readable> {
-    const answer = await socketGet(new URL(target), this.ctx.token ? { authorization: `Bearer ${this.ctx.token}` } : {}, config.transferIdleMs);
+    const answer = await socketGet(new URL(target), bearerHeader(this.ctx.token), config.transferIdleMs);
     if (answer.status === 200) return bodyStream(answer, config.transferChunkBytes);
     throw await answerFailure(answer, target);
   }
