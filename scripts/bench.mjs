@@ -154,7 +154,10 @@ const downloadMbPerS = 256 / ((performance.now() - t0) / 1000);
 if (!back.equals(blob)) throw new Error('w4 download differs');
 say(`w4 ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${out.w4_node_rss_peak_mb.toFixed(0)} MB at peak`);
 client.close();
+// Stopped before Redis is (at exit): a node that loses Redis while stopping logs ECONNRESET.
+const stopped = new Promise((r) => nodeProcess.once('exit', r));
 nodeProcess.kill('SIGTERM');
+await stopped;
 
 const rounded = Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v === null ? null : Math.round(v * 1000) / 1000]));
 if (asJson) console.log(JSON.stringify(rounded));
