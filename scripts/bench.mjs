@@ -155,7 +155,7 @@ if (!back.equals(blob)) throw new Error('w4 download differs');
 say(`w4 ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${out.w4_node_rss_peak_mb.toFixed(0)} MB at peak`);
 client.close();
 // Stopped before Redis is (at exit): a node that loses Redis while stopping logs ECONNRESET.
-const stopped = new Promise((r) => nodeProcess.once('exit', r));
+const stopped = nodeProcess.exitCode !== null || nodeProcess.signalCode !== null ? Promise.resolve() : new Promise((r) => nodeProcess.once('exit', r));
 nodeProcess.kill('SIGTERM');
 await stopped;
 
