@@ -5,20 +5,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, py, RemoteData, RemoteError, NodeRequestError, dobj, dr, dp, du } from '../src/index.js';
-import { Capture, rawRequest, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
-
-/** An HTTP request whose path goes out exactly as written (fetch would resolve the dots). */
-function exactPathRequest(base: string, method: string, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(new URL(base), { method, path, headers: { 'content-type': 'application/octet-stream' } }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end(method === 'PUT' ? 'x' : undefined);
-  });
-}
+import { Capture, exactPathRequest, rawRequest, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
 
 const hostOf = py`
   import os, time
@@ -170,7 +157,7 @@ describe('remote data on three nodes', function () {
   it('refuses traversal, odd urls and duplicates, and names a missing url', async function () {
     const url = nodes[0].url;
     for (const bad of ['..%2F..%2Fetc%2Fpasswd', 'a/../../b', 'a/%2e%2e/%2e%2e/b', '%2Fabs', 'a//b', 'nul%00byte', 'a/./b', 'co:lon', 'bad%zz', 'x'.repeat(1100)]) {
-      const res = await exactPathRequest(url, 'PUT', `/api/v1/data/${bad}`);
+      const res = await exactPathRequest(url, 'PUT', `/api/v1/data/${bad}`, 'x');
       assert.equal(res.status, 400, `${bad} -> ${res.status} ${res.body}`);
       assert.ok(JSON.parse(res.body).detail);
     }

@@ -3,7 +3,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, dr, NodeRequestError, py, RemoteError } from '../src/index.js';
-import { dataPath, parseTaskId } from '../src/keys.js';
+import { parseTaskId } from '../src/keys.js';
+import { dataPath } from '../src/node-url.js';
 import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 /** The host whose claim holds a task, once one does. */

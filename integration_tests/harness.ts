@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
+import { createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -60,21 +62,35 @@ export interface TestRedis {
   stop(): Promise<void>;
 }
 
-/** A private redis-server on a unix socket in a fresh temp dir. */
-export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
+/** A port nothing listens on at this moment. */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePromise) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolvePromise(port));
+    });
+  });
+}
+
+/**
+ * A private redis-server in a fresh temp dir, on a unix socket, or on 127.0.0.1:`tcpPort`
+ * (then `url` is `redis://127.0.0.1:<port>`).
+ */
+export async function startRedis(extraArgs: string[] = [], opts: { tcpPort?: number } = {}): Promise<TestRedis> {
   const dir = mkdtempSync(join(tmpdir(), 'ks-redis-'));
   const socket = join(dir, 'redis.sock');
-  const launch = () =>
-    spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--save', '', '--dir', dir, ...extraArgs], { stdio: 'ignore', detached: true });
-  const answers = () => redisAnswers(socket);
+  const listen = opts.tcpPort ? ['--port', String(opts.tcpPort), '--bind', '127.0.0.1'] : ['--port', '0', '--unixsocket', socket];
+  const url = opts.tcpPort ? `redis://127.0.0.1:${opts.tcpPort}` : `unix://${socket}`;
+  const launch = () => spawn('redis-server', [...listen, '--save', '', '--dir', dir, ...extraArgs], { stdio: 'ignore', detached: true });
+  const answers = () => redisAnswers(url);
   let child = launch();
   await waitFor(answers, 'redis-server to answer');
   const clients: Redis[] = [];
   return {
-    url: `unix://${socket}`,
+    url,
     dir,
     client() {
-      const c = new Redis({ path: socket });
+      const c = new Redis(opts.tcpPort ? { host: '127.0.0.1', port: opts.tcpPort } : { path: socket });
       c.on('error', () => {});
       clients.push(c);
       return c;
@@ -104,14 +120,19 @@ export interface TestNode {
 }
 
 /** A real `ks start` process against `redisUrl`, on a free port. */
-export async function startNode(redisUrl: string, name: string, args: string[] = [], env: Record<string, string> = {}): Promise<TestNode> {
+export function startNode(redisUrl: string, name: string, args: string[] = [], env: Record<string, string> = {}): Promise<TestNode> {
+  return startNodeWith(name, ['--no-redis', '--redis-connection', redisUrl, '--node-port', '0', '--node-name', name, '--num-workers', '1', ...args], env);
+}
+
+/** A real `ks start --datadir <fresh dir>` process with exactly `args` besides; `name` names its datadir. */
+export async function startNodeWith(name: string, args: string[], env: Record<string, string> = {}): Promise<TestNode> {
   const datadir = mkdtempSync(join(tmpdir(), `ks-${name}-`));
   // The bin itself, as `ks start` runs: its #! line carries the node's memory settings.
-  const child = spawn(
-    cli,
-    ['start', '--no-redis', '--redis-connection', redisUrl, '--node-port', '0', '--node-name', name, '--datadir', datadir, '--num-workers', '1', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, PYTHONPATH: testPythonPath, ...env } },
-  );
+  const child = spawn(cli, ['start', '--datadir', datadir, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+    env: { ...process.env, PYTHONPATH: testPythonPath, ...env },
+  });
   let logs = '';
   child.stdout!.on('data', (c: Buffer) => (logs += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (logs += c.toString()));
@@ -149,6 +170,20 @@ export function runCli(args: string[]): Promise<{ code: number | null; stdout: s
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     child.on('exit', (code) => resolvePromise({ code, stdout, stderr }));
+  });
+}
+
+/** An HTTP request whose path goes out exactly as written (fetch would resolve dots and collapse slashes). */
+export function exactPathRequest(base: string, method: string, path: string, body?: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const headers = { accept: 'application/json', 'content-type': 'application/octet-stream' };
+    const req = httpRequest(new URL(base), { method, path, headers }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c));
+      res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
   });
 }
 

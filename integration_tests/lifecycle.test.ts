@@ -1,22 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { Client, py } from '../src/index.js';
 import { withHugePages } from '../src/worker/executor.js';
-import { Capture, repoRoot, startNode, startRedis, testPythonPath, waitFor, type TestRedis } from './harness.js';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+import { Capture, freePort, repoRoot, startNode, startRedis, testPythonPath, waitFor, type TestRedis } from './harness.js';
 
 /** Pids of the processes in a process group. */
 function groupMembers(pgid: number): number[] {

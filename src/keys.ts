@@ -52,11 +52,6 @@ export function parseTaskId(taskId: string): { batchId: string; index: number } 
   return m ? { batchId: m[1], index: Number(m[2]) } : undefined;
 }
 
-/** The HTTP path of a data url under `/api/v1/data/`, each segment percent-encoded. */
-export function dataPath(url: string): string {
-  return `/api/v1/data/${url.split('/').map(encodeURIComponent).join('/')}`;
-}
-
 /** The header that carries a node's `--token` (none without one). */
 export function bearerHeader(token: string | undefined): Record<string, string> {
   return token ? { authorization: `Bearer ${token}` } : {};

@@ -103,8 +103,8 @@ class RemoteData:
         if self.data_url:
             return self
         url = url or f"{prefix}{uuid.uuid4().hex}"
-        node = urllib.parse.urlsplit(os.environ["KS_NODE_URL"])
-        path = "/api/v1/data/" + "/".join(urllib.parse.quote(s, safe="") for s in url.split("/"))
+        node = urllib.parse.urlsplit(os.environ["KS_NODE_LOCAL_URL"])
+        path = node.path.rstrip("/") + "/api/v1/data/" + "/".join(urllib.parse.quote(s, safe="") for s in url.split("/"))
         headers = {"content-type": "application/octet-stream"}
         if os.environ.get("KS_NODE_TOKEN"):
             headers["authorization"] = f"Bearer {os.environ['KS_NODE_TOKEN']}"

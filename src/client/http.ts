@@ -10,6 +10,7 @@ import { decode, encode } from '../codec.js';
 import { answerError, NodeRequestError } from '../errors.js';
 import { answerFailure, socketGet, type SocketAnswer } from '../socket-get.js';
 import { bearerHeader } from '../keys.js';
+import { nodeRoute, normalizeNodeUrl } from '../node-url.js';
 
 const msgpackType = 'application/msgpack';
 const maxBufferBytes = constants.MAX_LENGTH;
@@ -26,20 +27,22 @@ export interface NodeHttpOptions {
 export class NodeHttp {
   private readonly agent: HttpAgent;
   private readonly base: URL;
+  /** The node's path prefix (`/ks` behind `http://proxy/ks/`), '' for most. */
+  private readonly prefix: string;
   private readonly send: typeof httpRequest;
+  /** The node's url, without trailing slashes. */
+  readonly url: string;
 
   constructor(
     url: string,
     private readonly opts: NodeHttpOptions = {},
   ) {
-    this.base = new URL(url);
+    this.url = normalizeNodeUrl(url);
+    this.base = new URL(this.url);
+    this.prefix = this.base.pathname.replace(/\/+$/, '');
     const https = this.base.protocol === 'https:';
     this.agent = https ? new HttpsAgent({ keepAlive: true, maxSockets: 64 }) : new HttpAgent({ keepAlive: true, maxSockets: 64 });
     this.send = https ? httpsRequest : httpRequest;
-  }
-
-  get url(): string {
-    return this.base.origin;
   }
 
   /** How long a request may go without an answer, or a download without a byte. */
@@ -47,7 +50,7 @@ export class NodeHttp {
     return this.opts.timeoutMs ?? config.clientRequestTimeoutMs;
   }
 
-  /** Sends `body` as msgpack and decodes the msgpack answer; a non-2xx answer rejects. */
+  /** Sends `body` as msgpack to `path` (`/api/v1/...`) and decodes the msgpack answer; a non-2xx answer rejects. */
   request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
     const payload = body === undefined ? undefined : encode(body);
     const headers: Record<string, string | number> = { accept: msgpackType };
@@ -56,11 +59,11 @@ export class NodeHttp {
       headers['content-length'] = payload.length;
     }
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
-    const target = `${this.base.origin}${path}`;
+    const target = nodeRoute(this.url, path);
     return new Promise<T>((resolve, reject) => {
       const req = this.send(
         this.base,
-        { method, path, headers, agent: this.agent, timeout: this.timeoutMs, signal },
+        { method, path: `${this.prefix}${path}`, headers, agent: this.agent, timeout: this.timeoutMs, signal },
         (res) => void readAnswer<T>(res, target).then(resolve, reject),
       );
       req.on('timeout', () => req.destroy(new Error(`no answer from ${target} within ${this.timeoutMs} ms`)));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import got from 'got';
 import { decode, encode, registerRemoteDataClass } from '../codec.js';
 import { answerError, NodeRequestError } from '../errors.js';
-import { dataPath } from '../keys.js';
+import { dataRoute, sameNode } from '../node-url.js';
 import type { DataFormat, HostInfo } from '../types.js';
 import type { Client } from './client.js';
 
@@ -98,7 +98,7 @@ export class RemoteData {
     if (this.dataUrl) return this;
     const url = opts.url ?? `${opts.prefix ?? ''}${randomBytes(16).toString('hex')}`;
     const base = opts.host ? await this.client.hostUrl(opts.host) : this.client.url;
-    const target = `${base}${dataPath(url)}?fmt=${this.fmt}`;
+    const target = dataRoute(base, url, `?fmt=${this.fmt}`);
     const headers: Record<string, string> = { ...this.client.http.authHeader(), 'content-type': 'application/octet-stream' };
     if (this.path) headers['content-length'] = String((await stat(this.path)).size);
     // A file streams from disk; never the whole of it in memory.
@@ -146,7 +146,7 @@ export class RemoteData {
     const missing = hosts.filter((h) => !h.readOnly && !info.holders.includes(h.name));
     await Promise.all(
       missing.map(async (host) => {
-        const target = `${host.url}${dataPath(this.dataUrl!)}/replicate`;
+        const target = dataRoute(host.url, this.dataUrl!, '/replicate');
         const res = await got.post(target, { headers: this.client.http.authHeader(), retry: { limit: 0 }, throwHttpErrors: false });
         if (res.statusCode !== 200) throw answerError(res.statusCode, res.body, target);
       }),
@@ -159,7 +159,7 @@ export class RemoteData {
     const { info, hosts } = await this.infoAndHosts();
     const urls = new Map(hosts.map((h) => [h.name, h.url]));
     for (const holder of info.holders) {
-      const target = `${urls.get(holder)}${dataPath(this.dataUrl!)}`;
+      const target = dataRoute(urls.get(holder)!, this.dataUrl!);
       const res = await got.delete(target, { headers: this.client.http.authHeader(), retry: { limit: 0 }, throwHttpErrors: false });
       if (res.statusCode !== 200 && res.statusCode !== 404) throw answerError(res.statusCode, res.body, target);
     }
@@ -192,10 +192,10 @@ export class RemoteData {
   /** Where to download from: the contacted node if it holds the data, else a live holder. */
   private async holderUrl(): Promise<string> {
     const { info, hosts } = await this.infoAndHosts();
-    const contacted = hosts.find((h) => h.url === this.client.url && info.holders.includes(h.name));
+    const contacted = hosts.find((h) => sameNode(h.url, this.client.url) && info.holders.includes(h.name));
     const holder = contacted ?? hosts.find((h) => info.holders.includes(h.name));
     if (!holder) throw new NodeRequestError(404, 'not_found', `data ${this.dataUrl} is held by no live host`, this.client.url);
-    return `${holder.url}${dataPath(this.dataUrl!)}`;
+    return dataRoute(holder.url, this.dataUrl!);
   }
 }
 

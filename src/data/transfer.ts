@@ -3,7 +3,8 @@ import type { Readable } from 'node:stream';
 import type { HostInfo } from '../types.js';
 import { config } from '../config.js';
 import { NotFound } from '../errors.js';
-import { bearerHeader, dataPath } from '../keys.js';
+import { bearerHeader } from '../keys.js';
+import { dataRoute } from '../node-url.js';
 import { answerFailure, bodyStream, socketGet } from '../socket-get.js';
 import type { Catalog } from './catalog.js';
 import type { DataRegistry } from './registry.js';
@@ -82,7 +83,7 @@ export class DataMover {
       const holder = candidates[(start + k) % candidates.length];
       let source: Readable | undefined;
       try {
-        source = await this.open(`${urls.get(holder)}${dataPath(url)}`);
+        source = await this.open(dataRoute(urls.get(holder)!, url));
         return await store(source);
       } catch (error) {
         source?.destroy();

@@ -6,7 +6,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { config } from '../config.js';
 import { Keys } from '../keys.js';
 import { KsNode, version, type NodeOptions } from './node.js';
-import { connectRedis } from './redis.js';
+import { connectRedis, whyRedisIsSilent } from './redis.js';
+import { redisConnectionForms } from './redis-connection.js';
 import { readHosts } from './registry.js';
 
 // The malloc setting is read at start; the interpreters and redis-server this node starts keep their own.
@@ -39,9 +40,9 @@ program
   .requiredOption('--datadir <dir>', 'where this node keeps data and its own Redis files')
   .option('--num-workers <n>', 'warm Python interpreters', integer(1), 2)
   .option('--no-redis', 'never start a redis-server, even when none answers')
-  .option('--redis-connection <url>', 'redis://host:port/db or unix:///path.sock', config.redisUrl)
-  .option('--node-url <url>', 'the url other nodes and clients reach this node at')
-  .option('--node-port <port>', 'port to listen on (0 picks a free one)', integer(0), config.nodePort)
+  .option('--redis-connection <url>', redisConnectionForms, config.redisUrl)
+  .option('--node-url <url>', 'the url other nodes and clients reach this node at; its port is the one listened on')
+  .option('--node-port <port>', `port to listen on when it differs from --node-url's (0 picks a free one; default ${config.nodePort} without --node-url)`, integer(0))
   .option('--node-name <name>', 'host name in the cluster (default: machine name and port)')
   .option('--host <addr>', 'address to bind', config.bindHost)
   .option('--token <token>', 'bearer token every route but /health requires')
@@ -111,9 +112,11 @@ program
 program
   .command('status')
   .description('print live hosts, their workers and queues')
-  .option('--redis-connection <url>', 'redis://host:port/db or unix:///path.sock', config.redisUrl)
+  .option('--redis-connection <url>', redisConnectionForms, config.redisUrl)
   .addOption(new Option('--key-prefix <prefix>', 'prefix of Redis keys').default(config.keyPrefix).hideHelp())
   .action(async (flags) => {
+    const silent = await whyRedisIsSilent(flags.redisConnection);
+    if (silent) return fail(`no Redis answers at ${flags.redisConnection}: ${silent}`);
     const redis = connectRedis(flags.redisConnection, { maxRetriesPerRequest: 1, retryStrategy: () => null });
     redis.on('error', () => {});
     try {
@@ -126,11 +129,21 @@ program
       const dead = hosts.length - live.length;
       if (dead) console.log(`(${dead} registered host${dead > 1 ? 's' : ''} without a heartbeat)`);
     } catch (error) {
-      console.error(`kitchensink: cannot read ${flags.redisConnection}: ${(error as Error).message}`);
+      fail(`cannot read ${flags.redisConnection}: ${(error as Error).message}`);
       process.exitCode = 1;
     } finally {
       redis.disconnect();
     }
   });
 
-await program.parseAsync();
+/** Ends a command on a user error: one line on stderr, a non-zero exit, no stack trace. */
+function fail(message: string): void {
+  process.stderr.write(`kitchensink: ${message}\n`);
+  process.exitCode = 1;
+}
+
+try {
+  await program.parseAsync();
+} catch (error) {
+  fail((error as Error).message);
+}

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { config, defaultQueue } from '../config.js';
 import { Keys, queueName, namePattern } from '../keys.js';
+import { normalizeNodeUrl, parseNodeUrl, portOf } from '../node-url.js';
 import type { HostInfo } from '../types.js';
 import { CallWorker } from '../worker/call-worker.js';
 import { ClaimLock } from '../worker/claim.js';
@@ -20,7 +21,8 @@ import { DataMover } from '../data/transfer.js';
 import { answerStarting, createApp, fastCallRoutes, type AppContext } from './app.js';
 import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
-import { connectRedis, redisAnswers, redisOptions, startRedisServer } from './redis.js';
+import { connectRedis, startRedisServer, whyRedisIsSilent } from './redis.js';
+import { redisOptions } from './redis-connection.js';
 import { HostRegistry } from './registry.js';
 import { QueueCache } from './queues.js';
 import { IdleCollector } from './idle-gc.js';
@@ -36,9 +38,10 @@ export interface NodeOptions {
   /** Do not start a Redis when none answers. */
   noRedis: boolean;
   redisConnection: string;
+  /** The url clients and other nodes reach this node at; its port is the one listened on unless `nodePort` is given. */
   nodeUrl?: string;
-  /** 0 picks a free port. */
-  nodePort: number;
+  /** Port to listen on. 0 picks a free one. Default: the port of `nodeUrl`, else 6323. */
+  nodePort?: number;
   nodeName?: string;
   /** Address to bind. */
   host: string;
@@ -90,9 +93,13 @@ export class KsNode {
     }
     if (o.nodeName && !namePattern.test(o.nodeName)) throw new Error(`--node-name must be letters, digits, '.', '_' or '-'`);
     for (const queue of o.queues) if (!namePattern.test(queue)) throw new Error(`--queue ${queue}: letters, digits, '.', '_' or '-' only`);
+    // A malformed --redis-connection or --node-url fails here, before anything starts.
+    redisOptions(o.redisConnection);
+    const advertised = o.nodeUrl === undefined ? undefined : parseNodeUrl(o.nodeUrl);
     mkdirSync(o.datadir, { recursive: true });
-    redisOptions(o.redisConnection); // a malformed --redis-connection fails here, before anything starts
-    if (!o.noRedis && !(await redisAnswers(o.redisConnection))) {
+    const silent = await whyRedisIsSilent(o.redisConnection);
+    if (silent && o.noRedis) throw new Error(`no Redis answers at ${o.redisConnection} (${silent}), and --no-redis says not to start one`);
+    if (silent) {
       log(`no Redis answers at ${o.redisConnection}: starting redis-server`);
       this.redisServer = await startRedisServer(o.redisConnection, join(o.datadir, '.redis'));
     }
@@ -109,14 +116,16 @@ export class KsNode {
     await redis.ping();
     await this.warnOnEviction(redis);
 
-    this.server = await this.listen();
+    this.server = await this.listen(o.nodePort ?? (advertised ? portOf(advertised) : config.nodePort));
     const port = (this.server.address() as { port: number }).port;
     this.name = o.nodeName ?? `${hostname()}-${port}`;
-    this.url = o.nodeUrl ?? `http://${loopbackOrHost(o.host)}:${port}`;
+    this.url = advertisedUrl(advertised, o.host, port);
 
     const env: Record<string, string> = { KS_NODE_NAME: this.name, KS_NODE_URL: this.url, KS_DATADIR: resolve(o.datadir) };
+    // Python saves RemoteData straight to the port this node listens on, not through a proxy
+    // that --node-url may name; the data route needs the token.
+    env.KS_NODE_LOCAL_URL = `http://${connectableAddress(o.host)}:${port}`;
     if (o.noCode) env.KS_NO_CODE = '1';
-    // Python saves RemoteData through its own node's data route, which needs the token.
     if (o.token) env.KS_NODE_TOKEN = o.token;
     this.pool = new ExecutorPool({
       python: o.python,
@@ -264,7 +273,7 @@ export class KsNode {
    * Binds first, so the node can name itself after its port; until routes attach in `serve`,
    * every request gets a 503 that says the node is starting.
    */
-  private listen(): Promise<Server> {
+  private listen(port: number): Promise<Server> {
     const server = createServer(answerStarting);
     server.keepAliveTimeout = 65_000;
     server.headersTimeout = 66_000;
@@ -272,8 +281,10 @@ export class KsNode {
     server.requestTimeout = 0;
     return new Promise((resolvePromise, reject) => {
       server.once('listening', () => resolvePromise(server));
-      server.once('error', reject);
-      server.listen(this.opts.nodePort, this.opts.host);
+      server.once('error', (error: NodeJS.ErrnoException) =>
+        reject(new Error(`cannot listen on ${this.opts.host}:${port}${this.opts.nodePort === undefined && this.opts.nodeUrl ? ' (the port of --node-url; --node-port sets another)' : ''}: ${error.code ?? error.message}`)),
+      );
+      server.listen(port, this.opts.host);
     });
   }
 
@@ -310,6 +321,8 @@ export class KsNode {
     server.removeListener('request', answerStarting);
     server.on('request', (req, res) => {
       idle.touch();
+      // `http://host:port/` + `/api/v1/...`, as users glue them in curl, is the same route.
+      if (req.url?.startsWith('//')) req.url = req.url.replace(/^\/+/, '/');
       if (fastRoutes(req, res)) return;
       if (req.method === 'PUT' && Number(req.headers['content-length']) >= config.bigUploadBytes) idle.makeRoom();
       void handle(req, res);
@@ -341,7 +354,29 @@ export class KsNode {
   }
 }
 
+/**
+ * The url this node registers: `--node-url` as given (a proxy in front may listen elsewhere),
+ * with the real port when it asked for port 0; without one, built from the bound address.
+ */
+function advertisedUrl(nodeUrl: URL | undefined, host: string, port: number): string {
+  if (!nodeUrl) return `http://${loopbackOrHost(host)}:${port}`;
+  const url = new URL(nodeUrl);
+  if (url.port === '0') url.port = String(port);
+  return normalizeNodeUrl(url.href);
+}
+
+/** An address this machine can connect to for a server bound to `host`. */
+function connectableAddress(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  return bracketed(host === '::' ? '::1' : host);
+}
+
 function loopbackOrHost(host: string): string {
   if (host === '0.0.0.0' || host === '::') return hostname();
+  return bracketed(host);
+}
+
+/** An IPv6 literal goes in brackets in a url. */
+function bracketed(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }

@@ -2,24 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
-
-/**
- * ioredis options for `--redis-connection`: `redis://host:port/db`, `unix:///path/to.sock`
- * or a bare socket path.
- */
-export function redisOptions(connection: string): RedisOptions {
-  if (connection.startsWith('/')) return { path: connection };
-  const url = new URL(connection);
-  if (url.protocol === 'unix:') return { path: url.pathname };
-  if (url.protocol !== 'redis:') throw new Error(`--redis-connection must be redis://host:port or unix:///path, not ${connection}`);
-  return {
-    host: url.hostname || '127.0.0.1',
-    port: url.port ? Number(url.port) : 6379,
-    db: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0,
-    password: url.password ? decodeURIComponent(url.password) : undefined,
-    username: url.username ? decodeURIComponent(url.username) : undefined,
-  };
-}
+import { redisOptions } from './redis-connection.js';
 
 /** A command connection: queues commands while reconnecting, so a Redis restart is survived. */
 export function connectRedis(connection: string, extra: RedisOptions = {}): Redis {
@@ -34,19 +17,28 @@ export function connectRedis(connection: string, extra: RedisOptions = {}): Redi
 
 /** True when a Redis answers PING at `connection` within a short time. */
 export async function redisAnswers(connection: string): Promise<boolean> {
+  return (await whyRedisIsSilent(connection)) === undefined;
+}
+
+/** Why no Redis answers PING at `connection` within a short time (`ECONNREFUSED`...), or undefined when one does. */
+export async function whyRedisIsSilent(connection: string): Promise<string | undefined> {
   const probe = new Redis({
     ...redisOptions(connection),
     lazyConnect: true,
     connectTimeout: 500,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
+    // ioredis otherwise keeps a 2 s timer for a socket that never connected, and a `ks` command waits for it.
+    disconnectTimeout: 0,
   });
-  probe.on('error', () => {});
+  let lastError: Error | undefined;
+  probe.on('error', (error: Error) => (lastError = error));
   try {
     await probe.connect();
-    return (await probe.ping()) === 'PONG';
-  } catch {
-    return false;
+    const pong = await probe.ping();
+    return pong === 'PONG' ? undefined : `it answered PING with ${pong}`;
+  } catch (error) {
+    return (lastError ?? (error as Error)).message;
   } finally {
     probe.disconnect();
   }
