@@ -2,6 +2,9 @@ import type { FailureInfo, FailureKind } from './types.js';
 
 /** An error a node answers with: its HTTP status and a `{error, detail}` body. */
 export class HttpError extends Error {
+  /** Headers the answer carries besides its body (`Retry-After`). */
+  headers: Record<string, string> = {};
+
   constructor(
     readonly status: number,
     readonly code: string,
@@ -57,6 +60,14 @@ export class UnsupportedMediaType extends HttpError {
 export class RangeNotSatisfiable extends HttpError {
   constructor(message: string) {
     super(416, 'range_not_satisfiable', message);
+  }
+}
+
+export class TooManyRequests extends HttpError {
+  /** `retryAfterS`: seconds the client should wait before trying again. */
+  constructor(message: string, retryAfterS = 1) {
+    super(429, 'too_many_requests', message);
+    this.headers = { 'retry-after': String(retryAfterS) };
   }
 }
 

@@ -25,6 +25,10 @@ export class Keys {
   batchMeta(batchId: string): string {
     return `${this.prefix}:batch:${batchId}:meta`;
   }
+  /** Host name → JSON of the jobs it loaded (`JobDescription[]`). */
+  get jobs(): string {
+    return `${this.prefix}:jobs`;
+  }
   get cancelChannel(): string {
     return `${this.prefix}:cancel`;
   }
@@ -34,6 +38,11 @@ export class Keys {
   dataHosts(url: string): string {
     return `${this.prefix}:data:${url}:hosts`;
   }
+}
+
+/** The queue of a job: served by every node that loaded it; nodes without it forward there. */
+export function jobQueue(job: string): string {
+  return `job.${job}`;
 }
 
 /** The BullMQ queue a call goes to: `queue` anywhere, or `queue` on one host. */

@@ -1,5 +1,19 @@
-/** A Python function: `'pkg.module:func'`, or source text and the name of the function in it. */
-export type FnSpec = string | { src: string; name?: string };
+/**
+ * A Python function: `'pkg.module:func'`, source text and the name of the function in it, or
+ * a job's endpoint (`/perform` unless `endpoint` names an auxiliary one).
+ */
+export type FnSpec = string | { src: string; name?: string } | JobSpec;
+
+/** A job (`ks start --entrypoint NAME=TARGET`) as a function: its `/perform`, or `endpoint`. */
+export interface JobSpec {
+  job: string;
+  endpoint?: string;
+}
+
+/** True when `fn` names a job's endpoint. */
+export function isJobSpec(fn: FnSpec): fn is JobSpec {
+  return typeof fn === 'object' && fn !== null && typeof (fn as JobSpec).job === 'string';
+}
 
 /** Per-call options (DESIGN "Call options"). */
 export interface CallOptions {
@@ -99,7 +113,51 @@ export interface HostInfo {
   readOnly: boolean;
   version: string;
   startedAt: number;
+  /** Names of the jobs it loaded (their descriptions are in `ks:jobs`). */
+  jobs?: string[];
   /** When its heartbeat last wrote this entry. */
   beatAt?: number;
   alive?: boolean;
+}
+
+/** One parameter of a job's endpoint, as the interpreter reads it from the signature. */
+export interface JobParameter {
+  name: string;
+  /** The Python annotation as written (`int`, `List[float]`), '' without one. */
+  type: string;
+  /** The annotation as JSON Schema; `{}` accepts anything. */
+  schema: Record<string, unknown>;
+  required: boolean;
+  default?: unknown;
+  /** A default JSON cannot carry, as Python's repr. */
+  defaultRepr?: string;
+  /** Its `:param name:` text in the docstring. */
+  doc?: string;
+}
+
+/** `/perform` or an auxiliary endpoint of a job. */
+export interface JobEndpoint {
+  path: string;
+  summary: string;
+  description: string;
+  parameters: JobParameter[];
+  /** The function takes `**kwargs`: names beyond `parameters` are passed on. */
+  extraParameters: boolean;
+  returns: { type: string; schema: Record<string, unknown>; doc: string };
+  example?: unknown;
+}
+
+/** A job as its interpreter describes it when it has loaded it (the catalogue's entry). */
+export interface JobDescription {
+  name: string;
+  target: string;
+  /** Its working directory: the entrypoint file's folder. */
+  folder: string;
+  summary: string;
+  description: string;
+  endpoints: JobEndpoint[];
+  /** Files it serves: the path under the job, the absolute file or folder, its mimetype. */
+  statics: { path: string; file: string; mimetype: string }[];
+  /** It has a `metrics()` method. */
+  metrics: boolean;
 }

@@ -4,10 +4,10 @@ Frames (4-byte big-endian length + msgpack) arrive on fd 3 and leave on fd 4, so
 user's fds 1 and 2 stay theirs: the node reads them as pipes and attributes whatever
 is written there (print, os.write, C extensions, subprocesses) to the running call.
 
-  node -> executor: ["call", seq, fn, payload, data]   fn: "mod:func" or [source, name],
-                    data: {url: [local path, fmt]} of the call's RemoteData arguments
+  node -> executor: ["call", seq, fn, payload, data]   fn: "mod:func", [source, name] or
+                    {job, endpoint}; data: {url: [local path, fmt]} of the call's RemoteData arguments
                     ["exit"]
-  executor -> node: ["ready", pid] | ["fatal", message]
+  executor -> node: ["ready", pid, {job name: description}] | ["fatal", message]
                     ["result", seq, packed value, marked]
                     ["error", seq, {kind, pythonType, message, traceback}, marked]
 
@@ -21,6 +21,7 @@ import ast
 import fcntl
 import hashlib
 import importlib
+import json
 import linecache
 import os
 import signal
@@ -31,7 +32,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, Tuple
 
-from . import remote_data, wire
+from . import jobs, remote_data, wire
 
 SENTINEL = b"\x00\x1eKS-END\x1e\x00"
 IN_FD = 3
@@ -115,6 +116,12 @@ def _source_function(source: str, name: str) -> Callable[..., Any]:
 def _resolve(fn: Any) -> Callable[..., Any]:
     if isinstance(fn, str):
         return _module_function(fn)
+    if isinstance(fn, dict):
+        func, folder = jobs.endpoint(fn["job"], fn["endpoint"])
+        # A job's relative paths resolve against its own folder, as under Racetrack.
+        if os.getcwd() != folder:
+            os.chdir(folder)
+        return func
     source, name = fn
     return _source_function(source, name or "")
 
@@ -187,7 +194,15 @@ def main() -> None:
         except BaseException as error:  # noqa: BLE001
             _send(["fatal", f"cannot import --module {module}: {type(error).__name__}: {error}"])
             sys.exit(3)
-    _send(["ready", os.getpid()])
+    entrypoints = json.loads(os.environ.get("KS_ENTRYPOINTS") or "{}")
+    described = {}
+    for name, target in entrypoints.items():
+        try:
+            described[name] = jobs.add(name, target)
+        except BaseException as error:  # noqa: BLE001 - the job's own error, whatever it is
+            _send(["fatal", f"job {name} ({target}): {type(error).__name__}: {error}"])
+            sys.exit(3)
+    _send(["ready", os.getpid(), described])
     while True:
         try:
             (length,) = struct.unpack(">I", _read_exact(4))

@@ -144,6 +144,16 @@ export class Client {
     return value as T;
   }
 
+  /**
+   * Calls a job's `/perform` (or `opts.endpoint`) with keyword arguments, on a node that loaded
+   * it (`ks start --entrypoint NAME=...`); resolves to its result. Values cross as msgpack, as
+   * in `call()`, and the job's output prints as it arrives.
+   */
+  perform<T = unknown>(name: string, kwargs: Record<string, unknown> = {}, opts: CallOptions & { endpoint?: string } = {}): Promise<T> {
+    const { endpoint, ...callOpts } = opts;
+    return this.call<T>(endpoint ? { job: name, endpoint } : { job: name }, [], kwargs, callOpts);
+  }
+
   /** Runs `fn` once per argument list, in one batch; resolves to the results in order. */
   async map<T = unknown>(fn: FnSpec, argsList: unknown[][], opts: CallOptions = {}): Promise<T[]> {
     if (!argsList.length) return [];

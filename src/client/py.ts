@@ -1,4 +1,4 @@
-import type { FnSpec } from '../types.js';
+import { isJobSpec, type FnSpec } from '../types.js';
 
 /** Source-text Python function: `{ src, name? }`; the executor calls `name` or the last def. */
 export interface PySource {
@@ -27,12 +27,13 @@ export function py(strings: TemplateStringsArray, ...values: unknown[]): PySourc
 /** Python source and, optionally, the name of the function in it to call. */
 py.fn = (source: string, name?: string): PySource => ({ src: dedent(source), name });
 
-/** Checks a function given by the user: `'module:function'` or py source. */
+/** Checks a function given by the user: `'module:function'`, py source or `{job, endpoint?}`. */
 export function toFnSpec(fn: FnSpec): FnSpec {
   if (typeof fn === 'string') {
     if (!fn.includes(':')) throw new TypeError(`function '${fn}' must be 'package.module:function' or py\`...\` source`);
     return fn;
   }
-  if (!fn || typeof fn.src !== 'string') throw new TypeError('function must be a string or py`...` source');
+  if (fn && isJobSpec(fn)) return fn.endpoint ? { job: fn.job, endpoint: fn.endpoint } : { job: fn.job };
+  if (!fn || typeof fn.src !== 'string') throw new TypeError('function must be a string, py`...` source or {job, endpoint?}');
   return fn.name ? { src: fn.src, name: fn.name } : { src: fn.src };
 }

@@ -4,17 +4,21 @@ import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { BadRequest, HttpError, Unauthorized, Forbidden } from '../errors.js';
 import { decode, encode } from '../codec.js';
-import type { HostInfo, WireCall, WireEvent } from '../types.js';
+import { isJobSpec, type HostInfo, type WireCall, type WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
 import { StopSwitch } from '../worker/executor.js';
 import type { DataService } from '../data/service.js';
 import type { CallService } from './calls.js';
 import { answersMsgpack, decodeBody, isMsgpack, msgpackType, readBody, reply } from './http-body.js';
 import * as v from './validate.js';
+import type { JobCatalog } from '../jobs/catalog.js';
+import { jobRoutes } from '../jobs/routes.js';
+import type { JobService } from '../jobs/service.js';
 
 /** What the routes need from the node: one function per piece of work. */
 export interface AppContext {
   calls: CallService;
+  jobs: { catalog: JobCatalog; service: JobService };
   data: DataService;
   runDirect(call: WireCall, stop: StopSwitch): Promise<DirectCallResult>;
   liveHosts(): Promise<HostInfo[]>;
@@ -35,11 +39,11 @@ function sameToken(given: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-/** A thrown error as `[status, {error, detail}]`; never leaks a stack. */
-function errorAnswer(error: unknown, where: string): [number, { error: string; detail: string }] {
-  if (error instanceof HttpError) return [error.status, { error: error.code, detail: error.message }];
+/** A thrown error as `[status, {error, detail}, headers]`; never leaks a stack. */
+function errorAnswer(error: unknown, where: string): [number, { error: string; detail: string }, Record<string, string>] {
+  if (error instanceof HttpError) return [error.status, { error: error.code, detail: error.message }, error.headers];
   console.error(`kitchensink: ${where} failed:`, error);
-  return [500, { error: 'internal', detail: (error as Error).message ?? String(error) }];
+  return [500, { error: 'internal', detail: (error as Error).message ?? String(error) }, {}];
 }
 
 /** The token of an `Authorization: Bearer <token>` header; '' without one. */
@@ -52,7 +56,8 @@ async function errors(ctx: Context, next: Next): Promise<void> {
   try {
     await next();
   } catch (error) {
-    const [status, body] = errorAnswer(error, `${ctx.method} ${ctx.path}`);
+    const [status, body, headers] = errorAnswer(error, `${ctx.method} ${ctx.path}`);
+    ctx.set(headers);
     reply(ctx, body, status);
   }
 }
@@ -89,7 +94,7 @@ function clientGone(res: ServerResponse): StopSwitch {
 /** Refuses source-text functions on a `--no-code` node. */
 function refuseCode(noCode: boolean, calls: WireCall[]): void {
   if (!noCode) return;
-  const k = calls.findIndex((c) => typeof c.fn !== 'string');
+  const k = calls.findIndex((c) => typeof c.fn !== 'string' && !isJobSpec(c.fn));
   if (k >= 0) throw new Forbidden(`calls[${k}]: this node runs registered module functions only (--no-code)`);
 }
 
@@ -147,13 +152,14 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
       void (async () => {
         let status = 200;
         let body: Buffer;
+        let headers: Record<string, string> = {};
         try {
           body = encode(await route(decodeBody(Buffer.concat(chunks)), false, res));
         } catch (error) {
-          const [failed, answer] = errorAnswer(error, `POST ${req.url}`);
-          [status, body] = [failed, encode(answer)];
+          const [failed, answer, errorHeaders] = errorAnswer(error, `POST ${req.url}`);
+          [status, body, headers] = [failed, encode(answer), errorHeaders];
         }
-        res.writeHead(status, { 'content-type': msgpackType, 'content-length': body.length });
+        res.writeHead(status, { ...headers, 'content-type': msgpackType, 'content-length': body.length });
         res.end(body);
       })();
     });
@@ -270,6 +276,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
     });
   }
   koa.use(dataRoutes(app.data));
+  koa.use(jobRoutes({ ...app.jobs, body, clientGone: (ctx) => clientGone(ctx.res), caller: () => undefined }));
   koa.use(router.routes());
   koa.use(router.allowedMethods({ throw: false }));
   koa.use(async (ctx) => {

@@ -3,8 +3,8 @@ import { FlowProducer, type FlowJob } from 'bullmq';
 import { defaultQueue } from '../config.js';
 import { encode } from '../codec.js';
 import { BadRequest, NotFound } from '../errors.js';
-import { newBatchId, queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
-import { terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
+import { jobQueue, newBatchId, queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
+import { isJobSpec, terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
 import type { Redis } from 'ioredis';
 import type { ClaimLock } from '../worker/claim.js';
 import type { Lease } from '../worker/pool.js';
@@ -260,7 +260,8 @@ export class CallService {
 
   /** The queues a call goes to, in rank order; refuses hosts and queues nobody serves. */
   private async targetQueues(call: WireCall, hosts: HostInfo[], index: number): Promise<string[]> {
-    const base = call.opts?.queue ?? defaultQueue;
+    // A job's calls go to the nodes that loaded it, unless the caller names a queue.
+    const base = call.opts?.queue ?? (isJobSpec(call.fn) ? jobQueue(call.fn.job) : defaultQueue);
     const serves = (host: HostInfo) => host.queues.includes(base);
     const where = `call ${index}`;
     if (call.opts?.host) {
@@ -271,7 +272,7 @@ export class CallService {
       return [queueName(base, host.name)];
     }
     if (!hosts.some(serves) && !(await this.ctx.liveHosts(true)).some(serves)) {
-      throw new BadRequest(`${where}: no live host serves queue ${JSON.stringify(base)}`);
+      throw new BadRequest(isJobSpec(call.fn) && !call.opts?.queue ? `${where}: no live node loaded job ${JSON.stringify(call.fn.job)}` : `${where}: no live host serves queue ${JSON.stringify(base)}`);
     }
     const live = new Set(hosts.filter(serves).map((h) => h.name));
     const ranked = (call.route ?? []).filter((name) => live.has(name));

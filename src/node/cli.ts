@@ -4,7 +4,8 @@
 // one per thread that allocates: md5 thread, libuv pool). It costs a few % of calls/s.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { config } from '../config.js';
-import { Keys } from '../keys.js';
+import { resolve } from 'node:path';
+import { Keys, namePattern } from '../keys.js';
 import { KsNode, version, type NodeOptions } from './node.js';
 import { connectRedis, whyRedisIsSilent } from './redis.js';
 import { redisConnectionForms } from './redis-connection.js';
@@ -31,6 +32,23 @@ function positive(value: string): number {
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+/**
+ * `--entrypoint NAME=TARGET` flags as name → target; a file's path is made absolute here, so
+ * the interpreters find it whatever their working directory.
+ */
+function entrypoints(flags: string[]): Record<string, string> {
+  const jobs: Record<string, string> = {};
+  for (const flag of flags) {
+    const [, name, target] = /^([^=]*)=(.*)$/.exec(flag) ?? [];
+    if (!name || !target) throw new InvalidArgumentError(`--entrypoint ${flag}: give NAME=file.py[:Class] or NAME=pkg.module:Class`);
+    if (!namePattern.test(name)) throw new InvalidArgumentError(`--entrypoint ${flag}: a job name is letters, digits, '.', '_' or '-'`);
+    if (name in jobs) throw new InvalidArgumentError(`--entrypoint ${name} is given twice`);
+    const file = /^(.*\.py)(:.*)?$/.exec(target);
+    jobs[name] = file ? `${resolve(file[1])}${file[2] ?? ''}` : target;
+  }
+  return jobs;
+}
 
 const program = new Command('ks').description('kitchensink: warm Python on a Redis-backed cluster').version(version);
 
@@ -59,6 +77,9 @@ program
   .option('--max-memory <mb>', 'restart an interpreter whose RSS passes this after a call', positive)
   .option('--min-free-disk <bytes>', 'refuse new data below this much free disk', integer(0), 1_000_000_000)
   .option('--insecure', 'allow binding a non-loopback address without --token', false)
+  .option('--entrypoint <name=target>', 'serve a job: NAME=file.py[:Class], NAME=pkg.module:Class or NAME=pkg.module:function (repeatable)', collect, [])
+  .option('--max-concurrency <n>', 'direct calls and performs running at once on this node (default: no limit)', integer(1))
+  .option('--max-concurrency-queue <n>', 'direct calls and performs that may wait for --max-concurrency; the rest get 429', integer(0), 0)
   .addOption(new Option('--key-prefix <prefix>', 'prefix of Redis keys').default(config.keyPrefix).hideHelp())
   .action(async (flags) => {
     const options: NodeOptions = {
@@ -85,6 +106,9 @@ program
       minFreeDiskBytes: flags.minFreeDisk,
       insecure: flags.insecure,
       keyPrefix: flags.keyPrefix,
+      entrypoints: entrypoints(flags.entrypoint),
+      maxConcurrency: flags.maxConcurrency,
+      maxConcurrencyQueue: flags.maxConcurrencyQueue,
     };
     const node = new KsNode(options);
     let signals = 0;

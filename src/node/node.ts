@@ -7,13 +7,17 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { config, defaultQueue } from '../config.js';
-import { Keys, queueName, namePattern } from '../keys.js';
+import { Keys, jobQueue, queueName, namePattern } from '../keys.js';
 import { normalizeNodeUrl, parseNodeUrl, portOf } from '../node-url.js';
-import type { HostInfo } from '../types.js';
+import type { HostInfo, WireCall } from '../types.js';
 import { CallWorker } from '../worker/call-worker.js';
 import { ClaimLock } from '../worker/claim.js';
 import { runDirectCall } from '../worker/direct-call.js';
 import { ExecutorPool } from '../worker/pool.js';
+import type { StopSwitch } from '../worker/executor.js';
+import { Admission } from '../jobs/admission.js';
+import { JobCatalog } from '../jobs/catalog.js';
+import { JobService } from '../jobs/service.js';
 import { Catalog } from '../data/catalog.js';
 import { DataRegistry } from '../data/registry.js';
 import { DataService } from '../data/service.js';
@@ -60,6 +64,12 @@ export interface NodeOptions {
   minFreeDiskBytes: number;
   insecure: boolean;
   keyPrefix: string;
+  /** Jobs every interpreter loads at start: name → `file.py[:Attr]` or `pkg.module:Attr`. */
+  entrypoints: Record<string, string>;
+  /** Direct calls and performs running at once on this node; undefined: no limit. */
+  maxConcurrency?: number;
+  /** Direct calls and performs that may wait for a place; the rest get 429. */
+  maxConcurrencyQueue: number;
 }
 
 const log = (message: string) => process.stderr.write(`kitchensink: ${message}\n`);
@@ -132,6 +142,7 @@ export class KsNode {
       pythonPath: [join(packageRoot, 'python')],
       env,
       modules: o.modules,
+      entrypoints: o.entrypoints,
       size: o.numWorkers,
       maxRequests: o.maxRequests,
       maxMemoryMb: o.maxMemoryMb,
@@ -139,12 +150,15 @@ export class KsNode {
     });
     await this.pool.start();
 
-    const queues = [defaultQueue, ...o.queues.filter((q) => q !== defaultQueue)];
+    const localJobs = this.pool.jobs;
+    const jobNames = Object.keys(localJobs);
+    const queues = [defaultQueue, ...o.queues.filter((q) => q !== defaultQueue), ...jobNames.map(jobQueue)];
     const self: HostInfo = {
       name: this.name,
       url: this.url,
       workers: o.numWorkers,
       queues,
+      jobs: jobNames,
       readOnly: o.readOnly,
       version,
       startedAt: this.startedAt,
@@ -153,6 +167,7 @@ export class KsNode {
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       heartbeatTtlMs: config.heartbeatTtlMs,
       cacheMs: config.hostCacheMs,
+      jobsJson: jobNames.length ? JSON.stringify(Object.values(localJobs)) : undefined,
       onForgotten: () =>
         log('WARNING: Redis no longer knew this host: it restarted without persistence (or was flushed). Calls queued and results kept before then are lost; clients asking for those batches get a 404 that says so.'),
     });
@@ -206,7 +221,8 @@ export class KsNode {
       },
     );
     await this.worker.start();
-    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover });
+    const jobCatalog = new JobCatalog({ redis, keys, liveHosts: () => registry.liveHosts() }, localJobs, config.hostCacheMs);
+    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover, catalog: jobCatalog });
     await this.registry.register();
     this.sweeper = new DeadHostSweeper(
       { redis, claims, keys, queues: this.queues, nodeName: this.name, log },
@@ -290,15 +306,19 @@ export class KsNode {
 
   private serve(
     server: Server,
-    { calls, data, pool, registry, mover }: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover },
+    { calls, data, pool, registry, mover, catalog }: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog },
   ): void {
+    const admission = new Admission({ maxConcurrency: this.opts.maxConcurrency, maxQueue: this.opts.maxConcurrencyQueue });
+    const runHere = (call: WireCall, stop: StopSwitch) => {
+      this.directCalls += 1;
+      return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, stop);
+    };
+    const jobService = new JobService({ catalog, admission, runHere, calls, log });
     const routes: AppContext = {
       calls,
       data,
-      runDirect: (call, stop) => {
-        this.directCalls += 1;
-        return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, stop);
-      },
+      jobs: { catalog, service: jobService },
+      runDirect: (call, stop) => admission.run(() => runHere(call, stop)),
       liveHosts: () => registry.liveHosts(true),
       info: () => ({
         name: this.name,

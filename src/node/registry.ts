@@ -9,6 +9,8 @@ export interface RegistryOptions {
   cacheMs: number;
   /** Told when Redis no longer knew this host at a heartbeat: it restarted empty, or was flushed. */
   onForgotten?: () => void;
+  /** JSON of the jobs this host loaded, for `ks:jobs`: written when the host (re)registers. */
+  jobsJson?: string;
 }
 
 /** Reads every registered host and whether its heartbeat is still alive, in one round trip. */
@@ -57,7 +59,7 @@ export class HostRegistry {
 
   async deregister(): Promise<void> {
     clearInterval(this.timer);
-    await this.redis.multi().hdel(this.keys.hosts, this.self.name).del(this.keys.alive(this.self.name)).exec();
+    await this.redis.multi().hdel(this.keys.hosts, this.self.name).del(this.keys.alive(this.self.name)).hdel(this.keys.jobs, this.self.name).exec();
   }
 
   close(): void {
@@ -73,6 +75,7 @@ export class HostRegistry {
     // HSET answers 1 when the entry was new: after the first beat, Redis forgot this host.
     const created = replies?.[0]?.[1] === 1;
     if (created && this.registered) this.opts.onForgotten?.();
+    if ((created || !this.registered) && this.opts.jobsJson) await this.redis.hset(this.keys.jobs, this.self.name, this.opts.jobsJson);
     this.registered = true;
   }
 }

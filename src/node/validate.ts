@@ -31,7 +31,14 @@ function fnSpec(value: unknown, where: string): FnSpec {
     }
     return { src: value.src, name: (value.name as string | undefined) || undefined };
   }
-  throw new BadRequest(`${where}.fn must be 'package.module:function' or {src, name?}`);
+  if (isObject(value) && typeof value.job === 'string') {
+    if (!namePattern.test(value.job)) throw new BadRequest(`${where}.fn.job must be a job name of letters, digits, '.', '_' or '-'`);
+    if (value.endpoint !== undefined && value.endpoint !== null && (typeof value.endpoint !== 'string' || !/^\/[A-Za-z0-9_.\-/]{1,200}$/.test(value.endpoint))) {
+      throw new BadRequest(`${where}.fn.endpoint must be a path like /perform or /explain`);
+    }
+    return value.endpoint ? { job: value.job, endpoint: value.endpoint as string } : { job: value.job };
+  }
+  throw new BadRequest(`${where}.fn must be 'package.module:function', {src, name?} or {job, endpoint?}`);
 }
 
 function positiveNumber(value: unknown, where: string): number | undefined {

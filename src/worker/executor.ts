@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { config } from '../config.js';
 import { decode, encode } from '../codec.js';
-import type { FailureInfo, FnSpec } from '../types.js';
+import { isJobSpec, type FailureInfo, type FnSpec, type JobDescription } from '../types.js';
 
 /** Must match `SENTINEL` in python/kitchensink/executor.py. */
 export const sentinel = Buffer.from('\x00\x1eKS-END\x1e\x00', 'latin1');
@@ -56,12 +56,14 @@ export interface ExecutorOptions {
   pythonPath: string[];
   env: Record<string, string>;
   modules: string[];
+  /** Jobs to load before the interpreter takes calls: name → `file.py[:Attr]` or `pkg.module:Attr`. */
+  entrypoints?: Record<string, string>;
   killGraceMs?: number;
 }
 
 /** A call's reply; `marked`: a sentinel follows the call's output on both pipes. */
 type CallReply = ['result', number, Buffer, boolean] | ['error', number, FailureInfo, boolean];
-type Reply = CallReply | ['ready', number] | ['fatal', string];
+type Reply = CallReply | ['ready', number, Record<string, JobDescription>?] | ['fatal', string];
 
 interface InFlight {
   seq: number;
@@ -130,6 +132,8 @@ export class PythonExecutor {
   private readonly exitPromise: Promise<void>;
   /** Calls run so far, for `--max-requests`. */
   calls = 0;
+  /** The jobs this interpreter loaded, as it describes them (known once ready). */
+  jobs: Record<string, JobDescription> = {};
   readonly pid: number;
 
   constructor(private readonly opts: ExecutorOptions) {
@@ -138,6 +142,7 @@ export class PythonExecutor {
       ...opts.env,
       PYTHONPATH: [...opts.pythonPath, process.env.PYTHONPATH].filter(Boolean).join(':'),
       KS_MODULES: opts.modules.join(','),
+      KS_ENTRYPOINTS: JSON.stringify(opts.entrypoints ?? {}),
       PYTHONUNBUFFERED: '',
       GLIBC_TUNABLES: withHugePages(process.env.GLIBC_TUNABLES),
     };
@@ -215,7 +220,8 @@ export class PythonExecutor {
         inFlight.timer = setTimeout(() => this.kill('timeout'), request.timeoutMs);
       }
       request.stop?.listen(() => this.kill('cancelled'));
-      const fnWire = typeof request.fn === 'string' ? request.fn : [request.fn.src, request.fn.name ?? ''];
+      const fn = request.fn;
+      const fnWire = typeof fn === 'string' ? fn : isJobSpec(fn) ? { job: fn.job, endpoint: fn.endpoint ?? '/perform' } : [fn.src, fn.name ?? ''];
       this.writeFrame(['call', seq, fnWire, request.payload, request.data ?? {}]);
     });
   }
@@ -280,7 +286,10 @@ export class PythonExecutor {
       if (this.frameBuf.length < 4 + length) break;
       const reply = decode<Reply>(this.frameBuf.subarray(4, 4 + length));
       this.frameBuf = this.frameBuf.subarray(4 + length);
-      if (reply[0] === 'ready') onReady();
+      if (reply[0] === 'ready') {
+        this.jobs = reply[2] ?? {};
+        onReady();
+      }
       else if (reply[0] === 'fatal') onFatal(new Error(reply[1]));
       else this.onReply(reply);
     }

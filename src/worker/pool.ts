@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import type { JobDescription } from '../types.js';
 import { PythonExecutor, type ExecutorOptions, type RunOutcome, type RunRequest } from './executor.js';
 
 export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
@@ -53,6 +54,11 @@ export class ExecutorPool {
 
   get size(): number {
     return this.opts.size;
+  }
+
+  /** The jobs every interpreter loaded (`--entrypoint`), as the first describes them. */
+  get jobs(): Record<string, JobDescription> {
+    return this.executors[0]?.jobs ?? {};
   }
 
   get idle(): number {

@@ -1,0 +1,19 @@
+"""Jobs the integration tests load by module name, and entrypoints that must fail to load."""
+
+
+def multiply(x: int, y: int) -> int:
+    """Multiplies two integers."""
+    return x * y
+
+
+class TakesArgs:
+    def perform(self, *values):
+        return sum(values)
+
+
+class Broken:
+    def __init__(self):
+        raise RuntimeError("the model file is missing")
+
+    def perform(self):
+        return 1

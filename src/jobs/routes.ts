@@ -1,0 +1,96 @@
+import { createReadStream } from 'node:fs';
+import { realpath, stat } from 'node:fs/promises';
+import { extname, join, sep } from 'node:path';
+import type { Context, Next } from 'koa';
+import { BadRequest, NotFound } from '../errors.js';
+import type { JobDescription } from '../types.js';
+import type { StopSwitch } from '../worker/executor.js';
+import { reply } from '../node/http-body.js';
+import type { JobCatalog } from './catalog.js';
+import type { JobService } from './service.js';
+
+const prefix = '/api/v1/jobs';
+
+/** What the job routes need from the node. */
+export interface JobRoutesContext {
+  catalog: JobCatalog;
+  service: JobService;
+  /** The request body, JSON or msgpack, within the node's size limit. */
+  body(ctx: Context): Promise<unknown>;
+  /** Stops the request's work when its client goes away. */
+  clientGone(ctx: Context): StopSwitch;
+  /** The caller's name, from its token. */
+  caller(ctx: Context): string | undefined;
+}
+
+/** Racetrack's `/parameters`: each parameter's name, annotation, default and whether it is required. */
+function parameters(job: JobDescription) {
+  const perform = job.endpoints.find((e) => e.path === '/perform')!;
+  return perform.parameters.map((p) => ({
+    name: p.name,
+    type: p.type || null,
+    ...('default' in p ? { default: p.default } : {}),
+    required: p.required,
+  }));
+}
+
+/** `GET /api/v1/jobs[/<name>[/parameters | /<static path>]]` and `POST /api/v1/jobs/<name>/<endpoint>`. */
+export function jobRoutes(app: JobRoutesContext) {
+  return async (ctx: Context, next: Next): Promise<void> => {
+    if (ctx.path !== prefix && !ctx.path.startsWith(`${prefix}/`)) return next();
+    const [name, ...rest] = ctx.path.slice(prefix.length + 1).split('/');
+    const path = `/${rest.join('/')}`;
+    if (ctx.method === 'GET' && !name) {
+      const jobs = [...(await app.catalog.all()).values()].sort((a, b) => a.name.localeCompare(b.name));
+      return reply(ctx, { jobs: jobs.map(({ folder: _folder, ...shown }) => shown) });
+    }
+    const job = await app.catalog.find(decodeURIComponent(name));
+    if (!job) throw new NotFound(`no live node loaded a job named ${JSON.stringify(name)} (GET ${prefix} lists them)`);
+    if (ctx.method === 'POST') {
+      const body = await app.body(ctx);
+      const answer = await app.service.perform(job.name, path, body, {
+        withOutput: ctx.query.output === '1' || ctx.query.output === 'true',
+        stop: app.clientGone(ctx),
+        caller: app.caller(ctx),
+      });
+      ctx.status = answer.status;
+      ctx.type = 'application/json';
+      ctx.body = answer.json;
+      return;
+    }
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return reply(ctx, { error: 'method_not_allowed', detail: `${ctx.method} is not served on jobs` }, 405);
+    if (path === '/') return reply(ctx, (await app.catalog.all()).get(job.name) ?? job);
+    if (path === '/parameters') return reply(ctx, parameters(job));
+    await sendStatic(ctx, job, path, job.name in app.catalog.local);
+  };
+}
+
+/** A static endpoint's file, or a file below a static folder; never a path outside it. */
+async function sendStatic(ctx: Context, job: JobDescription, path: string, local: boolean): Promise<void> {
+  const entry = job.statics.find((s) => path === s.path || path.startsWith(`${s.path}/`));
+  if (!entry) throw new NotFound(`job ${job.name} has no GET ${path} (its endpoints take POST)`);
+  if (!local) throw new NotFound(`job ${job.name}'s files are served by the nodes that loaded it, not this one`);
+  let file = entry.file;
+  let type: string | undefined = entry.mimetype;
+  if (path !== entry.path) {
+    const below = decodeURIComponent(path.slice(entry.path.length + 1));
+    if (below.split('/').some((segment) => segment === '..' || segment === '.') || below.includes('\0')) throw new BadRequest(`${path} leaves the job's folder`);
+    file = join(entry.file, below);
+    type = undefined;
+  }
+  let real: string;
+  try {
+    real = await realpath(file);
+  } catch {
+    throw new NotFound(`job ${job.name} has no file at ${path}`);
+  }
+  const root = await realpath(entry.file);
+  if (real !== root && !real.startsWith(`${root}${sep}`)) throw new NotFound(`job ${job.name} has no file at ${path}`);
+  const info = await stat(real);
+  if (!info.isFile()) throw new NotFound(`${path} is a folder of job ${job.name}, not a file`);
+  // The job's own mimetype as it gave it; a file below a static folder by its extension.
+  if (type) ctx.set('content-type', type);
+  else ctx.type = extname(real) || 'application/octet-stream';
+  ctx.length = info.size;
+  ctx.body = ctx.method === 'HEAD' ? null : createReadStream(real);
+}
