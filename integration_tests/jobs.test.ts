@@ -231,3 +231,91 @@ describe('jobs: an entrypoint that cannot load stops ks start', function () {
     });
   }
 });
+
+describe('jobs: named tokens, a public path, OpenAPI and Swagger UI', function () {
+  let redis: TestRedis;
+  let node: TestNode;
+
+  before(async function () {
+    redis = await startRedis();
+    node = await startNode(redis.url, 'guardedjobs', [
+      '--entrypoint',
+      modelJob,
+      '--token',
+      'alice=alice-secret',
+      '--token',
+      'bob=bob-secret',
+      '--public',
+      '/api/v1/jobs/model/explain',
+    ]);
+  });
+  after(async function () {
+    await node?.stop();
+    await redis?.stop();
+  });
+
+  const call = (path: string, token?: string) =>
+    fetch(`${node.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify({ x: 1 }) });
+
+  it("takes every named token and logs the caller's name with the job's output", async function () {
+    assert.equal((await call('/api/v1/jobs/model/perform')).status, 401);
+    assert.equal((await call('/api/v1/jobs/model/perform', 'mallory')).status, 401);
+    assert.equal((await call('/api/v1/jobs/model/perform', 'alice-secret')).status, 200);
+    assert.equal((await call('/api/v1/jobs/model/perform', 'bob-secret')).status, 200);
+    await waitFor(() => node.logs().includes('job model (caller bob): performing 1 * 2.0'), "bob's call in the node log");
+    assert.match(node.logs(), /job model \(caller alice\): performing 1 \* 2\.0/);
+    const client = new Client(node.url, { token: 'bob-secret', output: new Capture() });
+    assert.equal((await client.perform<{ product: number }>('model', { x: 2 })).product, 40);
+    client.close();
+  });
+
+  it('opens exactly the --public path and those below it', async function () {
+    assert.equal((await call('/api/v1/jobs/model/explain')).status, 200);
+    assert.equal((await call('/api/v1/jobs/model/explainer')).status, 401);
+    assert.equal((await call('/api/v1/jobs/model/perform')).status, 401);
+    assert.equal((await fetch(`${node.url}/api/v1/jobs`)).status, 401);
+  });
+
+  it('describes every job in a valid OpenAPI 3.1 document with request schemas and examples', async function () {
+    const { Validator } = await import('@seriousme/openapi-schema-validator');
+    const res = await fetch(`${node.url}/api/v1/openapi.json`, { headers: { authorization: 'Bearer alice-secret' } });
+    const doc = await res.json();
+    const validator = new Validator();
+    assert.deepEqual(await validator.validate(doc), { valid: true });
+    assert.equal(validator.version, '3.1');
+    const perform = doc.paths['/api/v1/jobs/model/perform'].post;
+    assert.deepEqual(perform.requestBody.content['application/json'].example, { x: 3, y: 4 });
+    assert.deepEqual(perform.requestBody.content['application/json'].schema.required, ['x']);
+    assert.equal(perform.requestBody.content['application/json'].schema.properties.y.default, 2);
+    assert.ok(doc.paths['/api/v1/jobs/model/explain'].post);
+    assert.ok(doc.paths['/api/v1/jobs/model/manifest'].get);
+    assert.deepEqual(doc.security, [{ bearer: [] }]);
+  });
+
+  it('serves Swagger UI from the package, and performs a call through "Try it out" in Chromium', async function () {
+    this.timeout(60_000);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await browser.newPage();
+      const outside: string[] = [];
+      page.on('request', (request) => {
+        if (!request.url().startsWith(node.url)) outside.push(request.url());
+      });
+      page.once('dialog', (dialog) => void dialog.accept('alice-secret'));
+      await page.goto(`${node.url}/docs`);
+      await page.locator('#operations-model-model_perform').click();
+      await page.getByRole('button', { name: 'Try it out' }).click();
+      await page.getByRole('button', { name: 'Execute' }).click();
+      const body = page.locator('#operations-model-model_perform .responses-wrapper .live-responses-table .response-col_description pre').first();
+      await body.waitFor();
+      assert.match(await body.innerText(), /"product": 120/);
+      assert.deepEqual(outside, []);
+    } finally {
+      await browser.close();
+    }
+  });
+});

@@ -7,6 +7,7 @@ import type { JobDescription } from '../types.js';
 import type { StopSwitch } from '../worker/executor.js';
 import { reply } from '../node/http-body.js';
 import type { JobCatalog } from './catalog.js';
+import { openApiDocument } from './openapi.js';
 import type { JobService } from './service.js';
 
 const prefix = '/api/v1/jobs';
@@ -21,6 +22,9 @@ export interface JobRoutesContext {
   clientGone(ctx: Context): StopSwitch;
   /** The caller's name, from its token. */
   caller(ctx: Context): string | undefined;
+  /** For the OpenAPI document: kitchensink's version, and whether callers need a bearer token. */
+  version: string;
+  bearer: boolean;
 }
 
 /** Racetrack's `/parameters`: each parameter's name, annotation, default and whether it is required. */
@@ -34,9 +38,16 @@ function parameters(job: JobDescription) {
   }));
 }
 
-/** `GET /api/v1/jobs[/<name>[/parameters | /<static path>]]` and `POST /api/v1/jobs/<name>/<endpoint>`. */
+/**
+ * `GET /api/v1/jobs[/<name>[/parameters | /<static path>]]`, `POST /api/v1/jobs/<name>/<endpoint>`
+ * and `GET /api/v1/openapi.json`.
+ */
 export function jobRoutes(app: JobRoutesContext) {
   return async (ctx: Context, next: Next): Promise<void> => {
+    if (ctx.path === '/api/v1/openapi.json' && ctx.method === 'GET') {
+      const jobs = [...(await app.catalog.all()).values()].sort((a, b) => a.name.localeCompare(b.name));
+      return reply(ctx, openApiDocument(jobs, { version: app.version, bearer: app.bearer }));
+    }
     if (ctx.path !== prefix && !ctx.path.startsWith(`${prefix}/`)) return next();
     const [name, ...rest] = ctx.path.slice(prefix.length + 1).split('/');
     const path = `/${rest.join('/')}`;

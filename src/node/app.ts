@@ -1,4 +1,3 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
@@ -11,8 +10,10 @@ import type { DataService } from '../data/service.js';
 import type { CallService } from './calls.js';
 import { answersMsgpack, decodeBody, isMsgpack, msgpackType, readBody, reply } from './http-body.js';
 import * as v from './validate.js';
+import type { Gate } from './tokens.js';
 import type { JobCatalog } from '../jobs/catalog.js';
 import { jobRoutes } from '../jobs/routes.js';
+import { docsRoutes } from '../jobs/docs.js';
 import type { JobService } from '../jobs/service.js';
 
 /** What the routes need from the node: one function per piece of work. */
@@ -23,20 +24,16 @@ export interface AppContext {
   runDirect(call: WireCall, stop: StopSwitch): Promise<DirectCallResult>;
   liveHosts(): Promise<HostInfo[]>;
   info(): Record<string, unknown>;
+  /** kitchensink's version. */
+  version: string;
   metrics(): string;
 }
 
 export interface AppOptions {
-  token?: string;
+  /** Who may call: the node's named tokens and public paths. */
+  gate: Gate;
   noCode: boolean;
   maxRequestSizeBytes: number;
-}
-
-function sameToken(given: string, expected: string): boolean {
-  // Hash both so the comparison takes the same time whatever the lengths.
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
 }
 
 /** A thrown error as `[status, {error, detail}, headers]`; never leaks a stack. */
@@ -44,11 +41,6 @@ function errorAnswer(error: unknown, where: string): [number, { error: string; d
   if (error instanceof HttpError) return [error.status, { error: error.code, detail: error.message }, error.headers];
   console.error(`kitchensink: ${where} failed:`, error);
   return [500, { error: 'internal', detail: (error as Error).message ?? String(error) }, {}];
-}
-
-/** The token of an `Authorization: Bearer <token>` header; '' without one. */
-function bearer(header: string | undefined): string {
-  return header?.startsWith('Bearer ') ? header.slice(7) : '';
 }
 
 /** Turns thrown errors into `{error, detail}` with the right status. */
@@ -143,7 +135,7 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
     if (!route || !isMsgpack(req.headers['content-type'])) return false;
     const declared = Number(req.headers['content-length']);
     if (!(declared <= opts.maxRequestSizeBytes)) return false;
-    if (opts.token && !sameToken(bearer(req.headers.authorization), opts.token)) return false;
+    if (opts.gate.closed && opts.gate.callerOf(req.headers.authorization) === undefined) return false;
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     // A client gone mid-body: nothing to answer, and nothing to throw.
@@ -266,17 +258,18 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
   });
 
   koa.use(errors);
-  if (opts.token) {
-    const expected = opts.token;
+  // The docs page and its assets hold no data: they answer without the token (the page asks for it).
+  koa.use(docsRoutes());
+  if (opts.gate.closed) {
     koa.use(async (ctx, next) => {
-      if (ctx.path !== '/health') {
-        if (!sameToken(bearer(ctx.get('authorization')), expected)) throw new Unauthorized();
-      }
+      const caller = opts.gate.callerOf(ctx.get('authorization'));
+      if (caller === undefined && !opts.gate.isPublic(ctx.path)) throw new Unauthorized();
+      ctx.state.caller = caller;
       await next();
     });
   }
   koa.use(dataRoutes(app.data));
-  koa.use(jobRoutes({ ...app.jobs, body, clientGone: (ctx) => clientGone(ctx.res), caller: () => undefined }));
+  koa.use(jobRoutes({ ...app.jobs, body, clientGone: (ctx) => clientGone(ctx.res), caller: (ctx) => ctx.state.caller as string | undefined, version: app.version, bearer: opts.gate.closed }));
   koa.use(router.routes());
   koa.use(router.allowedMethods({ throw: false }));
   koa.use(async (ctx) => {

@@ -9,6 +9,7 @@ import { Keys, namePattern } from '../keys.js';
 import { KsNode, version, type NodeOptions } from './node.js';
 import { connectRedis, whyRedisIsSilent } from './redis.js';
 import { redisConnectionForms } from './redis-connection.js';
+import { parseTokens } from './tokens.js';
 import { readHosts } from './registry.js';
 
 // The malloc setting is read at start; the interpreters and redis-server this node starts keep their own.
@@ -63,7 +64,8 @@ program
   .option('--node-port <port>', `port to listen on when it differs from --node-url's (0 picks a free one; default ${config.nodePort} without --node-url)`, integer(0))
   .option('--node-name <name>', 'host name in the cluster (default: machine name and port)')
   .option('--host <addr>', 'address to bind', config.bindHost)
-  .option('--token <token>', 'bearer token every route but /health requires')
+  .option('--token <[name=]secret>', 'a bearer token callers must show on every route but /health; NAME= names the caller in logs and metrics (repeatable)', collect, [])
+  .option('--public <path>', 'let anyone call this path and the paths below it, although the node has tokens (repeatable)', collect, [])
   .option('--queue <queue>', 'also serve this custom queue (repeatable)', collect, [])
   .option('--module <module>', 'import this module in every interpreter at start (repeatable)', collect, [])
   .option('--python <path>', 'Python interpreter', process.env.KS_PYTHON ?? 'python3')
@@ -91,7 +93,11 @@ program
       nodePort: flags.nodePort,
       nodeName: flags.nodeName,
       host: flags.host,
-      token: flags.token ?? process.env.KS_TOKEN,
+      tokens: parseTokens(flags.token.length ? flags.token : process.env.KS_TOKEN ? [process.env.KS_TOKEN] : []),
+      publicPaths: flags.public.map((path: string) => {
+        if (!path.startsWith('/')) throw new InvalidArgumentError(`--public ${path}: give a path such as /api/v1/jobs/NAME/perform`);
+        return path;
+      }),
       queues: flags.queue,
       modules: flags.module,
       python: flags.python,

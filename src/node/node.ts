@@ -28,6 +28,7 @@ import { EventReader } from './event-reader.js';
 import { connectRedis, startRedisServer, whyRedisIsSilent } from './redis.js';
 import { redisOptions } from './redis-connection.js';
 import { HostRegistry } from './registry.js';
+import { Gate, type NamedToken } from './tokens.js';
 import { QueueCache } from './queues.js';
 import { IdleCollector } from './idle-gc.js';
 import { DeadHostSweeper } from './sweeper.js';
@@ -49,7 +50,10 @@ export interface NodeOptions {
   nodeName?: string;
   /** Address to bind. */
   host: string;
-  token?: string;
+  /** Callers' tokens (`--token [NAME=]SECRET`); none: the node answers anyone on its address. */
+  tokens: NamedToken[];
+  /** Paths anyone may call although the node has tokens (`--public`), and everything below them. */
+  publicPaths: string[];
   queues: string[];
   modules: string[];
   python: string;
@@ -98,7 +102,9 @@ export class KsNode {
   async start(): Promise<void> {
     const o = this.opts;
     const loopback = ['127.0.0.1', 'localhost', '::1'].includes(o.host);
-    if (!loopback && !o.token && !o.insecure) {
+    // Python's saves and copies between nodes show the first token: every node of a cluster takes it.
+    const ownToken = o.tokens[0]?.secret;
+    if (!loopback && !ownToken && !o.insecure) {
       throw new Error(`binding ${o.host} exposes the node to the network: give --token, or --insecure to accept that`);
     }
     if (o.nodeName && !namePattern.test(o.nodeName)) throw new Error(`--node-name must be letters, digits, '.', '_' or '-'`);
@@ -136,7 +142,7 @@ export class KsNode {
     // that --node-url may name; the data route needs the token.
     env.KS_NODE_LOCAL_URL = `http://${connectableAddress(o.host)}:${port}`;
     if (o.noCode) env.KS_NO_CODE = '1';
-    if (o.token) env.KS_NODE_TOKEN = o.token;
+    if (ownToken) env.KS_NODE_TOKEN = ownToken;
     this.pool = new ExecutorPool({
       python: o.python,
       pythonPath: [join(packageRoot, 'python')],
@@ -176,7 +182,7 @@ export class KsNode {
     this.queues = new QueueCache(redis, keys.prefix);
     const liveHosts = () => registry.liveHosts();
     const dataRegistry = new DataRegistry(redis, keys);
-    const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: o.token, liveHosts, log });
+    const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: ownToken, liveHosts, log });
     const data = new DataService({ catalog, registry: dataRegistry, mover, nodeName: this.name, readOnly: o.readOnly, liveHosts });
     this.calls = new CallService(
       {
@@ -318,6 +324,7 @@ export class KsNode {
       calls,
       data,
       jobs: { catalog, service: jobService },
+      version,
       runDirect: (call, stop) => admission.run(() => runHere(call, stop)),
       liveHosts: () => registry.liveHosts(true),
       info: () => ({
@@ -332,7 +339,7 @@ export class KsNode {
       }),
       metrics: () => this.metrics(),
     };
-    const appOptions = { token: this.opts.token, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
+    const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
     const koa = createApp(routes, appOptions);
     const fastRoutes = fastCallRoutes(routes, appOptions);
     const idle = new IdleCollector(() => pool.idle < pool.size, { quietMs: config.idleGcQuietMs, minGrowthBytes: config.idleGcMinGrowthBytes });
