@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import parsePrometheus from 'parse-prometheus-text-format';
 import { Client, RemoteError } from '../src/index.js';
 import { Capture, exactPathRequest, rawRequest, repoRoot, runCli, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
@@ -30,7 +31,7 @@ describe('jobs: Python entrypoints served over HTTP', function () {
     [withJob, withoutJob, functionJob] = await Promise.all([
       startNode(redis.url, 'jobhost', ['--entrypoint', modelJob, '--num-workers', '2', '--timeout', '2', '--max-request-size', '10000']),
       startNode(redis.url, 'plain'),
-      startNode(redis.url, 'fnhost', ['--entrypoint', 'mul=kstest_jobs:multiply']),
+      startNode(redis.url, 'fnhost', ['--entrypoint', 'mul=kstest_jobs:multiply', '--entrypoint', 'badmetrics=kstest_jobs:BadMetrics']),
     ]);
     client = new Client(withoutJob.url, { output: new Capture() });
   });
@@ -45,8 +46,8 @@ describe('jobs: Python entrypoints served over HTTP', function () {
     const { status, json } = await rawRequest(withoutJob.url, 'GET', '/api/v1/jobs');
     assert.equal(status, 200);
     const jobs = (json as unknown as { jobs: Record<string, any>[] }).jobs;
-    assert.deepEqual(jobs.map((j) => j.name), ['model', 'mul']);
-    const [model, mul] = jobs;
+    assert.deepEqual(jobs.map((j) => j.name), ['badmetrics', 'model', 'mul']);
+    const [, model, mul] = jobs;
     assert.deepEqual(model.hosts, ['jobhost']);
     assert.equal(model.summary, 'Scales products by a weight it loads at start.');
     assert.deepEqual(model.endpoints.map((e: { path: string }) => e.path), ['/perform', '/explain', '/fail', '/odd', '/sleep']);
@@ -179,6 +180,44 @@ describe('jobs: Python entrypoints served over HTTP', function () {
     assert.deepEqual(await client.br(), [4]);
     await assert.rejects(client.perform('model', { x: 1 }, { endpoint: '/fail' }), (error: RemoteError) => error.kind === 'exception');
     await assert.rejects(client.perform('nope', {}), /no live node loaded job "nope"/);
+  });
+
+  it("answers StandPy's /info fields, with the node's jobs and queues", async function () {
+    const { json } = await rawRequest(withJob.url, 'GET', '/info');
+    const info = json as unknown as Record<string, unknown>;
+    assert.equal(info.environment, 'system');
+    assert.match(String(info.prefix), /^\//);
+    assert.match(String(info.pythonVersion), /^3\.\d+\.\d+$/);
+    assert.equal(info.workers, 2);
+    assert.equal(info.timeout, 2);
+    assert.equal(info.max_requests, 0);
+    assert.equal((info.worker_uptime as number[]).length, 2);
+    assert.deepEqual(info.jobs, ['model']);
+    assert.deepEqual(info.queues, ['default', 'job.model']);
+  });
+
+  it('counts calls, errors, durations, restarts and queues in /metrics, with the job\'s own metrics()', async function () {
+    const families = parsePrometheus(await (await fetch(`${withJob.url}/metrics`)).text());
+    const family = (name: string) => families.find((f) => f.name === name)!;
+    const value = (name: string, labels: Record<string, string>) =>
+      Number(family(name).metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v))?.value ?? NaN);
+    assert.ok(value('ks_calls_total', { function: 'job:model/perform', outcome: 'ok', node: 'jobhost' }) >= 5);
+    // One over HTTP, one from the TypeScript client through the job's queue.
+    assert.equal(value('ks_call_errors_total', { function: 'job:model/fail', kind: 'exception' }), 2);
+    assert.equal(value('ks_call_errors_total', { function: 'job:model/sleep', kind: 'timeout' }), 1);
+    assert.ok(value('ks_executor_restarts_total', { reason: 'timeout' }) >= 1);
+    assert.equal(family('ks_call_duration_seconds').type, 'HISTOGRAM');
+    assert.ok(family('ks_queue_depth').metrics.some((m) => m.labels?.queue === 'job.model'));
+    assert.equal(value('model_scale', { job: 'model', node: 'jobhost' }), 10);
+    assert.equal(family('model_scale').help, 'the loaded scale');
+    assert.ok(value('process_resident_memory_bytes', { node: 'jobhost' }) > 0);
+  });
+
+  it("leaves a job's failing metrics() out of the scrape and logs why, never a 5xx", async function () {
+    const res = await fetch(`${functionJob.url}/metrics`);
+    assert.equal(res.status, 200);
+    assert.ok(parsePrometheus(await res.text()).some((f) => f.name === 'ks_calls_total'));
+    await waitFor(() => functionJob.logs().includes('job badmetrics: metrics() failed: RuntimeError: metrics are broken'), 'the log line');
   });
 });
 

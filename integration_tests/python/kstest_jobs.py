@@ -17,3 +17,13 @@ class Broken:
 
     def perform(self):
         return 1
+
+
+class BadMetrics:
+    """A job whose metrics() raises: a scrape leaves it out and says so."""
+
+    def perform(self) -> int:
+        return 1
+
+    def metrics(self):
+        raise RuntimeError("metrics are broken")

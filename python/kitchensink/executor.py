@@ -7,7 +7,8 @@ is written there (print, os.write, C extensions, subprocesses) to the running ca
   node -> executor: ["call", seq, fn, payload, data]   fn: "mod:func", [source, name] or
                     {job, endpoint}; data: {url: [local path, fmt]} of the call's RemoteData arguments
                     ["exit"]
-  executor -> node: ["ready", pid, {job name: description}] | ["fatal", message]
+  executor -> node: ["ready", pid, {job name: description}, {environment, prefix, executable, version}]
+                    | ["fatal", message]
                     ["result", seq, packed value, marked]
                     ["error", seq, {kind, pythonType, message, traceback}, marked]
 
@@ -126,6 +127,17 @@ def _resolve(fn: Any) -> Callable[..., Any]:
     return _source_function(source, name or "")
 
 
+def _python_info() -> dict:
+    """The environment this interpreter runs in, as StandPy's /info shows it."""
+    if os.environ.get("CONDA_DEFAULT_ENV"):
+        environment = os.environ["CONDA_DEFAULT_ENV"]
+    elif sys.prefix != sys.base_prefix:
+        environment = os.path.basename(sys.prefix)
+    else:
+        environment = "system"
+    return {"environment": environment, "prefix": sys.prefix, "executable": sys.executable, "version": sys.version.split()[0]}
+
+
 def _failure(error: BaseException, tb: Any) -> dict:
     return {
         "kind": "exception",
@@ -202,7 +214,7 @@ def main() -> None:
         except BaseException as error:  # noqa: BLE001 - the job's own error, whatever it is
             _send(["fatal", f"job {name} ({target}): {type(error).__name__}: {error}"])
             sys.exit(3)
-    _send(["ready", os.getpid(), described])
+    _send(["ready", os.getpid(), described, _python_info()])
     while True:
         try:
             (length,) = struct.unpack(">I", _read_exact(4))

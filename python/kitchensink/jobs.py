@@ -18,6 +18,8 @@ import typing
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 PERFORM = "/perform"
+# The node asks for a job's metrics() through this endpoint; no HTTP path can name it.
+METRICS = "#metrics"
 _PATH = re.compile(r"^/[A-Za-z0-9_.\-/]{1,200}$")
 
 
@@ -145,6 +147,8 @@ def endpoint(name: str, path: str) -> Tuple[Callable[..., Any], str]:
     job = _jobs.get(name)
     if job is None:
         raise LookupError(f"this interpreter has no job {name!r}")
+    if path == METRICS and job.instance is not None and callable(getattr(job.instance, "metrics", None)):
+        return job.instance.metrics, job.folder
     fn = job.endpoints.get(path or PERFORM)
     if fn is None:
         raise LookupError(f"job {name!r} has no endpoint {path!r}")
@@ -275,10 +279,3 @@ def describe(job: Job) -> dict:
         "metrics": job.instance is not None and callable(getattr(job.instance, "metrics", None)),
     }
 
-
-def metrics(name: str) -> Optional[list]:
-    """The job's own `metrics()`, as returned; None when it has none."""
-    job = _jobs.get(name)
-    if job is None or job.instance is None or not callable(getattr(job.instance, "metrics", None)):
-        return None
-    return list(job.instance.metrics())

@@ -19,6 +19,8 @@ export interface TransferContext {
   token?: string;
   liveHosts(): Promise<HostInfo[]>;
   log(message: string): void;
+  /** Told the size of every copy received from a holder. */
+  onReceived?(bytes: number): void;
 }
 
 /** A local file a call can read, and what to do once the call is over. */
@@ -47,6 +49,7 @@ export class DataMover {
     if (await catalog.has(url)) return { path: catalog.path(url), fmt: info.fmt, release: done };
     if (this.ctx.readOnly) {
       const path = await this.fromHolders(url, info.md5, info.holders, hosts, (source) => catalog.writeTemp(url, source, info.md5));
+      this.ctx.onReceived?.(info.size);
       return { path, fmt: info.fmt, release: () => unlink(path).catch(() => {}) };
     }
     let transfer = this.inFlight.get(url);
@@ -54,6 +57,7 @@ export class DataMover {
       transfer = this.fromHolders(url, info.md5, info.holders, hosts, async (source) => {
         const stored = await catalog.write(url, source, { expectedMd5: info.md5, declaredSize: info.size });
         await registry.register(url, this.ctx.nodeName, { ...stored, fmt: info.fmt });
+        this.ctx.onReceived?.(stored.size);
       }).finally(() => this.inFlight.delete(url));
       this.inFlight.set(url, transfer);
     }

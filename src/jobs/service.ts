@@ -13,8 +13,8 @@ import { jobJson, UnsendableResult } from './json-answer.js';
 export interface JobServiceContext {
   catalog: JobCatalog;
   admission: Admission;
-  /** Runs a call on this node's interpreters at once (ahead of queued work). */
-  runHere(call: WireCall, stop: StopSwitch): Promise<DirectCallResult>;
+  /** Runs a call on this node's interpreters at once (ahead of queued work); `caller` labels its metrics. */
+  runHere(call: WireCall, stop: StopSwitch, caller?: string): Promise<DirectCallResult>;
   /** Queues one call and resolves to its events once it ended. */
   calls: {
     submit(calls: WireCall[]): Promise<{ batchId: string }>;
@@ -57,7 +57,7 @@ export class JobService {
     const fn: JobSpec = { job: name, endpoint: path };
     const call: WireCall = { fn, payload: encode([[], kwargs]) };
     const { outcome, output } = await this.ctx.admission.run(() =>
-      this.ctx.catalog.local[name] ? this.ctx.runHere(call, how.stop) : this.forward(call, name, how.stop),
+      this.ctx.catalog.local[name] ? this.ctx.runHere(call, how.stop, how.caller) : this.forward(call, name, how.stop),
     );
     this.logOutput(name, how.caller, output);
     return answer(outcome, how.withOutput ? output : undefined);

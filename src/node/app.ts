@@ -26,7 +26,9 @@ export interface AppContext {
   info(): Record<string, unknown>;
   /** kitchensink's version. */
   version: string;
-  metrics(): string;
+  metrics(): Promise<string>;
+  /** Told of the bytes every upload brought in and every download sent out. */
+  dataMoved(direction: 'in' | 'out', bytes: number): void;
 }
 
 export interface AppOptions {
@@ -183,13 +185,15 @@ function dataUrlOf(path: string): string {
 }
 
 /** `PUT|GET|DELETE /api/v1/data/<url>` and `POST /api/v1/data/<url>/replicate`: streamed, not parsed. */
-function dataRoutes(data: DataService) {
+function dataRoutes(data: DataService, moved: AppContext['dataMoved']) {
   return async (ctx: Context, next: Next): Promise<void> => {
     if (!ctx.path.startsWith(dataPrefix) || (ctx.method === 'POST' && ctx.path === `${dataPrefix}info`)) return next();
     if (ctx.method === 'PUT') {
       const fmt = typeof ctx.query.fmt === 'string' ? ctx.query.fmt : 'raw';
       const declared = Number(ctx.get('content-length')) || undefined;
-      reply(ctx, await data.put(dataUrlOf(ctx.path), ctx.req, fmt, declared), 201);
+      const stored = await data.put(dataUrlOf(ctx.path), ctx.req, fmt, declared);
+      moved('in', stored.size);
+      reply(ctx, stored, 201);
     } else if (ctx.method === 'GET' || ctx.method === 'HEAD') {
       const read = await data.read(dataUrlOf(ctx.path), ctx.get('range') || undefined);
       ctx.set('accept-ranges', 'bytes');
@@ -206,7 +210,10 @@ function dataRoutes(data: DataService) {
       // The body is written straight to the socket, from buffers the send reuses.
       ctx.respond = false;
       ctx.res.flushHeaders();
-      await read.send(ctx.res).catch((error: Error) => ctx.res.destroy(error));
+      await read.send(ctx.res).then(
+        () => moved('out', ctx.length ?? 0),
+        (error: Error) => ctx.res.destroy(error),
+      );
     } else if (ctx.method === 'DELETE') {
       reply(ctx, await data.remove(dataUrlOf(ctx.path)));
     } else if (ctx.method === 'POST' && ctx.path.endsWith('/replicate')) {
@@ -224,9 +231,9 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
 
   router.get('/health', (ctx) => reply(ctx, { ok: true }));
   router.get('/info', (ctx) => reply(ctx, app.info()));
-  router.get('/metrics', (ctx) => {
+  router.get('/metrics', async (ctx) => {
     ctx.type = 'text/plain; version=0.0.4';
-    ctx.body = app.metrics();
+    ctx.body = await app.metrics();
   });
   router.get('/api/v1/hosts', async (ctx) => reply(ctx, { hosts: await app.liveHosts() }));
 
@@ -268,7 +275,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
       await next();
     });
   }
-  koa.use(dataRoutes(app.data));
+  koa.use(dataRoutes(app.data, app.dataMoved));
   koa.use(jobRoutes({ ...app.jobs, body, clientGone: (ctx) => clientGone(ctx.res), caller: (ctx) => ctx.state.caller as string | undefined, version: app.version, bearer: opts.gate.closed }));
   koa.use(router.routes());
   koa.use(router.allowedMethods({ throw: false }));

@@ -9,12 +9,14 @@ import type { Redis } from 'ioredis';
 import { config, defaultQueue } from '../config.js';
 import { Keys, jobQueue, queueName, namePattern } from '../keys.js';
 import { normalizeNodeUrl, parseNodeUrl, portOf } from '../node-url.js';
-import type { HostInfo, WireCall } from '../types.js';
+import type { HostInfo, JobSpec, WireCall } from '../types.js';
 import { CallWorker } from '../worker/call-worker.js';
 import { ClaimLock } from '../worker/claim.js';
 import { runDirectCall } from '../worker/direct-call.js';
 import { ExecutorPool } from '../worker/pool.js';
 import type { StopSwitch } from '../worker/executor.js';
+import { collectJobMetrics } from '../jobs/job-metrics.js';
+import { NodeMetrics } from './metrics.js';
 import { Admission } from '../jobs/admission.js';
 import { JobCatalog } from '../jobs/catalog.js';
 import { JobService } from '../jobs/service.js';
@@ -94,6 +96,8 @@ export class KsNode {
   private stopping?: Promise<void>;
   private readonly startedAt = Date.now();
   private directCalls = 0;
+  private queueNames: string[] = [];
+  private admission!: Admission;
   name = '';
   url = '';
 
@@ -137,6 +141,7 @@ export class KsNode {
     this.name = o.nodeName ?? `${hostname()}-${port}`;
     this.url = advertisedUrl(advertised, o.host, port);
 
+    const metrics = this.createMetrics(o.queues);
     const env: Record<string, string> = { KS_NODE_NAME: this.name, KS_NODE_URL: this.url, KS_DATADIR: resolve(o.datadir) };
     // Python saves RemoteData straight to the port this node listens on, not through a proxy
     // that --node-url may name; the data route needs the token.
@@ -152,13 +157,17 @@ export class KsNode {
       size: o.numWorkers,
       maxRequests: o.maxRequests,
       maxMemoryMb: o.maxMemoryMb,
-      onReplace: (slot, reason) => log(`worker ${slot}: ${reason}; starting a fresh interpreter`),
+      onReplace: (slot, reason, kind) => {
+        metrics.restarted(kind);
+        log(`worker ${slot}: ${reason}; starting a fresh interpreter`);
+      },
     });
     await this.pool.start();
 
     const localJobs = this.pool.jobs;
     const jobNames = Object.keys(localJobs);
     const queues = [defaultQueue, ...o.queues.filter((q) => q !== defaultQueue), ...jobNames.map(jobQueue)];
+    this.queueNames = queues;
     const self: HostInfo = {
       name: this.name,
       url: this.url,
@@ -182,7 +191,7 @@ export class KsNode {
     this.queues = new QueueCache(redis, keys.prefix);
     const liveHosts = () => registry.liveHosts();
     const dataRegistry = new DataRegistry(redis, keys);
-    const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: ownToken, liveHosts, log });
+    const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: ownToken, liveHosts, log, onReceived: (bytes) => metrics.moved('in', bytes) });
     const data = new DataService({ catalog, registry: dataRegistry, mover, nodeName: this.name, readOnly: o.readOnly, liveHosts });
     this.calls = new CallService(
       {
@@ -215,6 +224,7 @@ export class KsNode {
         pool: this.pool,
         data: mover,
         log,
+        metrics,
       },
       {
         queues: queues.flatMap((q) => [queueName(q, this.name), q]),
@@ -228,7 +238,7 @@ export class KsNode {
     );
     await this.worker.start();
     const jobCatalog = new JobCatalog({ redis, keys, liveHosts: () => registry.liveHosts() }, localJobs, config.hostCacheMs);
-    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover, catalog: jobCatalog });
+    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover, catalog: jobCatalog, metrics });
     await this.registry.register();
     this.sweeper = new DeadHostSweeper(
       { redis, claims, keys, queues: this.queues, nodeName: this.name, log },
@@ -273,6 +283,43 @@ export class KsNode {
     }
   }
 
+  /** The node's metrics; what they read of the node is read at scrape time. */
+  private createMetrics(customQueues: string[]): NodeMetrics {
+    this.admission = new Admission({ maxConcurrency: this.opts.maxConcurrency, maxQueue: this.opts.maxConcurrencyQueue });
+    return new NodeMetrics({
+      nodeName: this.name,
+      startedAt: this.startedAt,
+      workers: () => this.opts.numWorkers,
+      idleWorkers: () => this.pool?.idle ?? 0,
+      longPolls: () => this.events?.waiting ?? 0,
+      directCalls: () => this.directCalls,
+      admissionRejected: () => this.admission.rejected,
+      queueDepths: async () => {
+        const depths: Record<string, number> = {};
+        const served = (this.queueNames.length ? this.queueNames : [defaultQueue, ...customQueues]).flatMap((q) => [queueName(q, this.name), q]);
+        await Promise.all(
+          served.map(async (name) => {
+            const counts = await this.queues!.get(name).getJobCounts('wait', 'prioritized', 'delayed');
+            depths[name] = (counts.wait ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0);
+          }),
+        );
+        return depths;
+      },
+      jobMetrics: () => {
+        const pool = this.pool!;
+        const run = async (fn: JobSpec, payload: Uint8Array) => {
+          const lease = await pool.acquire(true);
+          try {
+            return await lease.run({ fn, payload, timeoutMs: config.jobMetricsWaitMs, onOutput: () => {} });
+          } finally {
+            lease.release();
+          }
+        };
+        return collectJobMetrics(Object.values(pool.jobs), run, log, config.jobMetricsWaitMs);
+      },
+    });
+  }
+
   private connect(extra: { connectionName: string }): Redis {
     const connection = connectRedis(this.opts.redisConnection, extra);
     connection.on('error', (error: Error) => log(`redis (${extra.connectionName}): ${error.message}`));
@@ -312,12 +359,15 @@ export class KsNode {
 
   private serve(
     server: Server,
-    { calls, data, pool, registry, mover, catalog }: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog },
+    { calls, data, pool, registry, mover, catalog, metrics }: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog; metrics: NodeMetrics },
   ): void {
-    const admission = new Admission({ maxConcurrency: this.opts.maxConcurrency, maxQueue: this.opts.maxConcurrencyQueue });
-    const runHere = (call: WireCall, stop: StopSwitch) => {
+    const admission = this.admission;
+    const runHere = async (call: WireCall, stop: StopSwitch, caller?: string) => {
       this.directCalls += 1;
-      return runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, stop);
+      const startedAt = performance.now();
+      const result = await runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, stop);
+      metrics.callEnded(call.fn, result.outcome.ok ? 'ok' : result.outcome.failure.kind, (performance.now() - startedAt) / 1000, caller);
+      return result;
     };
     const jobService = new JobService({ catalog, admission, runHere, calls, log });
     const routes: AppContext = {
@@ -331,13 +381,24 @@ export class KsNode {
         name: this.name,
         url: this.url,
         version,
+        // StandPy's fields: the interpreters' environment, Python, limits and uptime.
+        environment: pool.python.environment,
+        prefix: pool.python.prefix,
+        python: pool.python.executable,
+        pythonVersion: pool.python.version,
         workers: this.opts.numWorkers,
         idleWorkers: pool.idle,
+        timeout: this.opts.timeoutS ?? null,
+        max_requests: this.opts.maxRequests,
+        worker_uptime: pool.uptimesS(),
         executorPids: pool.pids(),
         readOnly: this.opts.readOnly,
         startedAt: this.startedAt,
+        queues: this.queueNames,
+        jobs: Object.keys(catalog.local),
       }),
-      metrics: () => this.metrics(),
+      metrics: () => metrics.text(),
+      dataMoved: (direction, bytes) => metrics.moved(direction, bytes),
     };
     const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
     const koa = createApp(routes, appOptions);
@@ -354,30 +415,6 @@ export class KsNode {
       if (req.method === 'PUT' && Number(req.headers['content-length']) >= config.bigUploadBytes) idle.makeRoom();
       void handle(req, res);
     });
-  }
-
-  private metrics(): string {
-    const lines = [
-      '# TYPE ks_workers gauge',
-      `ks_workers{node="${this.name}"} ${this.opts.numWorkers}`,
-      '# TYPE ks_idle_workers gauge',
-      `ks_idle_workers{node="${this.name}"} ${this.pool?.idle ?? 0}`,
-      '# TYPE ks_long_polls gauge',
-      `ks_long_polls{node="${this.name}"} ${this.events?.waiting ?? 0}`,
-      '# TYPE ks_direct_calls_total counter',
-      `ks_direct_calls_total{node="${this.name}"} ${this.directCalls}`,
-      '# TYPE ks_uptime_seconds gauge',
-      `ks_uptime_seconds{node="${this.name}"} ${((Date.now() - this.startedAt) / 1000).toFixed(0)}`,
-    ];
-    const memory = process.memoryUsage();
-    const memoryGauges: [string, number][] = [
-      ['process_resident_memory_bytes', memory.rss],
-      ['nodejs_heap_size_total_bytes', memory.heapTotal],
-      ['nodejs_heap_size_used_bytes', memory.heapUsed],
-      ['nodejs_external_memory_bytes', memory.external],
-    ];
-    for (const [name, value] of memoryGauges) lines.push(`# TYPE ${name} gauge`, `${name}{node="${this.name}"} ${value}`);
-    return `${lines.join('\n')}\n`;
   }
 }
 

@@ -4,7 +4,7 @@ import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
 import { encode } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
-import type { CallJobData, FailureInfo, JobCall } from '../types.js';
+import type { CallJobData, FailureInfo, FailureKind, FnSpec, JobCall } from '../types.js';
 import { ClaimAnswer, type ClaimLock } from './claim.js';
 import { StopSwitch, type CallData, type RunOutcome } from './executor.js';
 import { StreamedOutput } from './output.js';
@@ -25,6 +25,11 @@ export interface CallWorkerContext {
   /** Makes a call's data local before it runs. */
   data: DataSource;
   log(message: string): void;
+  /** Told of every call this worker ran: how it ended and how long it took, and how long it waited in its queue. */
+  metrics?: {
+    callEnded(fn: FnSpec, outcome: 'ok' | FailureKind, seconds: number): void;
+    queueWaited(seconds: number): void;
+  };
 }
 
 export interface CallWorkerOptions {
@@ -119,7 +124,7 @@ export class CallWorker {
 
   /** Runs a one-call job on the interpreter `reserve` gave; resolves once the call ended (or was not this node's to run). */
   async runHere(job: CallJobData, lease: Lease): Promise<void> {
-    await this.runCall(job.b, job.c[0], lease);
+    await this.runCall(job.b, job.c[0], lease, false, Date.now());
   }
 
   /**
@@ -132,7 +137,7 @@ export class CallWorker {
     // With no copy on another queue, no other host can run these calls while this node
     // lives: each may claim its call while it waits, as the next to get an interpreter.
     const claimEarly = (copies?.length ?? 1) <= 1;
-    const answers = await Promise.all(calls.map((call) => this.runCall(batchId, call, undefined, claimEarly)));
+    const answers = await Promise.all(calls.map((call) => this.runCall(batchId, call, undefined, claimEarly, job.timestamp + (job.opts.delay ?? 0))));
     if (token && answers.includes(ClaimAnswer.recheck)) {
       await job.moveToDelayed(Date.now() + this.opts.recheckMs, token);
       throw new DelayedError();
@@ -144,7 +149,7 @@ export class CallWorker {
    * as this call is the next to get an interpreter, not once it has one, so that the claim's
    * round trip overlaps the call running before it.
    */
-  private async runCall(batchId: string, call: JobCall, reserved?: Lease, claimEarly = false): Promise<number> {
+  private async runCall(batchId: string, call: JobCall, reserved: Lease | undefined, claimEarly: boolean, queuedAt: number): Promise<number> {
     const { i: index } = call;
     const { redis, keys, nodeName, claims } = this.ctx;
     const taskId = taskIdOf(batchId, index);
@@ -174,9 +179,12 @@ export class CallWorker {
       // Cancelled while it waited for its interpreter: the cancellation wrote its last event.
       if (running.stop.stopped) return ClaimAnswer.drop;
       running.started = true;
+      const startedAt = Date.now();
+      this.ctx.metrics?.queueWaited((startedAt - queuedAt) / 1000);
       const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, this.opts.outputCoalesceMs);
       const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease!, data, running.stop, output));
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
+      this.ctx.metrics?.callEnded(call.f, outcome.ok ? 'ok' : outcome.failure.kind, (Date.now() - startedAt) / 1000);
       // The interpreter is free now: the call waiting for it sends its claim in this same
       // turn, right behind this finish, so Redis reads both and answers both at once.
       lease.current.release();

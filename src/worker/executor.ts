@@ -61,9 +61,19 @@ export interface ExecutorOptions {
   killGraceMs?: number;
 }
 
+/** What an interpreter says of itself when it is ready (StandPy's `/info` shows it). */
+export interface PythonInfo {
+  /** The conda or virtual environment's name, or `system`. */
+  environment: string;
+  /** `sys.prefix` */
+  prefix: string;
+  executable: string;
+  version: string;
+}
+
 /** A call's reply; `marked`: a sentinel follows the call's output on both pipes. */
 type CallReply = ['result', number, Buffer, boolean] | ['error', number, FailureInfo, boolean];
-type Reply = CallReply | ['ready', number, Record<string, JobDescription>?] | ['fatal', string];
+type Reply = CallReply | ['ready', number, Record<string, JobDescription>, PythonInfo] | ['fatal', string];
 
 interface InFlight {
   seq: number;
@@ -134,6 +144,9 @@ export class PythonExecutor {
   calls = 0;
   /** The jobs this interpreter loaded, as it describes them (known once ready). */
   jobs: Record<string, JobDescription> = {};
+  /** The interpreter's environment (known once ready). */
+  python?: PythonInfo;
+  readonly startedAt = Date.now();
   readonly pid: number;
 
   constructor(private readonly opts: ExecutorOptions) {
@@ -196,6 +209,11 @@ export class PythonExecutor {
   /** Resolves once the interpreter has imported kitchensink and the `--module`s. */
   ready(): Promise<void> {
     return this.readyPromise;
+  }
+
+  /** Why this interpreter was killed, when it was: a call's timeout or its cancellation. */
+  get killedFor(): 'timeout' | 'cancelled' | undefined {
+    return this.killReason;
   }
 
   get alive(): boolean {
@@ -287,7 +305,8 @@ export class PythonExecutor {
       const reply = decode<Reply>(this.frameBuf.subarray(4, 4 + length));
       this.frameBuf = this.frameBuf.subarray(4 + length);
       if (reply[0] === 'ready') {
-        this.jobs = reply[2] ?? {};
+        this.jobs = reply[2];
+        this.python = reply[3];
         onReady();
       }
       else if (reply[0] === 'fatal') onFatal(new Error(reply[1]));

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { JobDescription } from '../types.js';
-import { PythonExecutor, type ExecutorOptions, type RunOutcome, type RunRequest } from './executor.js';
+import { PythonExecutor, type ExecutorOptions, type PythonInfo, type RunOutcome, type RunRequest } from './executor.js';
 
 export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
   size: number;
@@ -10,9 +10,12 @@ export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
   maxMemoryMb?: number;
   /** Environment of every executor; `KS_WORKER_ID` is added per slot. */
   env: Record<string, string>;
-  /** Told when an interpreter had to be replaced (crash, kill, recycle). */
-  onReplace?: (slot: number, reason: string) => void;
+  /** Told when an interpreter had to be replaced (crash, kill, recycle): why, in words and as a kind. */
+  onReplace?: (slot: number, reason: string, kind: ReplacementKind) => void;
 }
+
+/** Why an interpreter was replaced: killed for a timeout or a cancellation, died, or recycled. */
+export type ReplacementKind = 'timeout' | 'cancelled' | 'crash' | 'max_requests' | 'memory';
 
 /** A reserved executor: run one call on it, then `release()` it. */
 export interface Lease {
@@ -54,6 +57,16 @@ export class ExecutorPool {
 
   get size(): number {
     return this.opts.size;
+  }
+
+  /** The interpreters' environment, as the first describes it. */
+  get python(): PythonInfo {
+    return this.executors[0]?.python ?? { environment: '', prefix: '', executable: this.opts.python, version: '' };
+  }
+
+  /** Seconds each interpreter has been up, by slot. */
+  uptimesS(): number[] {
+    return this.executors.map((e) => Math.round((Date.now() - e.startedAt) / 1000));
   }
 
   /** The jobs every interpreter loaded (`--entrypoint`), as the first describes them. */
@@ -112,12 +125,12 @@ export class ExecutorPool {
   }
 
   /** Why an interpreter must not take another call, if it must not. */
-  private async replacementReason(executor: PythonExecutor): Promise<string | undefined> {
-    if (!executor.alive) return 'the interpreter exited';
-    if (this.opts.maxRequests > 0 && executor.calls >= this.opts.maxRequests) return `--max-requests ${this.opts.maxRequests} reached`;
+  private async replacementReason(executor: PythonExecutor): Promise<{ text: string; kind: ReplacementKind } | undefined> {
+    if (!executor.alive) return { text: 'the interpreter exited', kind: executor.killedFor ?? 'crash' };
+    if (this.opts.maxRequests > 0 && executor.calls >= this.opts.maxRequests) return { text: `--max-requests ${this.opts.maxRequests} reached`, kind: 'max_requests' };
     if (this.opts.maxMemoryMb) {
       const rssMb = await residentMb(executor.pid);
-      if (rssMb > this.opts.maxMemoryMb) return `its memory (${rssMb.toFixed(0)} MB) passed --max-memory ${this.opts.maxMemoryMb} MB`;
+      if (rssMb > this.opts.maxMemoryMb) return { text: `its memory (${rssMb.toFixed(0)} MB) passed --max-memory ${this.opts.maxMemoryMb} MB`, kind: 'memory' };
     }
     return undefined;
   }
@@ -139,7 +152,7 @@ export class ExecutorPool {
     const executor = this.executors[slot];
     const reason = await this.replacementReason(executor);
     if (reason && !this.closed) {
-      this.opts.onReplace?.(slot, reason);
+      this.opts.onReplace?.(slot, reason.text, reason.kind);
       void executor.close();
       const fresh = this.spawn(slot);
       this.executors[slot] = fresh;
@@ -147,7 +160,7 @@ export class ExecutorPool {
         await fresh.ready();
       } catch (error) {
         // A fresh interpreter that cannot start leaves the slot out; say so rather than spin.
-        this.opts.onReplace?.(slot, `cannot restart: ${(error as Error).message}`);
+        this.opts.onReplace?.(slot, `cannot restart: ${(error as Error).message}`, 'crash');
         return;
       }
     }

@@ -1,0 +1,40 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { decode, encode } from '../codec.js';
+import type { JobDescription, JobSpec } from '../types.js';
+import type { RunOutcome } from '../worker/executor.js';
+import { checkJobMetrics, type JobMetric } from '../node/metrics.js';
+
+/** The endpoint the interpreter answers with a job's `metrics()`; no HTTP route can name it. */
+const metricsEndpoint = '#metrics';
+
+/**
+ * Every local job's own `metrics()`, asked of an interpreter at scrape time. A job whose
+ * `metrics()` raises, returns garbage or does not answer within `waitMs` is left out of
+ * this scrape and logged; a scrape never fails because of it.
+ */
+export async function collectJobMetrics(
+  jobs: JobDescription[],
+  run: (fn: JobSpec, payload: Uint8Array) => Promise<RunOutcome>,
+  log: (message: string) => void,
+  waitMs: number,
+): Promise<{ job: string; metrics: JobMetric[] }[]> {
+  const collected: { job: string; metrics: JobMetric[] }[] = [];
+  for (const job of jobs.filter((j) => j.metrics)) {
+    const outcome = await Promise.race([
+      run({ job: job.name, endpoint: metricsEndpoint }, encode([[], {}])),
+      delay(waitMs, undefined, { ref: false }),
+    ]);
+    if (!outcome) {
+      log(`job ${job.name}: metrics() did not answer within ${waitMs} ms; left out of this scrape`);
+      continue;
+    }
+    if (!outcome.ok) {
+      log(`job ${job.name}: metrics() failed: ${outcome.failure.pythonType ?? outcome.failure.kind}: ${outcome.failure.message}`);
+      continue;
+    }
+    const { metrics, skipped } = checkJobMetrics(decode(outcome.value));
+    for (const why of skipped) log(`job ${job.name}: metrics() entry left out: ${why}`);
+    collected.push({ job: job.name, metrics });
+  }
+  return collected;
+}
