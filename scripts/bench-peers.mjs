@@ -1,7 +1,8 @@
 // npm run bench:peers: our figures (npm run bench -- --json, run before and after the peers)
-// beside Ray's and Celery's, as ratios, all measured in this one run.
-// The peer benchmarks are not part of this repository: give their folder (one whose run.sh
-// prints `ray: {json}` and `celery: {json}` lines, see docs/performance.md) with
+// beside Ray's and Celery's, and w5 beside FastAPI's and Flask's, as ratios, all measured in
+// this one run. The peer benchmarks are not part of this repository: give their folder (one
+// whose run.sh prints `ray: {json}` and `celery: {json}` lines and whose services.sh prints
+// `fastapi: {json}` and `flask: {json}` lines, see docs/performance.md) with
 // `npm run bench:peers -- --peers DIR` or KS_PEERS_DIR. Without them, this prints our figures
 // and says how to add the peers' instead of comparing with figures from another machine.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -14,7 +15,8 @@ const flag = process.argv.indexOf('--peers');
 const peersDir = resolve(flag >= 0 ? process.argv[flag + 1] ?? '' : process.env.KS_PEERS_DIR ?? join(root, '..', 'shared', 'peers'));
 const howTo =
   'give the folder of the peer benchmarks with `npm run bench:peers -- --peers DIR` (or KS_PEERS_DIR=DIR): ' +
-  'its run.sh [ray|celery|all] installs Ray and Celery in a venv and prints one `ray: {json}` and one `celery: {json}` line (docs/performance.md)';
+  'its run.sh [ray|celery|all] installs Ray and Celery in a venv and prints one `ray: {json}` and one `celery: {json}` line, ' +
+  'and its services.sh one `fastapi: {json}` and one `flask: {json}` line (docs/performance.md)';
 
 const peersScript = join(peersDir, 'run.sh');
 
@@ -37,8 +39,24 @@ function runPeers(script) {
     const cold = /ray cold start to first result: ([\d.]+)s/.exec(line);
     if (cold) peers.ray = { ...peers.ray, cold_start_s: Number(cold[1]) };
   }
-  if (!peers.ray && !peers.celery) return { why: `${script} exited ${run.status} without figures: ${(run.stderr || '').trim().split('\n').slice(-2).join(' | ')}` };
+  Object.assign(peers, runServices());
+  if (!Object.keys(peers).length) return { why: `${script} exited ${run.status} without figures: ${(run.stderr || '').trim().split('\n').slice(-2).join(' | ')}` };
   return { peers };
+}
+
+/** The function-service peers (services.sh: FastAPI + uvicorn, Flask + gunicorn) against w5. */
+function runServices() {
+  const script = join(peersDir, 'services.sh');
+  if (!existsSync(script)) return {};
+  const run = spawnSync('bash', [script, 'all'], { encoding: 'utf8', timeout: 15 * 60_000 });
+  const services = {};
+  for (const line of run.stdout.split('\n')) {
+    const json = /^(fastapi|flask): (\{.*\})$/.exec(line);
+    if (!json) continue;
+    const r = JSON.parse(json[2]);
+    services[json[1]] = { w5_perform_rps: r.rps, w5_perform_p50_ms: r.p50_ms, w5_perform_p99_ms: r.p99_ms };
+  }
+  return services;
 }
 
 const runOurs = () => JSON.parse(execFileSync(process.execPath, [join(root, 'scripts', 'bench.mjs'), '--json'], { encoding: 'utf8' }).trim().split('\n').pop());
@@ -56,9 +74,9 @@ if (!peers) {
   process.exit(0);
 }
 // For times lower is better: the ratio is theirs / ours, so above 1 means we are faster.
-const lowerIsBetter = new Set(['cold_start_s', 'w1_p50_ms', 'w1_p99_ms']);
+const lowerIsBetter = new Set(['cold_start_s', 'w1_p50_ms', 'w1_p99_ms', 'w5_perform_p50_ms', 'w5_perform_p99_ms']);
 const rows = [];
-for (const key of ['cold_start_s', 'w1_p50_ms', 'w1_p99_ms', 'w1_direct_p50_ms', 'w2_calls_per_s', 'w3_calls_per_s', 'w4_mb_per_s', 'w4_node_rss_peak_mb']) {
+for (const key of ['cold_start_s', 'w1_p50_ms', 'w1_p99_ms', 'w1_direct_p50_ms', 'w2_calls_per_s', 'w3_calls_per_s', 'w4_mb_per_s', 'w4_node_rss_peak_mb', 'w5_perform_rps', 'w5_perform_p50_ms', 'w5_perform_p99_ms', 'w5_node_rss_peak_mb']) {
   const row = { figure: key, kitchensink: ours[key] };
   if (runs.length > 1) row['runs'] = runs.map((r) => r[key]).join(' / ');
   for (const [peer, figures] of Object.entries(peers)) {

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import autocannon from 'autocannon';
 import { Client, py, dr, du } from '../dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -48,7 +49,7 @@ await new Promise((r) => setTimeout(r, 300));
 /** Launches a node and resolves to its url once ready. */
 function startNode() {
   // Run as `ks start` runs: its #! line carries the node's memory settings.
-  const child = spawn(join(root, 'dist/node/cli.js'), ['start', '--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, 'data'), '--num-workers', '2', '--node-port', '0', '--node-name', 'bench'], {
+  const child = spawn(join(root, 'dist/node/cli.js'), ['start', '--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, 'data'), '--num-workers', '2', '--node-port', '0', '--node-name', 'bench', '--entrypoint', `mul=${join(root, 'scripts', 'bench_job.py')}:perform`], {
     stdio: ['ignore', 'pipe', 'inherit'],
     detached: true,
   });
@@ -131,8 +132,31 @@ if (lines !== 1000) throw new Error(`w3 delivered ${lines} lines, not 1000`);
 say(`w3 ${out.w3_calls_per_s.toFixed(0)} calls/s`);
 printer.close();
 
-// w4: 256 MB of random bytes saved as RemoteData, then one call reading its length on the holder.
 const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${nodeProcess.pid}/status`, 'utf8'))[1]) / 1024;
+
+// w5: perform(x, y) = x * y over HTTP, JSON in and out, from 16 keep-alive connections, as
+// the function-service peers are loaded (services.sh): an untimed pass, then 20,000 requests.
+const performUrl = `${url}/api/v1/jobs/mul/perform`;
+const load = () =>
+  autocannon({ url: performUrl, connections: 16, amount: 20_000, method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"x": 20, "y": 5}' });
+await load();
+// As before w4: the node gives back the heap the workloads before grew once it is quiet.
+await new Promise((r) => setTimeout(r, 1000));
+let rssDuringW5 = 0;
+const w5Sampler = setInterval(() => (rssDuringW5 = Math.max(rssDuringW5, rssMb())), 10);
+t0 = performance.now();
+const w5 = await load();
+// From the wall clock: autocannon's own average counts whole one-second samples, so a 3-5 s
+// run can only read 4,000, 5,000 or 6,667 requests/s.
+out.w5_perform_rps = 20_000 / ((performance.now() - t0) / 1000);
+clearInterval(w5Sampler);
+if (w5.errors || w5.non2xx) throw new Error(`w5: ${w5.errors} errors, ${w5.non2xx} answers not 2xx`);
+out.w5_perform_p50_ms = w5.latency.p50;
+out.w5_perform_p99_ms = w5.latency.p99;
+out.w5_node_rss_peak_mb = rssDuringW5;
+say(`w5 ${out.w5_perform_rps.toFixed(0)} performs/s, p50 ${out.w5_perform_p50_ms} ms, p99 ${out.w5_perform_p99_ms} ms, node RSS peak ${rssDuringW5.toFixed(0)} MB`);
+
+// w4: 256 MB of random bytes saved as RemoteData, then one call reading its length on the holder.
 // A second's pause first: the node gives back the heap the 20,000 calls before grew once it
 // has been quiet for 0.2 s (without the pause it starts w4 at about 150 MB, not 90).
 await new Promise((r) => setTimeout(r, 1000));

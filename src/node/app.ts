@@ -39,7 +39,7 @@ export interface AppOptions {
 }
 
 /** A thrown error as `[status, {error, detail}, headers]`; never leaks a stack. */
-function errorAnswer(error: unknown, where: string): [number, { error: string; detail: string }, Record<string, string>] {
+export function errorAnswer(error: unknown, where: string): [number, { error: string; detail: string }, Record<string, string>] {
   if (error instanceof HttpError) return [error.status, { error: error.code, detail: error.message }, error.headers];
   console.error(`kitchensink: ${where} failed:`, error);
   return [500, { error: 'internal', detail: (error as Error).message ?? String(error) }, {}];
@@ -77,7 +77,7 @@ function directAnswer(json: boolean, { outcome, output }: DirectCallResult): unk
 }
 
 /** A switch that stops the request's work when its client goes away before the answer. */
-function clientGone(res: ServerResponse): StopSwitch {
+export function clientGone(res: ServerResponse): StopSwitch {
   const gone = new StopSwitch();
   res.once('close', () => {
     if (!res.writableFinished) gone.stop();

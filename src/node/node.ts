@@ -24,7 +24,8 @@ import { Catalog } from '../data/catalog.js';
 import { DataRegistry } from '../data/registry.js';
 import { DataService } from '../data/service.js';
 import { DataMover } from '../data/transfer.js';
-import { answerStarting, createApp, fastCallRoutes, type AppContext } from './app.js';
+import { answerStarting, clientGone, createApp, errorAnswer, fastCallRoutes, type AppContext } from './app.js';
+import { fastPerform } from '../jobs/routes.js';
 import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
 import { connectRedis, startRedisServer, whyRedisIsSilent } from './redis.js';
@@ -403,6 +404,7 @@ export class KsNode {
     const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
     const koa = createApp(routes, appOptions);
     const fastRoutes = fastCallRoutes(routes, appOptions);
+    const fastJobs = fastPerform({ service: jobService, gate: appOptions.gate, maxRequestSizeBytes: this.opts.maxRequestSizeBytes, errorAnswer, clientGone });
     const idle = new IdleCollector(() => pool.idle < pool.size, { quietMs: config.idleGcQuietMs, minGrowthBytes: config.idleGcMinGrowthBytes });
     this.idleCollector = idle;
     const handle = koa.callback();
@@ -411,7 +413,7 @@ export class KsNode {
       idle.touch();
       // `http://host:port/` + `/api/v1/...`, as users glue them in curl, is the same route.
       if (req.url?.startsWith('//')) req.url = req.url.replace(/^\/+/, '/');
-      if (fastRoutes(req, res)) return;
+      if (fastRoutes(req, res) || fastJobs(req, res)) return;
       if (req.method === 'PUT' && Number(req.headers['content-length']) >= config.bigUploadBytes) idle.makeRoom();
       void handle(req, res);
     });
