@@ -193,6 +193,22 @@ describe('ks: user errors end in one line and a non-zero exit', function () {
     await assertOneLineError(['start', '--datadir', scratch, '--no-redis', '--redis-connection', `redis://127.0.0.1:${port}`], /no Redis answers.*--no-redis/);
   });
 
+  it('advertises the port it picked for a --node-url with port 0', async function () {
+    const redis = await startRedis();
+    try {
+      const node = await startNodeWith('port0', ['--no-redis', '--redis-connection', redis.url, '--num-workers', '1', '--node-url', 'http://127.0.0.1:0/']);
+      try {
+        const port = Number(/^http:\/\/127\.0\.0\.1:(\d+)$/.exec(node.url)?.[1]);
+        assert.ok(port > 0, node.url);
+        assert.equal((await rawRequest(node.url, 'GET', '/health')).status, 200);
+      } finally {
+        await node.stop();
+      }
+    } finally {
+      await redis.stop();
+    }
+  });
+
   it('refuses a --node-url that is not an http url', async function () {
     await assertOneLineError(['start', '--datadir', scratch, '--node-url', '127.0.0.1:6323'], /node url "127.0.0.1:6323" is not a url: give http:\/\/host:port\//);
   });

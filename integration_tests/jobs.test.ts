@@ -221,7 +221,7 @@ describe('jobs: Python entrypoints served over HTTP', function () {
   });
 });
 
-describe('jobs: admission limits', function () {
+describe('admission limits', function () {
   let redis: TestRedis;
   let node: TestNode;
 
@@ -242,6 +242,29 @@ describe('jobs: admission limits', function () {
     assert.equal(refused.headers.get('retry-after'), '1');
     assert.match(String(refused.json.detail), /--max-concurrency/);
     assert.equal((await post(node.url, '/api/v1/jobs/model/sleep', { seconds: 0 })).status, 200);
+  });
+
+  it('refuses a batch that would leave more than --max-queued calls waiting in a queue, whole, as rejected', async function () {
+    const capped = await startNode(redis.url, 'capped', ['--queue', 'capq', '--max-queued', '3']);
+    const client = new Client(capped.url, { output: new Capture() });
+    try {
+      // One call runs on the node's one interpreter, one waits.
+      for (let k = 0; k < 2; k++) client.bc('kstest_funcs:slow', [0.5], {}, { queue: 'capq' });
+      await client.execute();
+      for (let k = 0; k < 3; k++) client.bc('kstest_funcs:add', [k], {}, { queue: 'capq' });
+      await assert.rejects(client.execute(), (error: RemoteError) => error.kind === 'rejected' && /queue capq holds 1 waiting calls: this batch's 3 more would pass --max-queued 3/.test(error.message));
+      for (let k = 0; k < 2; k++) client.bc('kstest_funcs:add', [k], { y: 10 }, { queue: 'capq' });
+      await client.execute();
+      const done = await client.br();
+      assert.equal(done.length, 4);
+      assert.deepEqual(done.slice(2), [10, 11]);
+      const refused = await post(capped.url, '/api/v1/calls', { calls: Array.from({ length: 4 }, () => ({ fn: 'operator:add', args: [1, 2], opts: { queue: 'capq' } })) });
+      assert.equal(refused.status, 429);
+      assert.equal(refused.json.error, 'too_many_requests');
+    } finally {
+      client.close();
+      await capped.stop();
+    }
   });
 });
 

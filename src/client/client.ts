@@ -66,6 +66,16 @@ interface DirectAnswer {
   output: [string, Uint8Array][];
 }
 
+/** A batch the node refused as too many (429: `--max-queued`) rejects as a `RemoteError` of kind `rejected`. */
+async function rejectedAsRemoteError<T>(request: Promise<T>): Promise<T> {
+  try {
+    return await request;
+  } catch (error) {
+    if (error instanceof NodeRequestError && error.status === 429) throw new RemoteError({ kind: 'rejected', message: error.detail });
+    throw error;
+  }
+}
+
 /** How long one long-poll may hold; the node bounds it too. */
 const longPollMs = config.longPollMaxMs;
 
@@ -239,14 +249,14 @@ export class Client {
   }
 
   private async submit(calls: WireCall[]): Promise<Batch> {
-    const batch = await this.http.request<Batch>('POST', '/api/v1/calls', { calls });
+    const batch = await rejectedAsRemoteError(this.http.request<Batch>('POST', '/api/v1/calls', { calls }));
     this.lastBatch = batch;
     return batch;
   }
 
   /** Submits and takes the first events in the same request, then waits for the rest. */
   private async submitAndWait<T>(calls: WireCall[]): Promise<(T | Outcome<T>)[]> {
-    const first = await this.http.request<Batch & ResultsPage>('POST', '/api/v1/calls', { calls, waitMs: longPollMs });
+    const first = await rejectedAsRemoteError(this.http.request<Batch & ResultsPage>('POST', '/api/v1/calls', { calls, waitMs: longPollMs }));
     this.lastBatch = first;
     return this.waitFor<T>(first, false, first);
   }

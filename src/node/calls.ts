@@ -2,7 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { FlowProducer, type FlowJob } from 'bullmq';
 import { defaultQueue } from '../config.js';
 import { encode } from '../codec.js';
-import { BadRequest, NotFound } from '../errors.js';
+import { BadRequest, NotFound, TooManyRequests } from '../errors.js';
 import { jobQueue, newBatchId, queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
 import { isJobSpec, terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
 import type { Redis } from 'ioredis';
@@ -38,6 +38,8 @@ export interface CallServiceOptions {
   stealDelayMs: number;
   /** How long the queued copy of a call that started at once on this node waits before any worker may take it. */
   localCopyDelayMs: number;
+  /** `--max-queued`: the most calls that may wait in one queue; a batch that would pass it is refused whole. */
+  maxQueued?: number;
 }
 
 export interface ResultsPage {
@@ -108,6 +110,7 @@ export class CallService {
     flush();
     void this.ctx.claims.startBatch(batchId, calls.length).catch(() => {});
     const queues = new Set(jobs.map((j) => j.queueName));
+    if (this.opts.maxQueued !== undefined) await this.refuseOverfull(jobs, this.opts.maxQueued);
     if (jobs.length === 1) {
       // add, not addBulk: no pipeline object (ioredis copies every defined script into each one).
       const [{ queueName, name, data, opts }] = jobs;
@@ -121,6 +124,25 @@ export class CallService {
       await this.flows.addBulk(jobs);
     }
     return { batchId, taskIds: calls.map((_, index) => taskIdOf(batchId, index)) };
+  }
+
+  /**
+   * Refuses a batch that would leave more than `maxQueued` calls waiting (or delayed) in one of
+   * its queues. Checked before the batch is queued, not atomically with it: batches sent at the
+   * same moment may pass the bound by what they hold together.
+   */
+  private async refuseOverfull(jobs: FlowJob[], maxQueued: number): Promise<void> {
+    const adding = new Map<string, number>();
+    for (const job of jobs) adding.set(job.queueName, (adding.get(job.queueName) ?? 0) + 1);
+    await Promise.all(
+      [...adding].map(async ([queue, count]) => {
+        const counts = await this.ctx.queues.get(queue).getJobCounts('wait', 'prioritized', 'delayed');
+        const waiting = (counts.wait ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0);
+        if (waiting + count > maxQueued) {
+          throw new TooManyRequests(`queue ${queue} holds ${waiting} waiting calls: this batch's ${count} more would pass --max-queued ${maxQueued}`);
+        }
+      }),
+    );
   }
 
   /**
@@ -152,6 +174,8 @@ export class CallService {
    * large ones, enough that every live worker still gets at least `chunksPerWorker` jobs.
    */
   private chunkSize(calls: number, hosts: HostInfo[]): number {
+    // Under --max-queued a queued job is one call, so that a queue's waiting jobs count its calls.
+    if (this.opts.maxQueued !== undefined) return 1;
     const workers = Math.max(1, hosts.reduce((sum, h) => sum + h.workers, 0));
     return Math.max(1, Math.min(this.opts.maxCallsPerJob, Math.floor(calls / (workers * this.opts.chunksPerWorker))));
   }

@@ -77,6 +77,8 @@ export interface NodeOptions {
   maxConcurrency?: number;
   /** Direct calls and performs that may wait for a place; the rest get 429. */
   maxConcurrencyQueue: number;
+  /** The most calls that may wait in one queue; a batch that would pass it gets 429. */
+  maxQueued?: number;
 }
 
 const log = (message: string) => process.stderr.write(`kitchensink: ${message}\n`);
@@ -212,6 +214,7 @@ export class KsNode {
         chunksPerWorker: config.chunksPerWorker,
         stealDelayMs: config.stealDelayMs,
         localCopyDelayMs: config.jobLockMs,
+        maxQueued: o.maxQueued,
       },
     );
     this.worker = new CallWorker(
