@@ -58,8 +58,13 @@ describe('jobs: Python entrypoints served over HTTP', function () {
     assert.deepEqual(perform.parameters[2].schema, { anyOf: [{ type: 'array', items: { type: 'string' } }, { type: 'null' }] });
     assert.deepEqual(perform.example, { x: 3, y: 4 });
     assert.equal(perform.returns.doc, 'the product, and where it ran');
-    assert.deepEqual(model.statics.map((s: { path: string }) => s.path), ['/manifest', '/site']);
+    // Where the job's files are on the node's disk is not the callers' business.
+    assert.deepEqual(model.statics, [
+      { path: '/manifest', mimetype: 'application/json' },
+      { path: '/site', mimetype: 'application/octet-stream' },
+    ]);
     assert.equal(model.folder, undefined);
+    assert.equal((await rawRequest(withoutJob.url, 'GET', '/api/v1/jobs/model')).json?.folder, undefined);
     assert.deepEqual(mul.hosts, ['fnhost']);
     assert.equal(mul.endpoints[0].summary, 'Multiplies two integers.');
   });

@@ -1,6 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { decode, encode } from '../codec.js';
-import type { JobDescription, JobSpec } from '../types.js';
+import type { JobSpec } from '../types.js';
+import type { ExecutorPool } from '../worker/pool.js';
 import type { RunOutcome } from '../worker/executor.js';
 import { checkJobMetrics, type JobMetric } from '../node/metrics.js';
 
@@ -12,16 +13,19 @@ const metricsEndpoint = '#metrics';
  * `metrics()` raises, returns garbage or does not answer within `waitMs` is left out of
  * this scrape and logged; a scrape never fails because of it.
  */
-export async function collectJobMetrics(
-  jobs: JobDescription[],
-  run: (fn: JobSpec, payload: Uint8Array) => Promise<RunOutcome>,
-  log: (message: string) => void,
-  waitMs: number,
-): Promise<{ job: string; metrics: JobMetric[] }[]> {
+export async function collectJobMetrics(pool: Pick<ExecutorPool, 'jobs' | 'acquire'>, log: (message: string) => void, waitMs: number): Promise<{ job: string; metrics: JobMetric[] }[]> {
+  const run = async (fn: JobSpec): Promise<RunOutcome> => {
+    const lease = await pool.acquire(true);
+    try {
+      return await lease.run({ fn, payload: encode([[], {}]), timeoutMs: waitMs, onOutput: () => {} });
+    } finally {
+      lease.release();
+    }
+  };
   const collected: { job: string; metrics: JobMetric[] }[] = [];
-  for (const job of jobs.filter((j) => j.metrics)) {
+  for (const job of Object.values(pool.jobs).filter((j) => j.metrics)) {
     const outcome = await Promise.race([
-      run({ job: job.name, endpoint: metricsEndpoint }, encode([[], {}])),
+      run({ job: job.name, endpoint: metricsEndpoint }),
       delay(waitMs, undefined, { ref: false }),
     ]);
     if (!outcome) {

@@ -8,7 +8,7 @@ import { BadRequest, NotFound } from '../errors.js';
 import type { JobDescription } from '../types.js';
 import type { StopSwitch } from '../worker/executor.js';
 import { reply } from '../node/http-body.js';
-import type { JobCatalog } from './catalog.js';
+import type { CatalogEntry, JobCatalog } from './catalog.js';
 import { openApiDocument } from './openapi.js';
 import type { JobService } from './service.js';
 
@@ -27,6 +27,16 @@ export interface JobRoutesContext {
   /** For the OpenAPI document: kitchensink's version, and whether callers need a bearer token. */
   version: string;
   bearer: boolean;
+}
+
+/** A job as callers see it: not where its files are on the node's disk. */
+function shown({ folder: _folder, statics, ...job }: CatalogEntry) {
+  return { ...job, statics: statics.map(({ path, mimetype }) => ({ path, mimetype })) };
+}
+
+/** Every job of the cluster, sorted by name. */
+async function byName(catalog: JobCatalog) {
+  return [...(await catalog.all()).values()].sort((a, b) => a.name.localeCompare(b.name));
 }
 
 /** A percent-encoded path segment, decoded; malformed encoding is the caller's mistake. */
@@ -56,15 +66,13 @@ function parameters(job: JobDescription) {
 export function jobRoutes(app: JobRoutesContext) {
   return async (ctx: Context, next: Next): Promise<void> => {
     if (ctx.path === '/api/v1/openapi.json' && ctx.method === 'GET') {
-      const jobs = [...(await app.catalog.all()).values()].sort((a, b) => a.name.localeCompare(b.name));
-      return reply(ctx, openApiDocument(jobs, { version: app.version, bearer: app.bearer }));
+      return reply(ctx, openApiDocument(await byName(app.catalog), { version: app.version, bearer: app.bearer }));
     }
     if (ctx.path !== prefix && !ctx.path.startsWith(`${prefix}/`)) return next();
     const [name, ...rest] = ctx.path.slice(prefix.length + 1).split('/');
     const path = `/${rest.join('/')}`;
     if (ctx.method === 'GET' && !name) {
-      const jobs = [...(await app.catalog.all()).values()].sort((a, b) => a.name.localeCompare(b.name));
-      return reply(ctx, { jobs: jobs.map(({ folder: _folder, ...shown }) => shown) });
+      return reply(ctx, { jobs: (await byName(app.catalog)).map(shown) });
     }
     const job = await app.catalog.find(decoded(name));
     if (!job) throw new NotFound(`no live node loaded a job named ${JSON.stringify(name)} (GET ${prefix} lists them)`);
@@ -81,7 +89,7 @@ export function jobRoutes(app: JobRoutesContext) {
       return;
     }
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return reply(ctx, { error: 'method_not_allowed', detail: `${ctx.method} is not served on jobs` }, 405);
-    if (path === '/') return reply(ctx, (await app.catalog.all()).get(job.name) ?? job);
+    if (path === '/') return reply(ctx, shown((await app.catalog.all()).get(job.name) ?? { ...job, hosts: [] }));
     if (path === '/parameters') return reply(ctx, parameters(job));
     await sendStatic(ctx, job, path, job.name in app.catalog.local);
   };

@@ -134,15 +134,12 @@ export class CallService {
   private async refuseOverfull(jobs: FlowJob[], maxQueued: number): Promise<void> {
     const adding = new Map<string, number>();
     for (const job of jobs) adding.set(job.queueName, (adding.get(job.queueName) ?? 0) + 1);
-    await Promise.all(
-      [...adding].map(async ([queue, count]) => {
-        const counts = await this.ctx.queues.get(queue).getJobCounts('wait', 'prioritized', 'delayed');
-        const waiting = (counts.wait ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0);
-        if (waiting + count > maxQueued) {
-          throw new TooManyRequests(`queue ${queue} holds ${waiting} waiting calls: this batch's ${count} more would pass --max-queued ${maxQueued}`);
-        }
-      }),
-    );
+    const waiting = await this.ctx.queues.waiting([...adding.keys()]);
+    for (const [queue, count] of adding) {
+      if (waiting[queue] + count > maxQueued) {
+        throw new TooManyRequests(`queue ${queue} holds ${waiting[queue]} waiting calls: this batch's ${count} more would pass --max-queued ${maxQueued}`);
+      }
+    }
   }
 
   /**

@@ -9,7 +9,7 @@ import type { Redis } from 'ioredis';
 import { config, defaultQueue } from '../config.js';
 import { Keys, jobQueue, queueName, namePattern } from '../keys.js';
 import { normalizeNodeUrl, parseNodeUrl, portOf } from '../node-url.js';
-import type { HostInfo, JobSpec, WireCall } from '../types.js';
+import type { HostInfo, WireCall } from '../types.js';
 import { CallWorker } from '../worker/call-worker.js';
 import { ClaimLock } from '../worker/claim.js';
 import { runDirectCall } from '../worker/direct-call.js';
@@ -100,7 +100,6 @@ export class KsNode {
   private readonly startedAt = Date.now();
   private directCalls = 0;
   private queueNames: string[] = [];
-  private admission!: Admission;
   name = '';
   url = '';
 
@@ -144,7 +143,8 @@ export class KsNode {
     this.name = o.nodeName ?? `${hostname()}-${port}`;
     this.url = advertisedUrl(advertised, o.host, port);
 
-    const metrics = this.createMetrics(o.queues);
+    const admission = new Admission({ maxConcurrency: o.maxConcurrency, maxQueue: o.maxConcurrencyQueue });
+    const metrics = this.createMetrics(admission);
     const env: Record<string, string> = { KS_NODE_NAME: this.name, KS_NODE_URL: this.url, KS_DATADIR: resolve(o.datadir) };
     // Python saves RemoteData straight to the port this node listens on, not through a proxy
     // that --node-url may name; the data route needs the token.
@@ -242,7 +242,7 @@ export class KsNode {
     );
     await this.worker.start();
     const jobCatalog = new JobCatalog({ redis, keys, liveHosts: () => registry.liveHosts() }, localJobs, config.hostCacheMs);
-    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover, catalog: jobCatalog, metrics });
+    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover, catalog: jobCatalog, metrics, admission });
     await this.registry.register();
     this.sweeper = new DeadHostSweeper(
       { redis, claims, keys, queues: this.queues, nodeName: this.name, log },
@@ -287,9 +287,8 @@ export class KsNode {
     }
   }
 
-  /** The node's metrics; what they read of the node is read at scrape time. */
-  private createMetrics(customQueues: string[]): NodeMetrics {
-    this.admission = new Admission({ maxConcurrency: this.opts.maxConcurrency, maxQueue: this.opts.maxConcurrencyQueue });
+  /** The node's metrics; what they show of the node is read at scrape time. */
+  private createMetrics(admission: Admission): NodeMetrics {
     return new NodeMetrics({
       nodeName: this.name,
       startedAt: this.startedAt,
@@ -297,30 +296,9 @@ export class KsNode {
       idleWorkers: () => this.pool?.idle ?? 0,
       longPolls: () => this.events?.waiting ?? 0,
       directCalls: () => this.directCalls,
-      admissionRejected: () => this.admission.rejected,
-      queueDepths: async () => {
-        const depths: Record<string, number> = {};
-        const served = (this.queueNames.length ? this.queueNames : [defaultQueue, ...customQueues]).flatMap((q) => [queueName(q, this.name), q]);
-        await Promise.all(
-          served.map(async (name) => {
-            const counts = await this.queues!.get(name).getJobCounts('wait', 'prioritized', 'delayed');
-            depths[name] = (counts.wait ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0);
-          }),
-        );
-        return depths;
-      },
-      jobMetrics: () => {
-        const pool = this.pool!;
-        const run = async (fn: JobSpec, payload: Uint8Array) => {
-          const lease = await pool.acquire(true);
-          try {
-            return await lease.run({ fn, payload, timeoutMs: config.jobMetricsWaitMs, onOutput: () => {} });
-          } finally {
-            lease.release();
-          }
-        };
-        return collectJobMetrics(Object.values(pool.jobs), run, log, config.jobMetricsWaitMs);
-      },
+      admissionRejected: () => admission.rejected,
+      queueDepths: () => this.queues!.waiting(this.queueNames.flatMap((q) => [queueName(q, this.name), q])),
+      jobMetrics: () => collectJobMetrics(this.pool!, log, config.jobMetricsWaitMs),
     });
   }
 
@@ -363,9 +341,9 @@ export class KsNode {
 
   private serve(
     server: Server,
-    { calls, data, pool, registry, mover, catalog, metrics }: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog; metrics: NodeMetrics },
+    parts: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog; metrics: NodeMetrics; admission: Admission },
   ): void {
-    const admission = this.admission;
+    const { calls, data, pool, registry, mover, catalog, metrics, admission } = parts;
     const runHere = async (call: WireCall, stop: StopSwitch, caller?: string) => {
       this.directCalls += 1;
       const startedAt = performance.now();

@@ -19,6 +19,12 @@ export class QueueCache {
     return queue;
   }
 
+  /** Calls waiting (queued, prioritized or delayed) in each queue named, by name. */
+  async waiting(names: string[]): Promise<Record<string, number>> {
+    const counts = await Promise.all(names.map((name) => this.get(name).getJobCounts('wait', 'prioritized', 'delayed')));
+    return Object.fromEntries(names.map((name, k) => [name, (counts[k].wait ?? 0) + (counts[k].prioritized ?? 0) + (counts[k].delayed ?? 0)]));
+  }
+
   /** Forgets a queue (after it was obliterated). */
   async drop(name: string): Promise<void> {
     const queue = this.queues.get(name);
