@@ -64,7 +64,7 @@ describe('jobs: Python entrypoints served over HTTP', function () {
       { path: '/site', mimetype: 'application/octet-stream' },
     ]);
     assert.equal(model.folder, undefined);
-    assert.equal((await rawRequest(withoutJob.url, 'GET', '/api/v1/jobs/model')).json?.folder, undefined);
+    assert.equal(((await rawRequest(withoutJob.url, 'GET', '/api/v1/jobs/model')).json as Record<string, unknown>).folder, undefined);
     assert.deepEqual(mul.hosts, ['fnhost']);
     assert.equal(mul.endpoints[0].summary, 'Multiplies two integers.');
   });
