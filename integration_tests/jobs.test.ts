@@ -117,6 +117,12 @@ describe('jobs: Python entrypoints served over HTTP', function () {
       assert.doesNotMatch(res.body, /import json|root:/);
     }
     assert.equal((await fetch(`${withJob.url}/api/v1/jobs/model/site`)).status, 404);
+    // A node that did not load the job passes the file on from one that did.
+    const forwarded = await fetch(`${withoutJob.url}/api/v1/jobs/model/site/index.html`);
+    assert.equal(forwarded.status, 200);
+    assert.match(forwarded.headers.get('content-type') ?? '', /^text\/html/);
+    assert.equal((await forwarded.text()).trim(), '<h1>model</h1>');
+    assert.equal((await fetch(`${withoutJob.url}/api/v1/jobs/model/site/nope.html`)).status, 404);
   });
 
   it('refuses bad input before the job runs, naming what is wrong', async function () {
@@ -334,6 +340,12 @@ describe('jobs: named tokens, a public path, OpenAPI and Swagger UI', function (
     const client = new Client(node.url, { token: 'bob-secret', output: new Capture() });
     assert.equal((await client.perform<{ product: number }>('model', { x: 2 })).product, 40);
     client.close();
+    // The caller labels the call metrics, for performs over HTTP and for calls through the queues.
+    const text = await (await fetch(`${node.url}/metrics`, { headers: { authorization: 'Bearer alice-secret' } })).text();
+    const calls = parsePrometheus(text).find((f) => f.name === 'ks_calls_total')!.metrics;
+    const byCaller = (caller: string) => calls.filter((m) => m.labels?.caller === caller && m.labels?.function === 'job:model/perform').reduce((n, m) => n + Number(m.value), 0);
+    assert.equal(byCaller('alice'), 1);
+    assert.equal(byCaller('bob'), 2);
   });
 
   it('opens exactly the --public path and those below it', async function () {

@@ -83,7 +83,8 @@ export interface JobCall {
   f: FnSpec;
   /** base64 of msgpack `[args, kwargs]` */
   p: string;
-  o: { timeout?: number; retries?: number; intermediateResults?: boolean };
+  /** Options; `c` is the caller's name (its token's), for the metrics of the node that runs it. */
+  o: { timeout?: number; retries?: number; intermediateResults?: boolean; c?: string };
   /** Data urls among the arguments: made local before the call runs. */
   d?: string[];
 }

@@ -1,6 +1,9 @@
 import { createReadStream } from 'node:fs';
 import { realpath, stat } from 'node:fs/promises';
 import { extname, join, sep } from 'node:path';
+import { Readable } from 'node:stream';
+import { bearerHeader } from '../keys.js';
+import { nodeRoute } from '../node-url.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, Next } from 'koa';
 import type { Gate } from '../node/tokens.js';
@@ -24,6 +27,9 @@ export interface JobRoutesContext {
   clientGone(ctx: Context): StopSwitch;
   /** The caller's name, from its token. */
   caller(ctx: Context): string | undefined;
+  /** A live host's url by name, and the token this node shows other nodes: static files come from a node that loaded the job. */
+  hostUrl(name: string): Promise<string | undefined>;
+  ownToken?: string;
   /** For the OpenAPI document: kitchensink's version, and whether callers need a bearer token. */
   version: string;
   bearer: boolean;
@@ -91,15 +97,33 @@ export function jobRoutes(app: JobRoutesContext) {
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return reply(ctx, { error: 'method_not_allowed', detail: `${ctx.method} is not served on jobs` }, 405);
     if (path === '/') return reply(ctx, shown((await app.catalog.all()).get(job.name) ?? { ...job, hosts: [] }));
     if (path === '/parameters') return reply(ctx, parameters(job));
-    await sendStatic(ctx, job, path, job.name in app.catalog.local);
+    if (job.name in app.catalog.local) await sendStatic(ctx, job, path);
+    else await forwardStatic(ctx, app, job.name, path);
   };
 }
 
+/** A job's static file from a node that loaded the job, for a node that did not: its answer, passed on. */
+async function forwardStatic(ctx: Context, app: JobRoutesContext, name: string, path: string): Promise<void> {
+  const hosts = (await app.catalog.all()).get(name)?.hosts ?? [];
+  for (const host of hosts) {
+    const url = await app.hostUrl(host);
+    if (!url) continue;
+    const answer = await fetch(nodeRoute(url, `${prefix}/${encodeURIComponent(name)}${path}`), { method: ctx.method, headers: bearerHeader(app.ownToken) }).catch(() => undefined);
+    if (!answer) continue;
+    ctx.status = answer.status;
+    ctx.set('content-type', answer.headers.get('content-type') ?? 'application/octet-stream');
+    const length = answer.headers.get('content-length');
+    if (length) ctx.length = Number(length);
+    ctx.body = answer.body ? Readable.fromWeb(answer.body as import('node:stream/web').ReadableStream) : null;
+    return;
+  }
+  throw new NotFound(`no live node that loaded job ${name} answers for its files`);
+}
+
 /** A static endpoint's file, or a file below a static folder; never a path outside it. */
-async function sendStatic(ctx: Context, job: JobDescription, path: string, local: boolean): Promise<void> {
+async function sendStatic(ctx: Context, job: JobDescription, path: string): Promise<void> {
   const entry = job.statics.find((s) => path === s.path || path.startsWith(`${s.path}/`));
   if (!entry) throw new NotFound(`job ${job.name} has no GET ${path} (its endpoints take POST)`);
-  if (!local) throw new NotFound(`job ${job.name}'s files are served by the nodes that loaded it, not this one`);
   let file = entry.file;
   let type: string | undefined = entry.mimetype;
   if (path !== entry.path) {

@@ -17,7 +17,7 @@ export interface JobServiceContext {
   runHere(call: WireCall, stop: StopSwitch, caller?: string): Promise<DirectCallResult>;
   /** Queues one call and resolves to its events once it ended. */
   calls: {
-    submit(calls: WireCall[]): Promise<{ batchId: string }>;
+    submit(calls: WireCall[], caller?: string): Promise<{ batchId: string }>;
     results(batchId: string, cursor: string, waitMs: number, how: { remaining: number; stop: StopSwitch; justSubmitted: boolean }): Promise<{ cursor: string; events: WireEvent[] }>;
     cancelBatch(batchId: string): Promise<number>;
   };
@@ -57,15 +57,15 @@ export class JobService {
     const fn: JobSpec = { job: name, endpoint: path };
     const call: WireCall = { fn, payload: encode([[], kwargs]) };
     const { outcome, output } = await this.ctx.admission.run(() =>
-      this.ctx.catalog.local[name] ? this.ctx.runHere(call, how.stop, how.caller) : this.forward(call, name, how.stop),
+      this.ctx.catalog.local[name] ? this.ctx.runHere(call, how.stop, how.caller) : this.forward(call, name, how.stop, how.caller),
     );
     this.logOutput(name, how.caller, output);
     return answer(outcome, how.withOutput ? output : undefined);
   }
 
   /** Runs the call on a node that loaded the job, through the job's queue. */
-  private async forward(call: WireCall, name: string, stop: StopSwitch): Promise<DirectCallResult> {
-    const { batchId } = await this.ctx.calls.submit([{ ...call, opts: { queue: jobQueue(name) } }]);
+  private async forward(call: WireCall, name: string, stop: StopSwitch, caller: string | undefined): Promise<DirectCallResult> {
+    const { batchId } = await this.ctx.calls.submit([{ ...call, opts: { queue: jobQueue(name) } }], caller);
     const output: DirectCallResult['output'] = [];
     for (let cursor = '0-0'; ; ) {
       const page = await this.ctx.calls.results(batchId, cursor, Infinity, { remaining: 1, stop, justSubmitted: true });

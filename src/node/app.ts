@@ -21,12 +21,14 @@ export interface AppContext {
   calls: CallService;
   jobs: { catalog: JobCatalog; service: JobService };
   data: DataService;
-  runDirect(call: WireCall, stop: StopSwitch): Promise<DirectCallResult>;
+  runDirect(call: WireCall, stop: StopSwitch, caller?: string): Promise<DirectCallResult>;
   liveHosts(): Promise<HostInfo[]>;
   info(): Record<string, unknown>;
   /** kitchensink's version. */
   version: string;
   metrics(): Promise<string>;
+  /** A live host's url by name. */
+  hostUrl(name: string): Promise<string | undefined>;
   /** Told of the bytes every upload brought in and every download sent out. */
   dataMoved(direction: 'in' | 'out', bytes: number): void;
 }
@@ -34,6 +36,8 @@ export interface AppContext {
 export interface AppOptions {
   /** Who may call: the node's named tokens and public paths. */
   gate: Gate;
+  /** The token this node shows other nodes. */
+  ownToken?: string;
   noCode: boolean;
   maxRequestSizeBytes: number;
 }
@@ -96,23 +100,23 @@ function refuseCode(noCode: boolean, calls: WireCall[]): void {
  * The POST routes that take a body and answer a value, by path: shared by the Koa router and
  * by `fastCallRoutes`. `json`: answer a JSON client (values decoded, output as text).
  */
-type BodyRoute = (body: unknown, json: boolean, res: ServerResponse) => Promise<unknown>;
+type BodyRoute = (body: unknown, json: boolean, res: ServerResponse, caller: string | undefined) => Promise<unknown>;
 
 function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute> {
   return {
-    '/api/v1/calls': async (body, json, res) => {
+    '/api/v1/calls': async (body, json, res, caller) => {
       const calls = v.wireCalls(body);
       refuseCode(opts.noCode, calls);
       const waitMs = v.waitMs((body as { waitMs?: unknown }).waitMs);
-      const batch = await app.calls.submit(calls);
+      const batch = await app.calls.submit(calls, caller);
       // Submit-and-wait: a single call's round trip is then one HTTP request, not two.
       const first = waitMs ? await app.calls.results(batch.batchId, '0-0', waitMs, { remaining: calls.length, stop: clientGone(res), justSubmitted: true }) : undefined;
       return { ...batch, ...first, events: eventsFor(json, first?.events) };
     },
-    '/api/v1/call': async (body, json, res) => {
+    '/api/v1/call': async (body, json, res, caller) => {
       const call = v.wireCall(body, 'body');
       refuseCode(opts.noCode, [call]);
-      return directAnswer(json, await app.runDirect(call, clientGone(res)));
+      return directAnswer(json, await app.runDirect(call, clientGone(res), caller));
     },
     '/api/v1/results': async (body, json, res) => {
       const b = v.requireObject(body, 'body');
@@ -137,7 +141,8 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
     if (!route || !isMsgpack(req.headers['content-type'])) return false;
     const declared = Number(req.headers['content-length']);
     if (!(declared <= opts.maxRequestSizeBytes)) return false;
-    if (opts.gate.closed && opts.gate.callerOf(req.headers.authorization) === undefined) return false;
+    const caller = opts.gate.closed ? opts.gate.callerOf(req.headers.authorization) : undefined;
+    if (opts.gate.closed && caller === undefined) return false;
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     // A client gone mid-body: nothing to answer, and nothing to throw.
@@ -148,7 +153,7 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
         let body: Buffer;
         let headers: Record<string, string> = {};
         try {
-          body = encode(await route(decodeBody(Buffer.concat(chunks)), false, res));
+          body = encode(await route(decodeBody(Buffer.concat(chunks)), false, res, caller));
         } catch (error) {
           const [failed, answer, errorHeaders] = errorAnswer(error, `POST ${req.url}`);
           [status, body, headers] = [failed, encode(answer), errorHeaders];
@@ -238,7 +243,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
   router.get('/api/v1/hosts', async (ctx) => reply(ctx, { hosts: await app.liveHosts() }));
 
   for (const [path, route] of Object.entries(bodyRoutes(app, opts))) {
-    router.post(path, async (ctx) => reply(ctx, await route(await body(ctx), !answersMsgpack(ctx), ctx.res)));
+    router.post(path, async (ctx) => reply(ctx, await route(await body(ctx), !answersMsgpack(ctx), ctx.res, ctx.state.caller as string | undefined)));
   }
 
   router.post('/api/v1/data/info', async (ctx) => {
@@ -276,7 +281,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
     });
   }
   koa.use(dataRoutes(app.data, app.dataMoved));
-  koa.use(jobRoutes({ ...app.jobs, body, clientGone: (ctx) => clientGone(ctx.res), caller: (ctx) => ctx.state.caller as string | undefined, version: app.version, bearer: opts.gate.closed }));
+  koa.use(jobRoutes({ ...app.jobs, hostUrl: app.hostUrl, ownToken: opts.ownToken, body, clientGone: (ctx) => clientGone(ctx.res), caller: (ctx) => ctx.state.caller as string | undefined, version: app.version, bearer: opts.gate.closed }));
   koa.use(router.routes());
   koa.use(router.allowedMethods({ throw: false }));
   koa.use(async (ctx) => {

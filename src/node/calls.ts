@@ -70,8 +70,8 @@ export class CallService {
     this.jobOpts = { removeOnComplete: true, removeOnFail: true, attempts: opts.jobAttempts, backoff: { type: 'fixed', delay: 500 } };
   }
 
-  /** Enqueues a batch atomically; resolves to its batch id and task ids in call order. */
-  async submit(calls: WireCall[]): Promise<{ batchId: string; taskIds: string[] }> {
+  /** Enqueues a batch atomically; resolves to its batch id and task ids in call order. `caller` labels its calls' metrics. */
+  async submit(calls: WireCall[], caller?: string): Promise<{ batchId: string; taskIds: string[] }> {
     const batchId = newBatchId();
     const hosts = await this.ctx.liveHosts();
     const chunkSize = this.chunkSize(calls.length, hosts);
@@ -103,7 +103,7 @@ export class CallService {
         i: index,
         f: call.fn,
         p: Buffer.from(call.payload).toString('base64'),
-        o: { timeout: call.opts?.timeout, retries: call.opts?.retries, intermediateResults: call.opts?.intermediateResults },
+        o: { timeout: call.opts?.timeout, retries: call.opts?.retries, intermediateResults: call.opts?.intermediateResults, c: caller },
         d: call.data?.length ? call.data : undefined,
       });
     }

@@ -357,8 +357,9 @@ export class KsNode {
       data,
       jobs: { catalog, service: jobService },
       version,
-      runDirect: (call, stop) => admission.run(() => runHere(call, stop)),
+      runDirect: (call, stop, caller) => admission.run(() => runHere(call, stop, caller)),
       liveHosts: () => registry.liveHosts(true),
+      hostUrl: async (name) => (await registry.liveHosts()).find((h) => h.name === name)?.url,
       info: () => ({
         name: this.name,
         url: this.url,
@@ -382,7 +383,7 @@ export class KsNode {
       metrics: () => metrics.text(),
       dataMoved: (direction, bytes) => metrics.moved(direction, bytes),
     };
-    const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
+    const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), ownToken: this.opts.tokens[0]?.secret, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
     const koa = createApp(routes, appOptions);
     const fastRoutes = fastCallRoutes(routes, appOptions);
     const fastJobs = fastPerform({ service: jobService, gate: appOptions.gate, maxRequestSizeBytes: this.opts.maxRequestSizeBytes, errorAnswer, clientGone });

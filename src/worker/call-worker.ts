@@ -27,7 +27,7 @@ export interface CallWorkerContext {
   log(message: string): void;
   /** Told of every call this worker ran: how it ended and how long it took, and how long it waited in its queue. */
   metrics?: {
-    callEnded(fn: FnSpec, outcome: 'ok' | FailureKind, seconds: number): void;
+    callEnded(fn: FnSpec, outcome: 'ok' | FailureKind, seconds: number, caller?: string): void;
     queueWaited(seconds: number): void;
   };
 }
@@ -184,7 +184,7 @@ export class CallWorker {
       const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, this.opts.outputCoalesceMs);
       const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease!, data, running.stop, output));
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
-      this.ctx.metrics?.callEnded(call.f, outcome.ok ? 'ok' : outcome.failure.kind, (Date.now() - startedAt) / 1000);
+      this.ctx.metrics?.callEnded(call.f, outcome.ok ? 'ok' : outcome.failure.kind, (Date.now() - startedAt) / 1000, call.o.c);
       // The interpreter is free now: the call waiting for it sends its claim in this same
       // turn, right behind this finish, so Redis reads both and answers both at once.
       lease.current.release();
