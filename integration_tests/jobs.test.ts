@@ -50,7 +50,7 @@ describe('jobs: Python entrypoints served over HTTP', function () {
     const [, model, mul] = jobs;
     assert.deepEqual(model.hosts, ['jobhost']);
     assert.equal(model.summary, 'Scales products by a weight it loads at start.');
-    assert.deepEqual(model.endpoints.map((e: { path: string }) => e.path), ['/perform', '/explain', '/fail', '/odd', '/sleep']);
+    assert.deepEqual(model.endpoints.map((e: { path: string }) => e.path), ['/perform', '/explain', '/fail', '/odd', '/sleep', '/whoami']);
     const perform = model.endpoints[0];
     assert.equal(perform.summary, 'Multiplies x and y, then scales.');
     assert.deepEqual(perform.parameters[0], { name: 'x', type: 'float', schema: { type: 'number' }, required: true, doc: 'the first factor' });
@@ -253,6 +253,23 @@ describe('admission limits', function () {
     assert.equal(refused.headers.get('retry-after'), '1');
     assert.match(String(refused.json.detail), /--max-concurrency/);
     assert.equal((await post(node.url, '/api/v1/jobs/model/sleep', { seconds: 0 })).status, 200);
+  });
+
+  it('instantiates the job again in an interpreter recycled by --max-requests', async function () {
+    const recycled = await startNode(redis.url, 'recycled', ['--entrypoint', modelJob, '--num-workers', '1', '--max-requests', '2']);
+    try {
+      const seen: { pid: number; instances: number }[] = [];
+      for (let k = 0; k < 3; k++) {
+        const { status, json } = await post(recycled.url, '/api/v1/jobs/model/whoami', {});
+        assert.equal(status, 200);
+        seen.push(json as unknown as { pid: number; instances: number });
+      }
+      assert.equal(seen[0].pid, seen[1].pid);
+      assert.notEqual(seen[2].pid, seen[1].pid);
+      assert.deepEqual(seen.map((s) => s.instances), [1, 1, 1]);
+    } finally {
+      await recycled.stop();
+    }
   });
 
   it('refuses a batch that would leave more than --max-queued calls waiting in a queue, whole, as rejected', async function () {

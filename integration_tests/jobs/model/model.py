@@ -57,11 +57,15 @@ class Model:
         time.sleep(seconds)
         return seconds
 
+    def whoami(self) -> Dict[str, int]:
+        """The interpreter's pid, and how often this interpreter made a Model."""
+        return {"pid": os.getpid(), "instances": Model.instances}
+
     def docs_input_example(self) -> dict:
         return {"x": 3, "y": 4}
 
     def auxiliary_endpoints(self):
-        return {"/explain": self.explain, "/fail": self.fail, "/odd": self.odd, "/sleep": self.sleep}
+        return {"/explain": self.explain, "/fail": self.fail, "/odd": self.odd, "/sleep": self.sleep, "/whoami": self.whoami}
 
     def static_endpoints(self):
         return {"/manifest": ("weights.json", "application/json"), "/site": "site"}
