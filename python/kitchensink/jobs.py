@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import typing
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 PERFORM = "/perform"
 # The node asks for a job's metrics() through this endpoint; no HTTP path can name it.
@@ -84,12 +84,18 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
         return inspect.signature(fn)
 
 
-def _check_signature(job: Job, path: str, fn: Callable[..., Any]) -> None:
+def _check_signature(path: str, fn: Callable[..., Any]) -> None:
     for parameter in _signature(fn).parameters.values():
         if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
             raise JobLoadError(f"endpoint {path} takes *{parameter.name}, which a JSON object of keyword arguments cannot fill")
         if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
             raise JobLoadError(f"endpoint {path} takes {parameter.name} as positional-only, which a JSON object cannot fill")
+
+
+def _optional(job: Job, method: str) -> Any:
+    """One of Racetrack's optional methods of a class job, bound; None when it has none."""
+    found = getattr(job.instance, method, None) if job.instance is not None else None
+    return found if callable(found) else None
 
 
 def load(name: str, target: str) -> Job:
@@ -106,18 +112,19 @@ def load(name: str, target: str) -> Job:
     else:
         raise JobLoadError(f"{target} is neither a class nor a function")
     job.endpoints[PERFORM] = perform
-    instance = job.instance
-    if instance is not None and callable(getattr(instance, "auxiliary_endpoints", None)):
-        for path, fn in dict(instance.auxiliary_endpoints()).items():
+    auxiliary = _optional(job, "auxiliary_endpoints")
+    if auxiliary:
+        for path, fn in dict(auxiliary()).items():
             if not isinstance(path, str) or not _PATH.match(path) or path in (PERFORM, "/parameters") or ".." in path:
                 raise JobLoadError(f"auxiliary endpoint {path!r} must be a path like /explain, not /perform or /parameters")
             if not callable(fn):
                 raise JobLoadError(f"auxiliary endpoint {path} is not callable")
             job.endpoints[path] = fn
     for path, fn in job.endpoints.items():
-        _check_signature(job, path, fn)
-    if instance is not None and callable(getattr(instance, "static_endpoints", None)):
-        for path, entry in dict(instance.static_endpoints()).items():
+        _check_signature(path, fn)
+    statics = _optional(job, "static_endpoints")
+    if statics:
+        for path, entry in dict(statics()).items():
             filename, mimetype = (entry, None) if isinstance(entry, str) else tuple(entry)
             full = os.path.realpath(os.path.join(job.folder, filename))
             if not isinstance(path, str) or not _PATH.match(path) or ".." in path or path in job.endpoints:
@@ -125,10 +132,12 @@ def load(name: str, target: str) -> Job:
             if os.path.commonpath([full, os.path.realpath(job.folder)]) != os.path.realpath(job.folder) or not os.path.exists(full):
                 raise JobLoadError(f"static endpoint {path}: {filename!r} is not a file or folder inside {job.folder}")
             job.statics[path] = (full, mimetype or mimetypes.guess_type(full)[0] or "application/octet-stream")
-    if instance is not None and callable(getattr(instance, "docs_input_examples", None)):
-        job.examples.update(dict(instance.docs_input_examples()))
-    if instance is not None and callable(getattr(instance, "docs_input_example", None)):
-        job.examples[PERFORM] = instance.docs_input_example()
+    examples = _optional(job, "docs_input_examples")
+    if examples:
+        job.examples.update(dict(examples()))
+    example = _optional(job, "docs_input_example")
+    if example:
+        job.examples[PERFORM] = example()
     return job
 
 
@@ -147,8 +156,9 @@ def endpoint(name: str, path: str) -> Tuple[Callable[..., Any], str]:
     job = _jobs.get(name)
     if job is None:
         raise LookupError(f"this interpreter has no job {name!r}")
-    if path == METRICS and job.instance is not None and callable(getattr(job.instance, "metrics", None)):
-        return job.instance.metrics, job.folder
+    metrics = _optional(job, "metrics") if path == METRICS else None
+    if metrics:
+        return metrics, job.folder
     fn = job.endpoints.get(path or PERFORM)
     if fn is None:
         raise LookupError(f"job {name!r} has no endpoint {path!r}")
@@ -276,6 +286,6 @@ def describe(job: Job) -> dict:
         "description": description,
         "endpoints": [_describe_endpoint(job, path, fn) for path, fn in job.endpoints.items()],
         "statics": [{"path": path, "file": full, "mimetype": mimetype} for path, (full, mimetype) in job.statics.items()],
-        "metrics": job.instance is not None and callable(getattr(job.instance, "metrics", None)),
+        "metrics": _optional(job, "metrics") is not None,
     }
 
