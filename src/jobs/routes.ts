@@ -173,8 +173,8 @@ export function fastPerform(app: FastPerformContext): (req: IncomingMessage, res
     if (type === undefined || !/^application\/json\b/i.test(type)) return false;
     const declared = Number(req.headers['content-length']);
     if (!(declared <= app.maxRequestSizeBytes)) return false;
-    const caller = app.gate.closed ? app.gate.callerOf(req.headers.authorization) : undefined;
-    if (app.gate.closed && caller === undefined) return false;
+    const admitted = app.gate.admit(req.headers.authorization);
+    if (!admitted) return false;
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
     const slash = path.indexOf('/', prefix.length + 1);
@@ -197,7 +197,7 @@ export function fastPerform(app: FastPerformContext): (req: IncomingMessage, res
           } catch (error) {
             throw new BadRequest(`body is not valid JSON: ${(error as Error).message}`);
           }
-          ({ status, json } = await app.service.perform(decoded(name), endpoint, body, { withOutput, stop: app.clientGone(res), caller }));
+          ({ status, json } = await app.service.perform(decoded(name), endpoint, body, { withOutput, stop: app.clientGone(res), caller: admitted.caller }));
         } catch (error) {
           let answer: unknown;
           [status, answer, headers] = app.errorAnswer(error, `POST ${path}`);

@@ -141,8 +141,8 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
     if (!route || !isMsgpack(req.headers['content-type'])) return false;
     const declared = Number(req.headers['content-length']);
     if (!(declared <= opts.maxRequestSizeBytes)) return false;
-    const caller = opts.gate.closed ? opts.gate.callerOf(req.headers.authorization) : undefined;
-    if (opts.gate.closed && caller === undefined) return false;
+    const admitted = opts.gate.admit(req.headers.authorization);
+    if (!admitted) return false;
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     // A client gone mid-body: nothing to answer, and nothing to throw.
@@ -153,7 +153,7 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
         let body: Buffer;
         let headers: Record<string, string> = {};
         try {
-          body = encode(await route(decodeBody(Buffer.concat(chunks)), false, res, caller));
+          body = encode(await route(decodeBody(Buffer.concat(chunks)), false, res, admitted.caller));
         } catch (error) {
           const [failed, answer, errorHeaders] = errorAnswer(error, `POST ${req.url}`);
           [status, body, headers] = [failed, encode(answer), errorHeaders];

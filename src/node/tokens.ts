@@ -53,6 +53,16 @@ export class Gate {
   }
 
   /**
+   * Whether a request with this `Authorization` header may call a path that is not public:
+   * `{caller}` (undefined when the node has no tokens) when it may, undefined when it may not.
+   */
+  admit(authorization: string | undefined): { caller?: string } | undefined {
+    if (!this.closed) return {};
+    const caller = this.callerOf(authorization);
+    return caller === undefined ? undefined : { caller };
+  }
+
+  /**
    * The name of the caller whose token an `Authorization: Bearer <token>` header carries;
    * undefined when it matches none. Every token is compared, in constant time each.
    */
