@@ -1,5 +1,6 @@
 // Starts a one-node cluster (with its own redis-server when none answers at the default
-// connection) and runs a demo: bulk calls whose output streams back as it is printed.
+// connection) and runs a demo: bulk calls whose output streams back as it is printed, data that
+// stays on the node, and a job (scripts/bench_job.py) served over plain HTTP.
 // The node keeps running afterwards; Ctrl-C stops it and everything it started.
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -8,7 +9,8 @@ import { Client, dobj, py } from '../dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const exitAfter = process.argv.includes('--exit');
-const node = spawn(process.execPath, [join(root, 'dist/node/cli.js'), 'start', '--datadir', join(root, '.ks-demo'), '--num-workers', '2', '--node-port', '0', ...process.argv.slice(2).filter((a) => a !== '--exit')], {
+const job = `mul=${join(root, 'scripts', 'bench_job.py')}:perform`;
+const node = spawn(process.execPath, [join(root, 'dist/node/cli.js'), 'start', '--datadir', join(root, '.ks-demo'), '--num-workers', '2', '--node-port', '0', '--entrypoint', job, ...process.argv.slice(2).filter((a) => a !== '--exit')], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 const url = await new Promise((resolve, reject) => {
@@ -43,6 +45,9 @@ const made = await client.call(py`
   def make(): return RemoteData(obj={"made": "in Python"}).save(prefix="demo/")`);
 console.log(`Python saved ${made.dataUrl}; read back here:`, await made.obj());
 await Promise.all([table.delete(), made.delete()]);
+const performed = await fetch(`${url}/api/v1/jobs/mul/perform`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"x": 6, "y": 7}' });
+console.log(`\na job over plain HTTP: curl -s ${url}/api/v1/jobs/mul/perform -H 'content-type: application/json' -d '{"x": 6, "y": 7}' -> ${await performed.text()}`);
+console.log(`its docs: ${url}/docs`);
 try {
   await client.call(py`def broken(): return 1 / 0`);
 } catch (error) {
