@@ -7,4 +7,4 @@ export { RemoteData, dobj, dr, dp, du, type RemoteDataSource, type SaveOptions, 
 export { py, type PySource } from './client/py.js';
 export { RemoteError, NodeRequestError } from './errors.js';
 export { rankHosts } from './routing.js';
-export type { CallOptions, DataFormat, FnSpec, JobSpec, JobDescription, HostInfo, FailureKind } from './types.js';
+export type { CallOptions, DataFormat, FnSpec, JobSpec, PatternSpec, JobDescription, HostInfo, FailureKind } from './types.js';

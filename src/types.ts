@@ -2,7 +2,30 @@
  * A Python function: `'pkg.module:func'`, source text and the name of the function in it, or
  * a job's endpoint (`/perform` unless `endpoint` names an auxiliary one).
  */
-export type FnSpec = string | { src: string; name?: string } | JobSpec;
+export type FnSpec = string | { src: string; name?: string } | JobSpec | PatternSpec;
+
+/**
+ * Code that runs in the interpreter's persistent namespace (Apex's JEP patterns): an
+ * expression's value, statements and the variables named in `returns`, or a script (a file
+ * under the node's `--script-dir`, or source). The call's keyword arguments are its vars,
+ * taken away after it unless `keep`.
+ */
+export type PatternSpec =
+  | { eval: string; keep?: boolean }
+  | { exec: string; returns?: string[]; keep?: boolean }
+  | { script: { path: string } | { src: string }; returns?: string[]; keep?: boolean };
+
+/** True when `fn` runs in the interpreter's persistent namespace (eval, exec, script). */
+export function isPatternSpec(fn: FnSpec): fn is PatternSpec {
+  return typeof fn === 'object' && fn !== null && ('eval' in fn || 'exec' in fn || 'script' in fn);
+}
+
+/** True when `fn` carries source text (refused on `--no-code` nodes); a script by path does not. */
+export function carriesSource(fn: FnSpec): boolean {
+  if (typeof fn === 'string' || isJobSpec(fn)) return false;
+  if (isPatternSpec(fn) && 'script' in fn) return 'src' in fn.script;
+  return true;
+}
 
 /** A job (`ks start --entrypoint NAME=TARGET`) as a function: its `/perform`, or `endpoint`. */
 export interface JobSpec {

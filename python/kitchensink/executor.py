@@ -4,8 +4,9 @@ Frames (4-byte big-endian length + msgpack) arrive on fd 3 and leave on fd 4, so
 user's fds 1 and 2 stay theirs: the node reads them as pipes and attributes whatever
 is written there (print, os.write, C extensions, subprocesses) to the running call.
 
-  node -> executor: ["call", seq, fn, payload, data]   fn: "mod:func", [source, name] or
-                    {job, endpoint}; data: {url: [local path, fmt]} of the call's RemoteData arguments
+  node -> executor: ["call", seq, fn, payload, data]   fn: "mod:func", [source, name],
+                    {job, endpoint}, {eval, keep}, {exec, returns, keep} or {script, returns, keep};
+                    data: {url: [local path, fmt]} of the call's RemoteData arguments
                     ["exit"]
   executor -> node: ["ready", pid, {job name: description}, {environment, prefix, executable, version}]
                     | ["fatal", message]
@@ -33,7 +34,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, Tuple
 
-from . import jobs, remote_data, wire
+from . import jobs, remote_data, state, wire
 
 SENTINEL = b"\x00\x1eKS-END\x1e\x00"
 IN_FD = 3
@@ -117,6 +118,8 @@ def _source_function(source: str, name: str) -> Callable[..., Any]:
 def _resolve(fn: Any) -> Callable[..., Any]:
     if isinstance(fn, str):
         return _module_function(fn)
+    if isinstance(fn, dict) and "job" not in fn:
+        return state.pattern(fn)
     if isinstance(fn, dict):
         func, folder = jobs.endpoint(fn["job"], fn["endpoint"])
         # A job's relative paths resolve against its own folder, as under Racetrack.
@@ -136,6 +139,16 @@ def _python_info() -> dict:
     else:
         environment = "system"
     return {"environment": environment, "prefix": sys.prefix, "executable": sys.executable, "version": sys.version.split()[0]}
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_frames(tb: Any) -> Any:
+    """The traceback from the user's code on: kitchensink's own frames before it left out."""
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return tb
 
 
 def _failure(error: BaseException, tb: Any) -> dict:
@@ -188,8 +201,7 @@ def _run(seq: int, fn: Any, payload: bytes, data: Dict[str, Any]) -> None:
     except wire.UnsendableValue as error:
         reply = ["error", seq, {"kind": "exception", "pythonType": "UnsendableValue", "message": str(error)}]
     except BaseException as error:  # noqa: BLE001 - the user's exception goes to the client, whatever it is
-        # Skip this frame: the traceback starts at the user's code.
-        reply = ["error", seq, _failure(error, error.__traceback__.tb_next if error.__traceback__ else None)]
+        reply = ["error", seq, _failure(error, _user_frames(error.__traceback__))]
     reply.append(_flush_output())
     _send(reply)
 

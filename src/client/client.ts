@@ -164,6 +164,31 @@ export class Client {
     return this.call<T>(endpoint ? { job: name, endpoint } : { job: name }, [], kwargs, callOpts);
   }
 
+  /**
+   * The value of a Python expression, evaluated in the interpreter's persistent namespace with
+   * `vars` bound for the call (taken away after it unless `opts.keep`).
+   */
+  eval<T = unknown>(expression: string, vars: Record<string, unknown> = {}, opts: CallOptions & { keep?: boolean } = {}): Promise<T> {
+    const { keep, ...callOpts } = opts;
+    return this.call<T>({ eval: expression, ...(keep && { keep }) }, [], vars, callOpts);
+  }
+
+  /**
+   * Runs statements in the interpreter's persistent namespace, `vars` bound for the call;
+   * resolves to the variables named in `opts.returns` (`null` without). What the code defines
+   * stays for the next call on that interpreter.
+   */
+  exec<T = Record<string, unknown> | null>(code: string, vars: Record<string, unknown> = {}, opts: CallOptions & { returns?: string[]; keep?: boolean } = {}): Promise<T> {
+    const { keep, returns, ...callOpts } = opts;
+    return this.call<T>({ exec: code, ...(returns && { returns }), ...(keep && { keep }) }, [], vars, callOpts);
+  }
+
+  /** Runs a script (a file under the node's `--script-dir`, or source) in the persistent namespace, as `exec()` does. */
+  runScript<T = Record<string, unknown> | null>(script: { path: string } | { src: string }, vars: Record<string, unknown> = {}, opts: CallOptions & { returns?: string[]; keep?: boolean } = {}): Promise<T> {
+    const { keep, returns, ...callOpts } = opts;
+    return this.call<T>({ script, ...(returns && { returns }), ...(keep && { keep }) }, [], vars, callOpts);
+  }
+
   /** Runs `fn` once per argument list, in one batch; resolves to the results in order. */
   async map<T = unknown>(fn: FnSpec, argsList: unknown[][], opts: CallOptions = {}): Promise<T[]> {
     if (!argsList.length) return [];

@@ -1,4 +1,4 @@
-import { isJobSpec, type FnSpec } from '../types.js';
+import { isJobSpec, isPatternSpec, type FnSpec } from '../types.js';
 
 /** Source-text Python function: `{ src, name? }`; the executor calls `name` or the last def. */
 export interface PySource {
@@ -34,6 +34,7 @@ export function toFnSpec(fn: FnSpec): FnSpec {
     return fn;
   }
   if (fn && isJobSpec(fn)) return fn.endpoint ? { job: fn.job, endpoint: fn.endpoint } : { job: fn.job };
-  if (!fn || typeof fn.src !== 'string') throw new TypeError('function must be a string, py`...` source or {job, endpoint?}');
+  if (fn && isPatternSpec(fn)) return fn;
+  if (!fn || typeof fn.src !== 'string') throw new TypeError('function must be a string, py`...` source, {job, endpoint?}, {eval}, {exec} or {script}');
   return fn.name ? { src: fn.src, name: fn.name } : { src: fn.src };
 }

@@ -1,9 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { resolve, sep } from 'node:path';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { BadRequest, HttpError, Unauthorized, Forbidden } from '../errors.js';
 import { decode, encode } from '../codec.js';
-import { isJobSpec, type HostInfo, type WireCall, type WireEvent } from '../types.js';
+import { carriesSource, type HostInfo, type WireCall, type WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
 import { StopSwitch } from '../worker/executor.js';
 import type { DataService } from '../data/service.js';
@@ -39,6 +40,8 @@ export interface AppOptions {
   /** The token this node shows other nodes. */
   ownToken?: string;
   noCode: boolean;
+  /** Where script files are (`--script-dir`, absolute); none: no script files. */
+  scriptDir?: string;
   maxRequestSizeBytes: number;
 }
 
@@ -89,11 +92,21 @@ export function clientGone(res: ServerResponse): StopSwitch {
   return gone;
 }
 
+/** Refuses script files outside the node's `--script-dir` (403), before they are queued. */
+function refuseScripts(scriptDir: string | undefined, calls: WireCall[]): void {
+  calls.forEach((c, k) => {
+    if (typeof c.fn !== 'object' || !('script' in c.fn) || !('path' in c.fn.script)) return;
+    if (!scriptDir) throw new Forbidden(`calls[${k}]: this node runs no script files (it has no --script-dir)`);
+    const full = resolve(scriptDir, c.fn.script.path);
+    if (!full.startsWith(`${scriptDir}${sep}`)) throw new Forbidden(`calls[${k}]: script ${JSON.stringify(c.fn.script.path)} is outside --script-dir`);
+  });
+}
+
 /** Refuses source-text functions on a `--no-code` node. */
 function refuseCode(noCode: boolean, calls: WireCall[]): void {
   if (!noCode) return;
-  const k = calls.findIndex((c) => typeof c.fn !== 'string' && !isJobSpec(c.fn));
-  if (k >= 0) throw new Forbidden(`calls[${k}]: this node runs registered module functions only (--no-code)`);
+  const k = calls.findIndex((c) => carriesSource(c.fn));
+  if (k >= 0) throw new Forbidden(`calls[${k}]: this node runs registered module functions, jobs and --script-dir scripts only (--no-code)`);
 }
 
 /**
@@ -107,6 +120,7 @@ function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute
     '/api/v1/calls': async (body, json, res, caller) => {
       const calls = v.wireCalls(body);
       refuseCode(opts.noCode, calls);
+      refuseScripts(opts.scriptDir, calls);
       const waitMs = v.waitMs((body as { waitMs?: unknown }).waitMs);
       const batch = await app.calls.submit(calls, caller);
       // Submit-and-wait: a single call's round trip is then one HTTP request, not two.
@@ -116,6 +130,7 @@ function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute
     '/api/v1/call': async (body, json, res, caller) => {
       const call = v.wireCall(body, 'body');
       refuseCode(opts.noCode, [call]);
+      refuseScripts(opts.scriptDir, [call]);
       return directAnswer(json, await app.runDirect(call, clientGone(res), caller));
     },
     '/api/v1/results': async (body, json, res) => {

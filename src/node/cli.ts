@@ -81,6 +81,7 @@ program
   .option('--insecure', 'allow binding a non-loopback address without --token', false)
   .option('--entrypoint <name=target>', 'serve a job: NAME=file.py[:Class], NAME=pkg.module:Class or NAME=pkg.module:function (repeatable)', collect, [])
   .option('--max-concurrency <n>', 'direct calls and performs running at once on this node (default: no limit)', integer(1))
+  .option('--script-dir <dir>', 'where runScript({path}) finds its scripts; paths outside it are refused')
   .option('--max-queued <n>', 'refuse (429) a batch that would leave more than this many calls waiting in one queue', integer(1))
   .option('--max-concurrency-queue <n>', 'direct calls and performs that may wait for --max-concurrency; the rest get 429', integer(0), 0)
   .addOption(new Option('--key-prefix <prefix>', 'prefix of Redis keys').default(config.keyPrefix).hideHelp())
@@ -117,6 +118,7 @@ program
       maxConcurrency: flags.maxConcurrency,
       maxConcurrencyQueue: flags.maxConcurrencyQueue,
       maxQueued: flags.maxQueued,
+      scriptDir: flags.scriptDir === undefined ? undefined : resolve(flags.scriptDir),
     };
     const node = new KsNode(options);
     let signals = 0;

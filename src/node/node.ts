@@ -79,6 +79,8 @@ export interface NodeOptions {
   maxConcurrencyQueue: number;
   /** The most calls that may wait in one queue; a batch that would pass it gets 429. */
   maxQueued?: number;
+  /** Where `runScript({path})` finds scripts (absolute); none: no script files run here. */
+  scriptDir?: string;
 }
 
 const log = (message: string) => process.stderr.write(`kitchensink: ${message}\n`);
@@ -150,6 +152,7 @@ export class KsNode {
     // that --node-url may name; the data route needs the token.
     env.KS_NODE_LOCAL_URL = `http://${connectableAddress(o.host)}:${port}`;
     if (o.noCode) env.KS_NO_CODE = '1';
+    if (o.scriptDir) env.KS_SCRIPT_DIR = o.scriptDir;
     if (ownToken) env.KS_NODE_TOKEN = ownToken;
     this.pool = new ExecutorPool({
       python: o.python,
@@ -383,7 +386,7 @@ export class KsNode {
       metrics: () => metrics.text(),
       dataMoved: (direction, bytes) => metrics.moved(direction, bytes),
     };
-    const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), ownToken: this.opts.tokens[0]?.secret, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
+    const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), ownToken: this.opts.tokens[0]?.secret, scriptDir: this.opts.scriptDir, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
     const koa = createApp(routes, appOptions);
     const fastRoutes = fastCallRoutes(routes, appOptions);
     const fastJobs = fastPerform({ service: jobService, gate: appOptions.gate, maxRequestSizeBytes: this.opts.maxRequestSizeBytes, errorAnswer, clientGone });

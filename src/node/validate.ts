@@ -31,6 +31,7 @@ function fnSpec(value: unknown, where: string): FnSpec {
     }
     return { src: value.src, name: (value.name as string | undefined) || undefined };
   }
+  if (isObject(value) && ('eval' in value || 'exec' in value || 'script' in value)) return patternSpec(value, where);
   if (isObject(value) && typeof value.job === 'string') {
     if (!namePattern.test(value.job)) throw new BadRequest(`${where}.fn.job must be a job name of letters, digits, '.', '_' or '-'`);
     if (value.endpoint !== undefined && value.endpoint !== null && (typeof value.endpoint !== 'string' || !/^\/[A-Za-z0-9_.\-/]{1,200}$/.test(value.endpoint))) {
@@ -39,6 +40,27 @@ function fnSpec(value: unknown, where: string): FnSpec {
     return value.endpoint ? { job: value.job, endpoint: value.endpoint as string } : { job: value.job };
   }
   throw new BadRequest(`${where}.fn must be 'package.module:function', {src, name?} or {job, endpoint?}`);
+}
+
+const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,200}$/;
+
+/** An `eval`, `exec` or `script` call, checked: source text, `returns` names, a relative script path. */
+function patternSpec(value: Obj, where: string): FnSpec {
+  const keep = bool(value.keep, `${where}.fn.keep`);
+  const returns = value.returns === undefined || value.returns === null ? undefined : stringList(value.returns, `${where}.fn.returns`, 1000);
+  const bad = returns?.find((name) => !identifier.test(name));
+  if (bad !== undefined) throw new BadRequest(`${where}.fn.returns: ${JSON.stringify(bad.slice(0, 100))} is not a Python name`);
+  const extra = { ...(keep !== undefined && { keep }), ...(returns && { returns }) };
+  if (typeof value.eval === 'string') return { eval: value.eval, ...(keep !== undefined && { keep }) };
+  if (typeof value.exec === 'string') return { exec: value.exec, ...extra };
+  const script = value.script;
+  if (isObject(script) && typeof script.src === 'string') return { script: { src: script.src }, ...extra };
+  if (isObject(script) && typeof script.path === 'string') {
+    const path = script.path;
+    if (!path || path.includes('\0') || path.split('/').includes('..')) throw new BadRequest(`${where}.fn.script.path must be a path inside the node's --script-dir`);
+    return { script: { path }, ...extra };
+  }
+  throw new BadRequest(`${where}.fn must be {eval: string}, {exec: string, returns?} or {script: {path} | {src}, returns?}`);
 }
 
 function positiveNumber(value: unknown, where: string): number | undefined {

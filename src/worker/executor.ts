@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { config } from '../config.js';
 import { decode, encode } from '../codec.js';
-import { isJobSpec, type FailureInfo, type FnSpec, type JobDescription } from '../types.js';
+import { isJobSpec, isPatternSpec, type FailureInfo, type FnSpec, type JobDescription } from '../types.js';
 
 /** Must match `SENTINEL` in python/kitchensink/executor.py. */
 export const sentinel = Buffer.from('\x00\x1eKS-END\x1e\x00', 'latin1');
@@ -239,7 +239,7 @@ export class PythonExecutor {
       }
       request.stop?.listen(() => this.kill('cancelled'));
       const fn = request.fn;
-      const fnWire = typeof fn === 'string' ? fn : isJobSpec(fn) ? { job: fn.job, endpoint: fn.endpoint ?? '/perform' } : [fn.src, fn.name ?? ''];
+      const fnWire = typeof fn === 'string' || isPatternSpec(fn) ? fn : isJobSpec(fn) ? { job: fn.job, endpoint: fn.endpoint ?? '/perform' } : [fn.src, fn.name ?? ''];
       this.writeFrame(['call', seq, fnWire, request.payload, request.data ?? {}]);
     });
   }

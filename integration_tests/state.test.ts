@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, NodeRequestError, RemoteError } from '../src/index.js';
+import { Capture, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+
+describe('interpreter state: eval, exec and scripts in a persistent namespace', function () {
+  let redis: TestRedis;
+  let node: TestNode;
+  let noCode: TestNode;
+  let client: Client;
+  let out: Capture;
+  let scripts: string;
+
+  before(async function () {
+    scripts = mkdtempSync(join(tmpdir(), 'ks-scripts-'));
+    writeFileSync(join(scripts, 'setup.py'), 'import math\nscale = factor * 2\nprint("set up", scale)\n');
+    writeFileSync(join(scripts, 'broken.py'), 'ok = 1\nnope = undefined_name + 1\n');
+    redis = await startRedis();
+    [node, noCode] = await Promise.all([
+      startNode(redis.url, 'stateful', ['--script-dir', scripts, '--queue', 'stateq']),
+      startNode(redis.url, 'nocode', ['--no-code', '--script-dir', scripts, '--queue', 'nocodeq']),
+    ]);
+    out = new Capture();
+    client = new Client(node.url, { output: out });
+  });
+
+  after(async function () {
+    client?.close();
+    await Promise.all([node, noCode].filter(Boolean).map((n) => n.stop()));
+    await redis?.stop();
+    rmSync(scripts, { recursive: true, force: true });
+  });
+
+  // One interpreter per node: every call below meets the same namespace.
+  const here = { async: false } as const;
+
+  it('keeps what code defines between calls, and takes the vars away after each', async function () {
+    assert.equal(await client.exec('model = {"w": w}', { w: 3 }, here), null);
+    assert.equal(await client.eval('model["w"] * x', { x: 2 }, here), 6);
+    await assert.rejects(client.eval('w', {}, here), (error: RemoteError) => error.kind === 'exception' && error.pythonType === 'NameError');
+    assert.equal(await client.eval('x', {}, here).catch((e: RemoteError) => e.pythonType), 'NameError');
+  });
+
+  it('keeps the vars with keep, and brings back a value a var shadowed', async function () {
+    await client.exec('', { kept: 41 }, { ...here, keep: true });
+    assert.equal(await client.eval('kept + 1', {}, here), 42);
+    assert.equal(await client.eval('kept', { kept: 'shadow' }, here), 'shadow');
+    assert.equal(await client.eval('kept', {}, here), 41);
+  });
+
+  it('answers the variables exec is asked to return, and names those it did not set', async function () {
+    assert.deepEqual(await client.exec('a = x + 1\nb = [a] * 2', { x: 1 }, { ...here, returns: ['a', 'b'] }), { a: 2, b: [2, 2] });
+    await assert.rejects(client.exec('c = 1', {}, { ...here, returns: ['c', 'd'] }), /returns names d, which the code did not set/);
+  });
+
+  it('runs a script of --script-dir in the same namespace, and source scripts too', async function () {
+    assert.deepEqual(await client.runScript({ path: 'setup.py' }, { factor: 5 }, { ...here, returns: ['scale'] }), { scale: 10 });
+    assert.equal(await client.eval('math.sqrt(scale * 10)', {}, here), 10);
+    assert.deepEqual(await client.runScript({ src: 'total = scale + 1' }, {}, { ...here, returns: ['total'] }), { total: 11 });
+  });
+
+  it('refuses script paths outside --script-dir with 403, and names a missing one', async function () {
+    for (const path of ['../etc/passwd', '/etc/passwd', 'sub/../../x.py']) {
+      const refused = await client.runScript({ path }, {}, here).catch((e: unknown) => e);
+      assert.ok(refused instanceof NodeRequestError && (refused.status === 403 || refused.status === 400), `${path}: ${String(refused)}`);
+    }
+    await assert.rejects(client.runScript({ path: 'missing.py' }, {}, here), (error: RemoteError) => error.pythonType === 'FileNotFoundError' && /no script 'missing.py'/.test(error.message));
+  });
+
+  it("points tracebacks at the user's lines, syntax errors included", async function () {
+    const failed = (await client.exec('first = 1\nsecond = 1 / 0', {}, here).catch((e: unknown) => e)) as RemoteError;
+    assert.equal(failed.pythonType, 'ZeroDivisionError');
+    assert.match(failed.traceback!, /line 2[\s\S]*second = 1 \/ 0/);
+    assert.doesNotMatch(failed.traceback!, /kitchensink[/\\](state|executor)\.py/);
+    const script = (await client.runScript({ path: 'broken.py' }, {}, here).catch((e: unknown) => e)) as RemoteError;
+    assert.match(script.traceback!, /broken\.py", line 2[\s\S]*nope = undefined_name \+ 1/);
+    const syntax = (await client.eval('1 +', {}, here).catch((e: unknown) => e)) as RemoteError;
+    assert.equal(syntax.pythonType, 'SyntaxError');
+  });
+
+  it('runs each pattern in a bc/execute/br batch, with its output streamed', async function () {
+    client.bc({ exec: 'print("hello from", who)\nseen = who', returns: ['seen'] }, [], { who: 'exec' }, { queue: 'stateq' });
+    client.bc({ eval: 'x * 2' }, [], { x: 21 }, { queue: 'stateq' });
+    client.bc({ script: { path: 'setup.py' }, returns: ['scale'] }, [], { factor: 1 }, { queue: 'stateq' });
+    await client.execute();
+    assert.deepEqual(await client.br(), [{ seen: 'exec' }, 42, { scale: 2 }]);
+    assert.match(out.text, /hello from exec/);
+    assert.match(out.text, /set up 2/);
+  });
+
+  it('refuses source on a --no-code node, but runs its --script-dir scripts', async function () {
+    const guarded = new Client(noCode.url, { output: new Capture() });
+    try {
+      for (const attempt of [guarded.eval('1 + 1', {}, here), guarded.exec('x = 1', {}, here), guarded.runScript({ src: 'x = 1' }, {}, here)]) {
+        const refused = await attempt.catch((e: unknown) => e);
+        assert.ok(refused instanceof NodeRequestError && refused.status === 403, String(refused));
+        assert.match(refused.detail, /--no-code/);
+      }
+      assert.deepEqual(await guarded.runScript({ path: 'setup.py' }, { factor: 2 }, { ...here, returns: ['scale'] }), { scale: 4 });
+    } finally {
+      guarded.close();
+    }
+  });
+
+  it('starts a replaced interpreter with an empty namespace', async function () {
+    await client.exec('doomed = True', {}, here);
+    await assert.rejects(client.exec('import time\ntime.sleep(30)', {}, { ...here, timeout: 0.5 }), (error: RemoteError) => error.kind === 'timeout');
+    assert.equal(await client.eval('doomed', {}, here).catch((e: RemoteError) => e.pythonType), 'NameError');
+  });
+});
