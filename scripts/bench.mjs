@@ -108,6 +108,18 @@ say(`w1 queued p50 ${out.w1_p50_ms.toFixed(3)} ms, p99 ${out.w1_p99_ms.toFixed(3
 [out.w1_direct_p50_ms] = await latencies({ async: false });
 say(`w1 direct p50 ${out.w1_direct_p50_ms.toFixed(3)} ms`);
 
+// w6 eval: 1,000 sequential eval('x + 1', {x}) straight to the node's interpreters, after a
+// warm-up, beside w1 direct (the goal: within 10 % of a direct call).
+const evals = [];
+for (let i = 0; i < 1100; i++) {
+  const t = performance.now();
+  await client.eval('x + 1', { x: i }, { async: false });
+  if (i >= 100) evals.push(performance.now() - t);
+}
+evals.sort((a, b) => a - b);
+out.w6_eval_p50_ms = evals[500];
+say(`w6 eval p50 ${out.w6_eval_p50_ms.toFixed(3)} ms`);
+
 t0 = performance.now();
 for (let i = 0; i < 10000; i++) client.bc('operator:add', [i, 1]);
 await client.execute();

@@ -9,21 +9,26 @@ the state the next call on this interpreter sees.
 import hashlib
 import linecache
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 _namespace: Dict[str, Any] = {"__name__": "__ks_state__", "__builtins__": __builtins__}
-_compiled: Dict[str, Any] = {}
+_compiled: Dict[Tuple[str, Optional[str], str], Any] = {}
 _MISSING = object()
+# Compiled code kept per interpreter: an application that evals ever new text must not grow it forever.
+_MAX_COMPILED = 1000
 
 
 def _compile(source: str, mode: str, filename: Optional[str] = None) -> Any:
     """Compiles once per source; tracebacks quote the user's lines, as from a file."""
-    key = f"{mode}:{filename}:{hashlib.sha1(source.encode('utf-8')).hexdigest()}"
+    key = (mode, filename, source)
     code = _compiled.get(key)
     if code is None:
-        name = filename or f"<ks-{mode} {key[-8:]}>"
+        name = filename or f"<ks-{mode} {hashlib.sha1(source.encode('utf-8')).hexdigest()[:8]}>"
         code = compile(source, name, mode)
         linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        if len(_compiled) >= _MAX_COMPILED:
+            oldest = next(iter(_compiled))
+            linecache.cache.pop(_compiled.pop(oldest).co_filename, None)
         _compiled[key] = code
     return code
 
