@@ -16,7 +16,7 @@ function prng(seed: number): () => number {
   };
 }
 
-const vocabulary = ['x', 'y', 'seconds', 'kind', 'tags', 'calls', 'fn', 'args', 'kwargs', 'opts', 'payload', 'route', 'data', 'timeout', 'host', 'queue', 'retries', 'batchId', 'cursor', 'waitMs', 'remaining', 'taskIds', 'urls', 'src', 'name', 'glob', 'intermediateResults', 'noRouteData'];
+const vocabulary = ['x', 'y', 'seconds', 'kind', 'tags', 'eval', 'exec', 'script', 'returns', 'keep', 'on', 'calls', 'fn', 'args', 'kwargs', 'opts', 'payload', 'route', 'data', 'timeout', 'host', 'queue', 'retries', 'batchId', 'cursor', 'waitMs', 'remaining', 'taskIds', 'urls', 'src', 'name', 'glob', 'intermediateResults', 'noRouteData'];
 const strings = ['', 'operator:add', 'b0123456789abcdef', 'b0123456789abcdef-0', '../../etc/passwd', '\u0000', '💥', 'x'.repeat(5000), '0-0', 'default', '-1', 'NaN', '{}', 'def f(): pass'];
 
 function randomValue(rand: () => number, depth = 0): unknown {
@@ -75,6 +75,8 @@ describe('fuzzing every route', function () {
     const routes: [string, string][] = [
       ['POST', '/api/v1/calls'],
       ['POST', '/api/v1/call'],
+      ['POST', '/api/v1/all'],
+      ['POST', '/api/v1/all/here'],
       ['POST', '/api/v1/results'],
       ['POST', '/api/v1/cancel'],
       ['POST', '/api/v1/admin/cancel-all'],

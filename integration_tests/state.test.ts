@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, NodeRequestError, RemoteError } from '../src/index.js';
+import { Client, NodeRequestError, RemoteError, type AllOutcome } from '../src/index.js';
 import { Capture, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
 
 describe('interpreter state: eval, exec and scripts in a persistent namespace', function () {
@@ -108,5 +108,50 @@ describe('interpreter state: eval, exec and scripts in a persistent namespace', 
     await client.exec('doomed = True', {}, here);
     await assert.rejects(client.exec('import time\ntime.sleep(30)', {}, { ...here, timeout: 0.5 }), (error: RemoteError) => error.kind === 'timeout');
     assert.equal(await client.eval('doomed', {}, here).catch((e: RemoteError) => e.pythonType), 'NameError');
+  });
+});
+
+describe("calls on ALL interpreters (on: 'all')", function () {
+  let redis: TestRedis;
+  let nodes: TestNode[] = [];
+  let client: Client;
+  let out: Capture;
+
+  before(async function () {
+    redis = await startRedis();
+    nodes = await Promise.all(['all1', 'all2', 'all3'].map((name) => startNode(redis.url, name, ['--num-workers', '2'])));
+    out = new Capture();
+    client = new Client(nodes[0].url, { output: out });
+  });
+
+  after(async function () {
+    client?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  it('runs once on every interpreter of every node and answers one outcome each, so state is set everywhere', async function () {
+    const setUp = await client.call<AllOutcome<{ me: number }>[]>({ exec: 'import os\nme = os.getpid()\nprint("ready", me)', returns: ['me'] }, [], {}, { on: 'all' });
+    assert.equal(setUp.length, 6);
+    assert.deepEqual([...new Set(setUp.map((o) => o.host))].sort(), ['all1', 'all2', 'all3']);
+    assert.ok(setUp.every((o) => o.ok));
+    const pids = setUp.map((o) => (o.ok ? o.value.me : 0));
+    assert.equal(new Set(pids).size, 6);
+    assert.equal(out.text.match(/ready \d+/g)?.length, 6);
+    // Every interpreter now holds its own `me`: any call, wherever it lands, sees it.
+    const asked = await client.call<AllOutcome<number>[]>({ eval: 'me' }, [], {}, { on: 'all' });
+    assert.deepEqual(asked.map((o) => (o.ok ? o.value : 0)).sort(), [...pids].sort());
+    for (let k = 0; k < 6; k++) assert.ok(pids.includes(await client.eval<number>('me')));
+  });
+
+  it('answers each interpreter\'s failure as its outcome', async function () {
+    const failed = await client.call<AllOutcome[]>({ eval: '1 / 0' }, [], {}, { on: 'all' });
+    assert.equal(failed.length, 6);
+    for (const o of failed) assert.ok(!o.ok && o.error instanceof RemoteError && o.error.pythonType === 'ZeroDivisionError');
+  });
+
+  it("refuses on: 'all' in a batch, and an unknown on", async function () {
+    assert.throws(() => client.bc({ eval: '1' }, [], {}, { on: 'all' }), /works with call\(\)/);
+    await assert.rejects(client.call('operator:add', [1, 2], {}, { on: 'every' as 'all' }), /opts.on must be 'any' or 'all'/);
   });
 });

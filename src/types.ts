@@ -54,6 +54,21 @@ export interface CallOptions {
   retries?: number;
   /** Ignore `RemoteData` arguments when routing. */
   noRouteData?: boolean;
+  /**
+   * `'any'` (default): one interpreter runs the call. `'all'`: every interpreter of every live
+   * node serving its queue runs it once, and `call()` answers one outcome per interpreter.
+   */
+  on?: 'any' | 'all';
+}
+
+/** One interpreter's answer to an `on: 'all'` call, as it crosses: the value still msgpack. */
+export interface WireAllOutcome {
+  host: string;
+  worker: number;
+  ok: boolean;
+  value?: Uint8Array;
+  failure?: FailureInfo;
+  output: [string, Uint8Array][];
 }
 
 /** One call as it crosses from client to node. */

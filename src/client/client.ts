@@ -5,7 +5,7 @@ import { NodeRequestError, RemoteError } from '../errors.js';
 import { rankHosts } from '../routing.js';
 import { decodeWith, RemoteData, setDefaultClientResolver, type DataInfo } from './remote-data.js';
 import { taskIdOf } from '../keys.js';
-import type { CallOptions, FailureInfo, FnSpec, HostInfo, WireCall, WireEvent } from '../types.js';
+import type { CallOptions, FailureInfo, FnSpec, HostInfo, WireAllOutcome, WireCall, WireEvent } from '../types.js';
 import { NodeHttp } from './http.js';
 import { Progress } from './progress.js';
 import { toFnSpec } from './py.js';
@@ -24,6 +24,9 @@ export interface BrOptions {
   collect?: boolean;
 }
 
+/** One interpreter's outcome of a `call(..., {on: 'all'})`. */
+export type AllOutcome<T = unknown> = { host: string; worker: number; ok: true; value: T } | { host: string; worker: number; ok: false; error: RemoteError };
+
 /** One call's outcome when `br({collect: true})`. */
 export type Outcome<T = unknown> = { ok: true; value: T } | { ok: false; error: RemoteError };
 
@@ -41,6 +44,7 @@ interface PendingCall {
 
 function pendingCall(fn: FnSpec, args: unknown[], kwargs: Record<string, unknown>, opts: CallOptions): PendingCall {
   if (!Array.isArray(args)) throw new TypeError('args must be an array');
+  if (opts.on !== undefined && opts.on !== 'any' && opts.on !== 'all') throw new TypeError(`opts.on must be 'any' or 'all', not ${JSON.stringify(opts.on)}`);
   return { fn: toFnSpec(fn), args, kwargs, opts };
 }
 
@@ -114,6 +118,7 @@ export class Client {
    * @returns the call's position in the coming batch
    */
   bc(fn: FnSpec, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: CallOptions = {}): number {
+    if (opts.on === 'all') throw new TypeError("on: 'all' works with call(), which answers one outcome per interpreter; batches run each call once");
     this.pending.push(pendingCall(fn, args, kwargs, opts));
     return this.pending.length - 1;
   }
@@ -149,6 +154,7 @@ export class Client {
    */
   async call<T = unknown>(fn: FnSpec, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: CallOptions = {}): Promise<T> {
     const [call] = await this.toWire([pendingCall(fn, args, kwargs, opts)]);
+    if (opts.on === 'all') return (await this.callEverywhere(call)) as T;
     if (opts.async === false) return this.callDirect<T>(call);
     const [value] = await this.submitAndWait<T>([call]);
     return value as T;
@@ -289,6 +295,15 @@ export class Client {
   private async cancelBatch(batchId: string): Promise<number> {
     const { cancelled } = await this.http.request<{ cancelled: number }>('POST', '/api/v1/cancel', { batchId });
     return cancelled;
+  }
+
+  /** One outcome per interpreter of every live node serving the call's queue; their output printed. */
+  private async callEverywhere<T>(call: WireCall): Promise<AllOutcome<T>[]> {
+    const { outcomes } = await this.http.request<{ outcomes: WireAllOutcome[] }>('POST', '/api/v1/all', call);
+    for (const { output } of outcomes) for (const [, chunk] of output) this.output.write(Buffer.from(chunk));
+    return outcomes.map(({ host, worker, ok, value, failure }) =>
+      ok ? { host, worker, ok: true, value: decodeWith<T>(this, value!) } : { host, worker, ok: false, error: new RemoteError(failure!, undefined, host) },
+    );
   }
 
   private async callDirect<T>(call: WireCall): Promise<T> {

@@ -4,7 +4,7 @@ import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { BadRequest, HttpError, Unauthorized, Forbidden } from '../errors.js';
 import { decode, encode } from '../codec.js';
-import { carriesSource, type HostInfo, type WireCall, type WireEvent } from '../types.js';
+import { carriesSource, type HostInfo, type WireAllOutcome, type WireCall, type WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
 import { StopSwitch } from '../worker/executor.js';
 import type { DataService } from '../data/service.js';
@@ -23,6 +23,10 @@ export interface AppContext {
   jobs: { catalog: JobCatalog; service: JobService };
   data: DataService;
   runDirect(call: WireCall, stop: StopSwitch, caller?: string): Promise<DirectCallResult>;
+  /** Runs a call on every interpreter of every live node serving its queue (`on: 'all'`). */
+  runEverywhere(call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]>;
+  /** Runs a call on every interpreter of this node. */
+  runOnAllHere(call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]>;
   liveHosts(): Promise<HostInfo[]>;
   info(): Record<string, unknown>;
   /** kitchensink's version. */
@@ -83,6 +87,18 @@ function directAnswer(json: boolean, { outcome, output }: DirectCallResult): unk
   return { ok: true, value: json ? decode(outcome.value) : outcome.value, output: shownOutput };
 }
 
+/** An `on: 'all'` call's outcomes; for JSON clients with values decoded and output as text. */
+function allAnswer(json: boolean, outcomes: WireAllOutcome[]): unknown {
+  if (!json) return { outcomes };
+  return {
+    outcomes: outcomes.map(({ value, output, ...rest }) => ({
+      ...rest,
+      ...(value && { value: decode(value) }),
+      output: output.map(([stream, chunk]) => [stream, Buffer.from(chunk).toString('utf8')]),
+    })),
+  };
+}
+
 /** A switch that stops the request's work when its client goes away before the answer. */
 export function clientGone(res: ServerResponse): StopSwitch {
   const gone = new StopSwitch();
@@ -132,6 +148,18 @@ function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute
       refuseCode(opts.noCode, [call]);
       refuseScripts(opts.scriptDir, [call]);
       return directAnswer(json, await app.runDirect(call, clientGone(res), caller));
+    },
+    '/api/v1/all': async (body, json, res) => {
+      const call = v.wireCall(body, 'body');
+      refuseCode(opts.noCode, [call]);
+      refuseScripts(opts.scriptDir, [call]);
+      return allAnswer(json, await app.runEverywhere(call, clientGone(res)));
+    },
+    '/api/v1/all/here': async (body, json, res) => {
+      const call = v.wireCall(body, 'body');
+      refuseCode(opts.noCode, [call]);
+      refuseScripts(opts.scriptDir, [call]);
+      return allAnswer(json, await app.runOnAllHere(call, clientGone(res)));
     },
     '/api/v1/results': async (body, json, res) => {
       const b = v.requireObject(body, 'body');

@@ -9,10 +9,11 @@ import type { Redis } from 'ioredis';
 import { config, defaultQueue } from '../config.js';
 import { Keys, jobQueue, queueName, namePattern } from '../keys.js';
 import { normalizeNodeUrl, parseNodeUrl, portOf } from '../node-url.js';
-import type { HostInfo, WireCall } from '../types.js';
+import type { HostInfo, WireAllOutcome, WireCall } from '../types.js';
 import { CallWorker } from '../worker/call-worker.js';
 import { ClaimLock } from '../worker/claim.js';
-import { runDirectCall } from '../worker/direct-call.js';
+import { runDirectCall, runOnEveryInterpreter } from '../worker/direct-call.js';
+import { runEverywhere } from './everywhere.js';
 import { ExecutorPool } from '../worker/pool.js';
 import type { StopSwitch } from '../worker/executor.js';
 import { collectJobMetrics } from '../jobs/job-metrics.js';
@@ -354,6 +355,16 @@ export class KsNode {
       metrics.callEnded(call.fn, result.outcome.ok ? 'ok' : result.outcome.failure.kind, (performance.now() - startedAt) / 1000, caller);
       return result;
     };
+    const runOnAllHere = async (call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]> => {
+      const results = await runOnEveryInterpreter(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, stop);
+      return results.map(({ worker, outcome, output }) => ({
+        host: this.name,
+        worker,
+        ok: outcome.ok,
+        ...(outcome.ok ? { value: outcome.value } : { failure: outcome.failure }),
+        output,
+      }));
+    };
     const jobService = new JobService({ catalog, admission, runHere, calls, log });
     const routes: AppContext = {
       calls,
@@ -361,6 +372,8 @@ export class KsNode {
       jobs: { catalog, service: jobService },
       version,
       runDirect: (call, stop, caller) => admission.run(() => runHere(call, stop, caller)),
+      runOnAllHere,
+      runEverywhere: (call, stop) => runEverywhere({ nodeName: this.name, token: this.opts.tokens[0]?.secret, liveHosts: () => registry.liveHosts(true), runOnAllHere }, call, stop),
       liveHosts: () => registry.liveHosts(true),
       hostUrl: async (name) => (await registry.liveHosts()).find((h) => h.name === name)?.url,
       info: () => ({

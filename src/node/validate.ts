@@ -63,6 +63,12 @@ function patternSpec(value: Obj, where: string): FnSpec {
   throw new BadRequest(`${where}.fn must be {eval: string}, {exec: string, returns?} or {script: {path} | {src}, returns?}`);
 }
 
+function onWhich(value: unknown, where: string): 'any' | 'all' | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (value !== 'any' && value !== 'all') throw new BadRequest(`${where} must be 'any' or 'all'`);
+  return value;
+}
+
 function positiveNumber(value: unknown, where: string): number | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new BadRequest(`${where} must be a positive number`);
@@ -95,6 +101,7 @@ export function callOptions(value: unknown, where: string): CallOptions {
     intermediateResults: bool(o.intermediateResults, `${where}.intermediateResults`),
     retries: (retries as number | undefined) ?? undefined,
     noRouteData: bool(o.noRouteData, `${where}.noRouteData`),
+    on: onWhich(o.on, `${where}.on`),
   };
 }
 

@@ -1,6 +1,6 @@
 import type { FnSpec } from '../types.js';
-import type { OutputStream, RunOutcome, StopSwitch } from './executor.js';
-import type { ExecutorPool } from './pool.js';
+import { StopSwitch, type OutputStream, type RunOutcome } from './executor.js';
+import type { ExecutorPool, Lease } from './pool.js';
 import { withLocalData, type DataSource } from './local-data.js';
 import { CappedOutput } from './output.js';
 
@@ -14,15 +14,34 @@ export interface DirectCallResult {
  * Runs a call at once on one of this node's interpreters, ahead of queued work and without
  * Redis (`async: false`). Stopping `stop` (the client went away) kills it.
  */
-export async function runDirectCall(
-  pool: ExecutorPool,
-  dataSource: DataSource,
-  call: { fn: FnSpec; payload: Uint8Array; data?: string[]; timeoutS?: number; maxOutputBytes: number },
-  stop: StopSwitch,
-): Promise<DirectCallResult> {
+export function runDirectCall(pool: ExecutorPool, dataSource: DataSource, call: DirectCall, stop: StopSwitch): Promise<DirectCallResult> {
+  return runOn(pool.acquire(true), dataSource, call, stop);
+}
+
+/** A call `runDirectCall` and `runOnEveryInterpreter` run. */
+export interface DirectCall {
+  fn: FnSpec;
+  payload: Uint8Array;
+  data?: string[];
+  timeoutS?: number;
+  maxOutputBytes: number;
+}
+
+/**
+ * Runs a call once on each of this node's interpreters (`on: 'all'`), each as soon as it is
+ * free, ahead of other waiting work; resolves to the outcomes by interpreter.
+ */
+export function runOnEveryInterpreter(pool: ExecutorPool, dataSource: DataSource, call: DirectCall, stop: StopSwitch): Promise<(DirectCallResult & { worker: number })[]> {
+  // A stop switch has one listener: each interpreter's run gets its own, all stopped together.
+  const stops = Array.from({ length: pool.size }, () => new StopSwitch());
+  stop.listen(() => stops.forEach((s) => s.stop()));
+  return Promise.all(stops.map(async (own, worker) => ({ worker, ...(await runOn(pool.acquireSlot(worker), dataSource, call, own)) })));
+}
+
+async function runOn(leased: Promise<Lease>, dataSource: DataSource, call: DirectCall, stop: StopSwitch): Promise<DirectCallResult> {
   const output: [OutputStream, Buffer][] = [];
   const capped = new CappedOutput(call.maxOutputBytes, (stream, chunk) => void output.push([stream, Buffer.from(chunk)]));
-  const lease = await pool.acquire(true);
+  const lease = await leased;
   try {
     const outcome = await withLocalData(dataSource, call.data ?? [], (data) =>
       lease.run({

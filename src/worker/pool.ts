@@ -40,6 +40,8 @@ export class ExecutorPool {
   private readonly executors: PythonExecutor[] = [];
   private readonly free: number[] = [];
   private readonly waiters: Waiter[] = [];
+  /** Waiters for one interpreter in particular, by slot. */
+  private readonly slotWaiters: Waiter[][] = [];
   private closed = false;
 
   constructor(private readonly opts: PoolOptions) {}
@@ -113,6 +115,21 @@ export class ExecutorPool {
     told();
   }
 
+  /**
+   * Waits for interpreter `slot` itself (ahead of every other waiter once it is free): for a
+   * call that must run on every interpreter (`on: 'all'`).
+   */
+  acquireSlot(slot: number): Promise<Lease> {
+    if (this.closed) return Promise.reject(new Error('the executor pool is closed'));
+    if (!(slot >= 0 && slot < this.opts.size)) return Promise.reject(new Error(`no interpreter ${slot}`));
+    const at = this.free.indexOf(slot);
+    if (at >= 0) {
+      this.free.splice(at, 1);
+      return Promise.resolve(this.lease(slot));
+    }
+    return new Promise((resolve, reject) => (this.slotWaiters[slot] ??= []).push({ urgent: true, resolve, reject }));
+  }
+
   /** A free interpreter now, or none: never waits. */
   tryAcquire(): Lease | undefined {
     const slot = this.closed ? undefined : this.free.pop();
@@ -126,7 +143,7 @@ export class ExecutorPool {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const waiter of this.waiters.splice(0)) waiter.reject(new Error('the executor pool is closed'));
+    for (const waiter of [...this.waiters.splice(0), ...this.slotWaiters.flatMap((w) => w.splice(0))]) waiter.reject(new Error('the executor pool is closed'));
     await Promise.all(this.executors.map((e) => e.close()));
   }
 
@@ -175,7 +192,7 @@ export class ExecutorPool {
       }
     }
     if (this.closed) return;
-    const waiter = this.waiters.shift();
+    const waiter = this.slotWaiters[slot]?.shift() ?? this.waiters.shift();
     if (waiter) {
       waiter.resolve(this.lease(slot));
       this.tellNextInLine();
