@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, NodeRequestError, RemoteError, type AllOutcome } from '../src/index.js';
-import { Capture, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+import { Capture, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('interpreter state: eval, exec and scripts in a persistent namespace', function () {
   let redis: TestRedis;
@@ -153,5 +153,75 @@ describe("calls on ALL interpreters (on: 'all')", function () {
   it("refuses on: 'all' in a batch, and an unknown on", async function () {
     assert.throws(() => client.bc({ eval: '1' }, [], {}, { on: 'all' }), /works with call\(\)/);
     await assert.rejects(client.call('operator:add', [1, 2], {}, { on: 'every' as 'all' }), /opts.on must be 'any' or 'all'/);
+  });
+});
+
+describe('persisted ALL calls, replayed on every interpreter that starts later', function () {
+  let redis: TestRedis;
+  let nodes: TestNode[] = [];
+  let client: Client;
+
+  before(async function () {
+    redis = await startRedis();
+    nodes = [await startNode(redis.url, 'keeper', ['--num-workers', '2', '--max-requests', '4'])];
+    client = new Client(nodes[0].url, { output: new Capture() });
+  });
+
+  after(async function () {
+    client?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  const everywhere = <T>(expression: string, opts = {}) => client.call<AllOutcome<T>[]>({ eval: expression }, [], {}, { on: 'all', ...opts });
+  const values = <T>(outcomes: AllOutcome<T>[]) => outcomes.map((o) => (o.ok ? o.value : o.error.message));
+  const info = async (node: TestNode) => (await (await fetch(`${node.url}/info`)).json()) as { unhealthy: { worker: number; reason: string }[] };
+
+  it('records the call, and replays it after a crash, after --max-requests and on a node that joins', async function () {
+    const setUp = await client.call<AllOutcome[]>({ exec: 'setup = 7' }, [], {}, { on: 'all', persist: true });
+    assert.equal(setUp.length, 2);
+    const recorded = await client.persisted();
+    assert.equal(recorded.length, 1);
+    assert.deepEqual(recorded[0].fn, { exec: 'setup = 7' });
+    const pidsBefore = values(await everywhere<number>('__import__("os").getpid()'));
+    // A killed interpreter comes back with the setup...
+    await assert.rejects(client.exec('import time\ntime.sleep(30)', {}, { async: false, timeout: 0.3 }), (error: RemoteError) => error.kind === 'timeout');
+    // ...and so do those --max-requests recycles.
+    for (let k = 0; k < 10; k++) await client.call('operator:add', [k, 1], {}, { async: false });
+    assert.notDeepEqual(values(await everywhere<number>('__import__("os").getpid()')), pidsBefore);
+    assert.deepEqual(values(await everywhere<number>('setup')), [7, 7]);
+    nodes.push(await startNode(redis.url, 'joiner', ['--num-workers', '2']));
+    assert.deepEqual(values(await everywhere<number>('setup')), [7, 7, 7, 7]);
+  });
+
+  it('keeps an interpreter whose replay fails out of service, says why, and lets it serve once the call is forgotten', async function () {
+    await client.call({ exec: 'import os\nif os.environ["KS_NODE_NAME"] == "fragile":\n    raise RuntimeError("no model here")' }, [], {}, { on: 'all', persist: true });
+    const fragile = await startNode(redis.url, 'fragile', ['--num-workers', '1']);
+    nodes.push(fragile);
+    const broken = await waitFor(async () => (await info(fragile)).unhealthy[0], 'the failed replay in /info');
+    assert.match(broken.reason, /persisted call p[0-9a-f]+ \(exec\) failed: RuntimeError: no model here/);
+    await waitFor(() => /worker 0: replaying persisted calls failed/.test(fragile.logs()), 'the failure in the log');
+    // No call runs there meanwhile: an ALL call over that host waits, and answers once it serves.
+    const pending = everywhere<number>('setup', { host: 'fragile' });
+    const [, guard] = (await client.persisted()).map((c) => c.id);
+    await client.forget(guard);
+    assert.deepEqual(values(await pending), [7]);
+    assert.deepEqual((await info(fragile)).unhealthy, []);
+  });
+
+  it('forgets recorded calls: an interpreter that starts later starts empty', async function () {
+    for (const { id } of await client.persisted()) await client.forget(id);
+    assert.deepEqual(await client.persisted(), []);
+    await assert.rejects(client.forget('p0000000000000000'), (error: NodeRequestError) => error.status === 404);
+    nodes.push(await startNode(redis.url, 'late', ['--num-workers', '1']));
+    const [outcome] = await everywhere('setup', { host: 'late' });
+    assert.ok(!outcome.ok && outcome.error.pythonType === 'NameError');
+  });
+
+  it('refuses persist without on: all', async function () {
+    assert.throws(() => client.bc('operator:add', [1, 2], {}, { persist: true }), /persist works with on: 'all' only/);
+    const res = await fetch(`${nodes[0].url}/api/v1/calls`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ calls: [{ fn: 'operator:add', args: [1, 2], opts: { persist: true } }] }) });
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { detail: string }).detail, /persist works with on: 'all' only/);
   });
 });

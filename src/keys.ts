@@ -29,6 +29,14 @@ export class Keys {
   get jobs(): string {
     return `${this.prefix}:jobs`;
   }
+  /** The ALL calls recorded for `queue`, in order (JSON of `PersistedCall`). */
+  persisted(queue: string): string {
+    return `${this.prefix}:persist:${queue}`;
+  }
+  /** The queues that have recorded ALL calls. */
+  get persistedQueues(): string {
+    return `${this.prefix}:persist:queues`;
+  }
   get cancelChannel(): string {
     return `${this.prefix}:cancel`;
   }

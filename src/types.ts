@@ -59,6 +59,11 @@ export interface CallOptions {
    * node serving its queue runs it once, and `call()` answers one outcome per interpreter.
    */
   on?: 'any' | 'all';
+  /**
+   * With `on: 'all'`: record the call and run it again, in order, on every interpreter that
+   * starts later (respawned, recycled, or on a node that joins) before it takes other calls.
+   */
+  persist?: boolean;
 }
 
 /** One interpreter's answer to an `on: 'all'` call, as it crosses: the value still msgpack. */

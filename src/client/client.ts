@@ -45,6 +45,7 @@ interface PendingCall {
 function pendingCall(fn: FnSpec, args: unknown[], kwargs: Record<string, unknown>, opts: CallOptions): PendingCall {
   if (!Array.isArray(args)) throw new TypeError('args must be an array');
   if (opts.on !== undefined && opts.on !== 'any' && opts.on !== 'all') throw new TypeError(`opts.on must be 'any' or 'all', not ${JSON.stringify(opts.on)}`);
+  if (opts.persist && opts.on !== 'all') throw new TypeError("opts.persist works with on: 'all' only");
   return { fn: toFnSpec(fn), args, kwargs, opts };
 }
 
@@ -193,6 +194,16 @@ export class Client {
   runScript<T = Record<string, unknown> | null>(script: { path: string } | { src: string }, vars: Record<string, unknown> = {}, opts: CallOptions & { returns?: string[]; keep?: boolean } = {}): Promise<T> {
     const { keep, returns, ...callOpts } = opts;
     return this.call<T>({ script, ...(returns && { returns }), ...(keep && { keep }) }, [], vars, callOpts);
+  }
+
+  /** The ALL calls recorded with `persist: true`, in the order they replay (per queue). */
+  async persisted(): Promise<{ id: string; queue: string; fn: FnSpec; timeoutS?: number; recordedAt: number }[]> {
+    return (await this.http.request<{ calls: { id: string; queue: string; fn: FnSpec; timeoutS?: number; recordedAt: number }[] }>('GET', '/api/v1/persisted')).calls;
+  }
+
+  /** Stops replaying a recorded ALL call on interpreters that start later; rejects (404) for an unknown id. */
+  async forget(id: string): Promise<void> {
+    await this.http.request('DELETE', `/api/v1/persisted/${encodeURIComponent(id)}`);
   }
 
   /** Runs `fn` once per argument list, in one batch; resolves to the results in order. */

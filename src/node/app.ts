@@ -12,6 +12,7 @@ import type { CallService } from './calls.js';
 import { answersMsgpack, decodeBody, isMsgpack, msgpackType, readBody, reply } from './http-body.js';
 import * as v from './validate.js';
 import type { Gate } from './tokens.js';
+import type { PersistedCalls } from './persisted.js';
 import type { JobCatalog } from '../jobs/catalog.js';
 import { jobRoutes } from '../jobs/routes.js';
 import { docsRoutes } from '../jobs/docs.js';
@@ -27,6 +28,8 @@ export interface AppContext {
   runEverywhere(call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]>;
   /** Runs a call on every interpreter of this node. */
   runOnAllHere(call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]>;
+  /** The ALL calls recorded to replay on interpreters that start later. */
+  persisted: PersistedCalls;
   liveHosts(): Promise<HostInfo[]>;
   info(): Record<string, unknown>;
   /** kitchensink's version. */
@@ -296,6 +299,16 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
 
   router.get('/api/v1/data', async (ctx) => {
     reply(ctx, { urls: await app.data.search(typeof ctx.query.glob === 'string' ? ctx.query.glob : '*') });
+  });
+
+  router.get('/api/v1/persisted', async (ctx) => {
+    const calls = await app.persisted.all();
+    reply(ctx, { calls: calls.map(({ payload: _payload, ...shown }) => shown) });
+  });
+
+  router.delete('/api/v1/persisted/:id', async (ctx) => {
+    await app.persisted.forget(ctx.params.id);
+    reply(ctx, { forgotten: ctx.params.id });
   });
 
   router.post('/api/v1/cancel', async (ctx) => {

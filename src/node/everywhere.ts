@@ -13,6 +13,8 @@ export interface EverywhereContext {
   liveHosts(): Promise<HostInfo[]>;
   /** Runs the call on every interpreter of this node. */
   runOnAllHere(call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]>;
+  /** Records a call to replay on interpreters that start later (`persist`). */
+  record(queue: string, call: WireCall): Promise<string>;
 }
 
 /**
@@ -24,7 +26,9 @@ export async function runEverywhere(ctx: EverywhereContext, call: WireCall, stop
   const queue = call.opts?.queue ?? (isJobSpec(call.fn) ? jobQueue(call.fn.job) : defaultQueue);
   const hosts = (await ctx.liveHosts()).filter((h) => h.queues.includes(queue) && (!call.opts?.host || h.name === call.opts.host));
   if (!hosts.length) throw new NotFound(`no live host serves queue ${JSON.stringify(queue)}`);
-  const here: WireCall = { ...call, opts: { ...call.opts, on: undefined } };
+  const here: WireCall = { ...call, opts: { ...call.opts, on: undefined, persist: undefined } };
+  // Recorded first: an interpreter that starts while the call runs replays it (it may then run twice there).
+  if (call.opts?.persist) await ctx.record(queue, here);
   const answers = await Promise.all(
     hosts.map(async (host): Promise<WireAllOutcome[]> => {
       if (host.name === ctx.nodeName) return ctx.runOnAllHere(here, stop);

@@ -12,7 +12,7 @@ export function functionLabel(fn: FnSpec): string {
 }
 
 /** Why an interpreter was replaced, as the `reason` label counts it. */
-export type RestartReason = 'timeout' | 'cancelled' | 'crash' | 'max_requests' | 'memory';
+export type RestartReason = 'timeout' | 'cancelled' | 'crash' | 'max_requests' | 'memory' | 'replay_failed';
 
 /** A metric a job's `metrics()` returned, checked. */
 export interface JobMetric {

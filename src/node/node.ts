@@ -14,6 +14,8 @@ import { CallWorker } from '../worker/call-worker.js';
 import { ClaimLock } from '../worker/claim.js';
 import { runDirectCall, runOnEveryInterpreter } from '../worker/direct-call.js';
 import { runEverywhere } from './everywhere.js';
+import { PersistedCalls } from './persisted.js';
+import { replayPersisted } from './replay.js';
 import { ExecutorPool } from '../worker/pool.js';
 import type { StopSwitch } from '../worker/executor.js';
 import { collectJobMetrics } from '../jobs/job-metrics.js';
@@ -148,6 +150,7 @@ export class KsNode {
 
     const admission = new Admission({ maxConcurrency: o.maxConcurrency, maxQueue: o.maxConcurrencyQueue });
     const metrics = this.createMetrics(admission);
+    const persisted = new PersistedCalls(redis, keys);
     const env: Record<string, string> = { KS_NODE_NAME: this.name, KS_NODE_URL: this.url, KS_DATADIR: resolve(o.datadir) };
     // Python saves RemoteData straight to the port this node listens on, not through a proxy
     // that --node-url may name; the data route needs the token.
@@ -168,6 +171,7 @@ export class KsNode {
         metrics.restarted(kind);
         log(`worker ${slot}: ${reason}; starting a fresh interpreter`);
       },
+      prepare: (run) => replayPersisted(persisted, this.queueNames.length ? this.queueNames : [defaultQueue, ...o.queues], run, log),
     });
     await this.pool.start();
 
@@ -246,7 +250,7 @@ export class KsNode {
     );
     await this.worker.start();
     const jobCatalog = new JobCatalog({ redis, keys, liveHosts: () => registry.liveHosts() }, localJobs, config.hostCacheMs);
-    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover, catalog: jobCatalog, metrics, admission });
+    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover, catalog: jobCatalog, metrics, admission, persisted });
     await this.registry.register();
     this.sweeper = new DeadHostSweeper(
       { redis, claims, keys, queues: this.queues, nodeName: this.name, log },
@@ -345,9 +349,9 @@ export class KsNode {
 
   private serve(
     server: Server,
-    parts: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog; metrics: NodeMetrics; admission: Admission },
+    parts: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog; metrics: NodeMetrics; admission: Admission; persisted: PersistedCalls },
   ): void {
-    const { calls, data, pool, registry, mover, catalog, metrics, admission } = parts;
+    const { calls, data, pool, registry, mover, catalog, metrics, admission, persisted } = parts;
     const runHere = async (call: WireCall, stop: StopSwitch, caller?: string) => {
       this.directCalls += 1;
       const startedAt = performance.now();
@@ -373,7 +377,9 @@ export class KsNode {
       version,
       runDirect: (call, stop, caller) => admission.run(() => runHere(call, stop, caller)),
       runOnAllHere,
-      runEverywhere: (call, stop) => runEverywhere({ nodeName: this.name, token: this.opts.tokens[0]?.secret, liveHosts: () => registry.liveHosts(true), runOnAllHere }, call, stop),
+      runEverywhere: (call, stop) =>
+        runEverywhere({ nodeName: this.name, token: this.opts.tokens[0]?.secret, liveHosts: () => registry.liveHosts(true), runOnAllHere, record: (queue, c) => persisted.record(queue, c) }, call, stop),
+      persisted,
       liveHosts: () => registry.liveHosts(true),
       hostUrl: async (name) => (await registry.liveHosts()).find((h) => h.name === name)?.url,
       info: () => ({
@@ -395,6 +401,8 @@ export class KsNode {
         startedAt: this.startedAt,
         queues: this.queueNames,
         jobs: Object.keys(catalog.local),
+        // Interpreters whose replay of the persisted ALL calls failed: they take no calls until it succeeds.
+        unhealthy: pool.unhealthy,
       }),
       metrics: () => metrics.text(),
       dataMoved: (direction, bytes) => metrics.moved(direction, bytes),

@@ -63,6 +63,12 @@ function patternSpec(value: Obj, where: string): FnSpec {
   throw new BadRequest(`${where}.fn must be {eval: string}, {exec: string, returns?} or {script: {path} | {src}, returns?}`);
 }
 
+function persistsAll(o: Obj, where: string): boolean | undefined {
+  const persist = bool(o.persist, `${where}.persist`);
+  if (persist && o.on !== 'all') throw new BadRequest(`${where}.persist works with on: 'all' only`);
+  return persist;
+}
+
 function onWhich(value: unknown, where: string): 'any' | 'all' | undefined {
   if (value === undefined || value === null) return undefined;
   if (value !== 'any' && value !== 'all') throw new BadRequest(`${where} must be 'any' or 'all'`);
@@ -102,6 +108,7 @@ export function callOptions(value: unknown, where: string): CallOptions {
     retries: (retries as number | undefined) ?? undefined,
     noRouteData: bool(o.noRouteData, `${where}.noRouteData`),
     on: onWhich(o.on, `${where}.on`),
+    persist: persistsAll(o, where),
   };
 }
 

@@ -12,10 +12,18 @@ export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
   env: Record<string, string>;
   /** Told when an interpreter had to be replaced (crash, kill, recycle): why, in words and as a kind. */
   onReplace?: (slot: number, reason: string, kind: ReplacementKind) => void;
+  /**
+   * Runs on every fresh interpreter before it takes any call (the node replays the persisted
+   * ALL calls there); rejects when that failed. The interpreter is then replaced and prepared
+   * again later, and takes no call meanwhile.
+   */
+  prepare?: (run: (request: RunRequest) => Promise<RunOutcome>) => Promise<void>;
+  /** The longest wait before preparing a replaced interpreter again, after failures in a row. */
+  maxPrepareBackoffMs?: number;
 }
 
 /** Why an interpreter was replaced: killed for a timeout or a cancellation, died, or recycled. */
-export type ReplacementKind = 'timeout' | 'cancelled' | 'crash' | 'max_requests' | 'memory';
+export type ReplacementKind = 'timeout' | 'cancelled' | 'crash' | 'max_requests' | 'memory' | 'replay_failed';
 
 /** A reserved executor: run one call on it, then `release()` it. */
 export interface Lease {
@@ -42,6 +50,8 @@ export class ExecutorPool {
   private readonly waiters: Waiter[] = [];
   /** Waiters for one interpreter in particular, by slot. */
   private readonly slotWaiters: Waiter[][] = [];
+  /** Slots whose interpreter failed to prepare, why, and how many times in a row. */
+  private readonly failedPrepares = new Map<number, { reason: string; failures: number }>();
   private closed = false;
 
   constructor(private readonly opts: PoolOptions) {}
@@ -55,7 +65,53 @@ export class ExecutorPool {
       await this.close();
       throw error;
     }
-    for (let slot = 0; slot < this.opts.size; slot++) this.free.push(slot);
+    const prepared = await Promise.all(this.executors.map((_, slot) => this.prepared(slot)));
+    prepared.forEach((ok, slot) => ok && this.free.push(slot));
+  }
+
+  /** Interpreters that failed to prepare (replay) and wait to be tried again, with why. */
+  get unhealthy(): { worker: number; reason: string }[] {
+    return [...this.failedPrepares].map(([worker, { reason }]) => ({ worker, reason }));
+  }
+
+  /**
+   * Prepares a fresh interpreter (`opts.prepare`); true when it may take calls. On failure it
+   * says why, replaces the interpreter and tries again after a growing wait: an interpreter
+   * never serves without what it had to replay.
+   */
+  private async prepared(slot: number): Promise<boolean> {
+    if (!this.opts.prepare) return true;
+    const executor = this.executors[slot];
+    try {
+      await this.opts.prepare((request) => executor.run(request));
+      // Replays are not the interpreter's calls: --max-requests counts from here.
+      executor.calls = 0;
+      this.failedPrepares.delete(slot);
+      return true;
+    } catch (error) {
+      const failures = (this.failedPrepares.get(slot)?.failures ?? 0) + 1;
+      const reason = (error as Error).message;
+      this.failedPrepares.set(slot, { reason, failures });
+      this.opts.onReplace?.(slot, `replaying persisted calls failed (${reason})`, 'replay_failed');
+      void executor.close();
+      const waitMs = Math.min(this.opts.maxPrepareBackoffMs ?? 30_000, 500 * 2 ** failures);
+      setTimeout(() => void this.replace(slot), waitMs).unref();
+      return false;
+    }
+  }
+
+  /** Starts a fresh interpreter in `slot` after a failed prepare, and hands it out once prepared. */
+  private async replace(slot: number): Promise<void> {
+    if (this.closed) return;
+    const fresh = this.spawn(slot);
+    this.executors[slot] = fresh;
+    try {
+      await fresh.ready();
+    } catch (error) {
+      this.opts.onReplace?.(slot, `cannot restart: ${(error as Error).message}`, 'crash');
+      return;
+    }
+    if (await this.prepared(slot)) this.handOut(slot);
   }
 
   get size(): number {
@@ -190,7 +246,13 @@ export class ExecutorPool {
         this.opts.onReplace?.(slot, `cannot restart: ${(error as Error).message}`, 'crash');
         return;
       }
+      if (!(await this.prepared(slot))) return;
     }
+    this.handOut(slot);
+  }
+
+  /** Gives a free interpreter to whoever waits for it, first for it in particular, or marks it free. */
+  private handOut(slot: number): void {
     if (this.closed) return;
     const waiter = this.slotWaiters[slot]?.shift() ?? this.waiters.shift();
     if (waiter) {
