@@ -225,3 +225,69 @@ describe('persisted ALL calls, replayed on every interpreter that starts later',
     assert.match(((await res.json()) as { detail: string }).detail, /persist works with on: 'all' only/);
   });
 });
+
+describe('soft SLAs: the caller moves on, the straggler is still delivered', function () {
+  let redis: TestRedis;
+  let node: TestNode;
+  let client: Client;
+  let out: Capture;
+
+  before(async function () {
+    redis = await startRedis();
+    node = await startNode(redis.url, 'sla', ['--num-workers', '2']);
+    out = new Capture();
+    client = new Client(node.url, { output: out });
+  });
+
+  after(async function () {
+    client?.close();
+    await node?.stop();
+    await redis?.stop();
+  });
+
+  const slow = { exec: 'import time\ntime.sleep(delay)\nprint("late but here")\nanswer = 42', returns: ['answer'] };
+
+  it('settles at the SLA with a RemoteError of kind sla, and the late value comes out of stragglers() with its output', async function () {
+    const started = Date.now();
+    const error = (await client.call(slow, [], { delay: 1.5 }, { sla: 0.3 }).catch((e: unknown) => e)) as RemoteError;
+    const waited = Date.now() - started;
+    assert.ok(error instanceof RemoteError && error.kind === 'sla', String(error));
+    assert.ok(waited < 1_400, `settled after ${waited} ms`);
+    const stragglers = client.stragglers<{ answer: number }>();
+    const { value: late } = await stragglers.next();
+    assert.equal(late!.taskId, error.taskId);
+    assert.deepEqual(late!.outcome, { ok: true, value: { answer: 42 } });
+    assert.deepEqual(await client.result(error.taskId!), { ok: true, value: { answer: 42 } });
+    assert.match(out.text, /late but here/);
+  });
+
+  it('shows an SLA as an outcome in br({collect}), and delivers a straggler that then fails', async function () {
+    client.bc({ eval: '1 + 1' }, [], {}, { sla: 5 });
+    client.bc(slow, [], { delay: 1 }, { sla: 0.2 });
+    client.bc({ exec: 'import time\ntime.sleep(1)\nraise ValueError("too late and wrong")' }, [], {}, { sla: 0.2 });
+    const [taskId] = await client.execute();
+    const outcomes = await client.br({ collect: true });
+    assert.deepEqual(outcomes[0], { ok: true, value: 2 });
+    assert.ok(!outcomes[1].ok && outcomes[1].error.kind === 'sla');
+    assert.ok(!outcomes[2].ok && outcomes[2].error.kind === 'sla');
+    const batch = taskId.split('-')[0];
+    const second = await client.result(`${batch}-1`);
+    const third = await client.result(`${batch}-2`);
+    assert.deepEqual(second, { ok: true, value: { answer: 42 } });
+    assert.ok(!third.ok && third.error.pythonType === 'ValueError');
+  });
+
+  it('still kills at timeout when both are set: the straggler ends as a timeout', async function () {
+    const error = (await client.call(slow, [], { delay: 30 }, { sla: 0.2, timeout: 0.8 }).catch((e: unknown) => e)) as RemoteError;
+    assert.equal(error.kind, 'sla');
+    const outcome = await client.result(error.taskId!);
+    assert.ok(!outcome.ok && outcome.error.kind === 'timeout');
+  });
+
+  it('refuses an SLA or timeout that is not a positive number', async function () {
+    for (const sla of [0, -1, Number.NaN]) await assert.rejects(client.call('operator:add', [1, 2], {}, { sla }), /opts.sla must be a positive number/);
+    const res = await fetch(`${node.url}/api/v1/calls`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ calls: [{ fn: 'operator:add', args: [1, 2], opts: { sla: -1 } }] }) });
+    assert.equal(res.status, 400);
+    await assert.rejects(client.result('b0000000000000000-0'), /passed its SLA/);
+  });
+});

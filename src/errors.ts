@@ -82,7 +82,7 @@ export class InsufficientStorage extends HttpError {
  * timeout, a cancellation, a crashed interpreter, a lost node, or a call the node refused.
  */
 export class RemoteError extends Error {
-  /** What happened: `exception`, `timeout`, `cancelled`, `crashed`, `lost` or `rejected`. */
+  /** What happened: `exception`, `timeout`, `cancelled`, `crashed`, `lost`, `rejected` or `sla` (the call runs on). */
   readonly kind: FailureKind;
   /** The Python exception's type, e.g. `ZeroDivisionError`. */
   readonly pythonType?: string;

@@ -5,6 +5,7 @@
 export { Client, setupClient, getDefaultClient, type ClientOptions, type BrOptions, type Outcome, type AllOutcome } from './client/client.js';
 export { RemoteData, dobj, dr, dp, du, type RemoteDataSource, type SaveOptions, type DataInfo } from './client/remote-data.js';
 export { py, type PySource } from './client/py.js';
+export type { Straggler } from './client/stragglers.js';
 export { RemoteError, NodeRequestError } from './errors.js';
 export { rankHosts } from './routing.js';
 export type { CallOptions, DataFormat, FnSpec, JobSpec, PatternSpec, JobDescription, HostInfo, FailureKind } from './types.js';

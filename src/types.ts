@@ -64,6 +64,12 @@ export interface CallOptions {
    * starts later (respawned, recycled, or on a node that joins) before it takes other calls.
    */
   persist?: boolean;
+  /**
+   * Seconds (soft): the caller's promise settles then with a `RemoteError` of kind `sla`, while
+   * the call runs on; its late outcome comes out of `c.stragglers()` and `c.result(taskId)`.
+   * `timeout` stays the limit that kills.
+   */
+  sla?: number;
 }
 
 /** One interpreter's answer to an `on: 'all'` call, as it crosses: the value still msgpack. */
@@ -117,7 +123,7 @@ export interface FailureInfo {
   signal?: string | null;
 }
 
-export type FailureKind = 'exception' | 'timeout' | 'cancelled' | 'crashed' | 'lost' | 'rejected';
+export type FailureKind = 'exception' | 'timeout' | 'cancelled' | 'crashed' | 'lost' | 'rejected' | 'sla';
 
 /** One call inside a queued job (BullMQ stores job data as JSON, so the payload is base64). */
 export interface JobCall {

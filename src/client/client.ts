@@ -8,6 +8,7 @@ import { taskIdOf } from '../keys.js';
 import type { CallOptions, FailureInfo, FnSpec, HostInfo, WireAllOutcome, WireCall, WireEvent } from '../types.js';
 import { NodeHttp } from './http.js';
 import { Progress } from './progress.js';
+import { Stragglers, type Straggler } from './stragglers.js';
 import { toFnSpec } from './py.js';
 
 export interface ClientOptions {
@@ -33,6 +34,15 @@ export type Outcome<T = unknown> = { ok: true; value: T } | { ok: false; error: 
 interface Batch {
   batchId: string;
   taskIds: string[];
+  /** When the client sent it, and each call's SLA in ms: a call still running then is reported late. */
+  sentAt?: number;
+  slaMs?: (number | undefined)[];
+}
+
+/** Notes when a batch was sent and its calls' SLAs, for `waitFor`. */
+function withSlas<B extends Batch>(batch: B, calls: WireCall[], sentAt: number): B {
+  if (calls.some((c) => c.opts?.sla)) Object.assign(batch, { sentAt, slaMs: calls.map((c) => (c.opts?.sla ? c.opts.sla * 1000 : undefined)) });
+  return batch;
 }
 
 interface PendingCall {
@@ -46,6 +56,9 @@ function pendingCall(fn: FnSpec, args: unknown[], kwargs: Record<string, unknown
   if (!Array.isArray(args)) throw new TypeError('args must be an array');
   if (opts.on !== undefined && opts.on !== 'any' && opts.on !== 'all') throw new TypeError(`opts.on must be 'any' or 'all', not ${JSON.stringify(opts.on)}`);
   if (opts.persist && opts.on !== 'all') throw new TypeError("opts.persist works with on: 'all' only");
+  for (const limit of ['sla', 'timeout'] as const) {
+    if (opts[limit] !== undefined && !(typeof opts[limit] === 'number' && opts[limit]! > 0 && Number.isFinite(opts[limit]))) throw new TypeError(`opts.${limit} must be a positive number of seconds`);
+  }
   return { fn: toFnSpec(fn), args, kwargs, opts };
 }
 
@@ -99,6 +112,7 @@ export class Client {
   readonly output: NodeJS.WritableStream;
   readonly dataThreshold: number;
   private pending: PendingCall[] = [];
+  private readonly late = new Stragglers();
   private unread: Batch[] = [];
   private lastBatch?: Batch;
 
@@ -291,14 +305,18 @@ export class Client {
   }
 
   private async submit(calls: WireCall[]): Promise<Batch> {
-    const batch = await rejectedAsRemoteError(this.http.request<Batch>('POST', '/api/v1/calls', { calls }));
+    const sentAt = Date.now();
+    const batch = withSlas(await rejectedAsRemoteError(this.http.request<Batch>('POST', '/api/v1/calls', { calls })), calls, sentAt);
     this.lastBatch = batch;
     return batch;
   }
 
   /** Submits and takes the first events in the same request, then waits for the rest. */
   private async submitAndWait<T>(calls: WireCall[]): Promise<(T | Outcome<T>)[]> {
-    const first = await rejectedAsRemoteError(this.http.request<Batch & ResultsPage>('POST', '/api/v1/calls', { calls, waitMs: longPollMs }));
+    const sentAt = Date.now();
+    // The first wait ends by the soonest SLA, so that a late call is reported on time.
+    const soonestSlaMs = calls.reduce((soonest, c) => (c.opts?.sla ? Math.min(soonest, c.opts.sla * 1000) : soonest), Infinity);
+    const first = withSlas(await rejectedAsRemoteError(this.http.request<Batch & ResultsPage>('POST', '/api/v1/calls', { calls, waitMs: Math.min(longPollMs, soonestSlaMs) })), calls, sentAt);
     this.lastBatch = first;
     return this.waitFor<T>(first, false, first);
   }
@@ -330,12 +348,16 @@ export class Client {
     const outcomes: (Outcome<T> | undefined)[] = new Array(total);
     const progress = new Progress(total);
     const interrupt = this.cancelOnCtrlC(batch.batchId);
+    const deadlines = batch.slaMs?.map((ms) => (ms === undefined ? undefined : batch.sentAt! + ms));
+    /** Calls that passed their SLA and run on: their ends go to the stragglers. */
+    const late = new Set<number>();
     let ended = 0;
     let cursor = '0-0';
     let prefetched = first?.events ? first : undefined;
     try {
       while (ended < total) {
-        const page = prefetched ?? (await this.poll(batch.batchId, cursor, total - ended));
+        const nextDeadline = deadlines?.reduce<number>((soonest, at, i) => (at !== undefined && !outcomes[i] && at < soonest ? at : soonest), Infinity) ?? Infinity;
+        const page = prefetched ?? (await this.poll(batch.batchId, cursor, total - ended, Math.max(0, Math.min(longPollMs, nextDeadline - Date.now()))));
         prefetched = undefined;
         cursor = page.cursor;
         for (const event of page.events) {
@@ -343,8 +365,13 @@ export class Client {
             if (event.d) this.output.write(Buffer.from(event.d));
             continue;
           }
-          if (event.t === 'started' || outcomes[event.i]) continue;
-          const outcome = toOutcome<T>(this, event, taskIdOf(batch.batchId, event.i));
+          if (event.t === 'started' || (outcomes[event.i] && !late.has(event.i))) continue;
+          const taskId = taskIdOf(batch.batchId, event.i);
+          const outcome = toOutcome<T>(this, event, taskId);
+          if (late.delete(event.i)) {
+            this.late.deliver({ taskId, index: event.i, outcome });
+            continue;
+          }
           outcomes[event.i] = outcome;
           ended += 1;
           progress.advance();
@@ -353,12 +380,69 @@ export class Client {
             throw outcome.error;
           }
         }
+        for (const [i, at] of (deadlines ?? []).entries()) {
+          if (at === undefined || outcomes[i] || Date.now() < at) continue;
+          const taskId = taskIdOf(batch.batchId, i);
+          const error = new RemoteError({ kind: 'sla', message: `no outcome within its SLA of ${batch.slaMs![i]! / 1000} s; the call runs on, and its outcome will come out of stragglers() and result('${taskId}')` }, taskId);
+          outcomes[i] = { ok: false, error };
+          late.add(i);
+          this.late.expect(taskId);
+          ended += 1;
+          progress.advance();
+          if (!collect) {
+            // The calls still running, but for those past their SLA, are cancelled, as a failure does.
+            const others = batch.taskIds.filter((_, k) => !outcomes[k]);
+            if (others.length) await this.http.request('POST', '/api/v1/cancel', { taskIds: others }).catch(() => 0);
+            void this.followLate(batch.batchId, cursor, late);
+            throw error;
+          }
+        }
       }
     } finally {
       progress.end();
       interrupt.dispose();
     }
+    if (late.size) void this.followLate(batch.batchId, cursor, late);
     return collect ? (outcomes as Outcome<T>[]) : outcomes.map((o) => (o as { value: T }).value);
+  }
+
+  /** Goes on reading a batch for the calls that passed their SLA, printing their output; each end goes to the stragglers. */
+  private async followLate(batchId: string, cursor: string, late: Set<number>): Promise<void> {
+    try {
+      while (late.size) {
+        const page = await this.poll(batchId, cursor, late.size);
+        cursor = page.cursor;
+        for (const event of page.events) {
+          if (!late.has(event.i)) continue;
+          if (event.t === 'stdout' || event.t === 'stderr') {
+            if (event.d) this.output.write(Buffer.from(event.d));
+          } else if (event.t !== 'started') {
+            late.delete(event.i);
+            const taskId = taskIdOf(batchId, event.i);
+            this.late.deliver({ taskId, index: event.i, outcome: toOutcome(this, event, taskId) });
+          }
+        }
+      }
+    } catch (error) {
+      // The batch cannot be read any more (expired, or the cluster is gone): say so for each.
+      for (const i of late) {
+        const taskId = taskIdOf(batchId, i);
+        this.late.deliver({ taskId, index: i, outcome: { ok: false, error: new RemoteError({ kind: 'lost', message: `its outcome could not be read: ${(error as Error).message}` }, taskId) } });
+      }
+    }
+  }
+
+  /**
+   * The late outcomes of calls that passed their SLA (`opts.sla`), in the order they end; the
+   * iterator waits for the next. Break out of the loop to stop reading.
+   */
+  stragglers<T = unknown>(): AsyncGenerator<Straggler<T>> {
+    return this.late.iterate() as AsyncGenerator<Straggler<T>>;
+  }
+
+  /** The outcome of a call that passed its SLA, once it ends. */
+  result<T = unknown>(taskId: string): Promise<Outcome<T>> {
+    return this.late.result(taskId) as Promise<Outcome<T>>;
   }
 
   /**
@@ -366,11 +450,11 @@ export class Client {
    * is waited out with backoff for up to `pollOutageMs`; events are never lost meanwhile, the
    * cursor resumes where it was.
    */
-  private async poll(batchId: string, cursor: string, remaining: number): Promise<ResultsPage> {
+  private async poll(batchId: string, cursor: string, remaining: number, waitMs: number = longPollMs): Promise<ResultsPage> {
     const giveUpAt = Date.now() + config.pollOutageMs;
     for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 2_000)) {
       try {
-        return await this.http.request<ResultsPage>('POST', '/api/v1/results', { batchId, cursor, waitMs: longPollMs, remaining });
+        return await this.http.request<ResultsPage>('POST', '/api/v1/results', { batchId, cursor, waitMs, remaining });
       } catch (error) {
         const transient = !(error instanceof NodeRequestError) || error.status >= 500;
         if (!transient || Date.now() + delayMs > giveUpAt) throw error;

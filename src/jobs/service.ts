@@ -38,6 +38,8 @@ const failureStatus: Record<FailureInfo['kind'], number> = {
   crashed: 502,
   lost: 503,
   rejected: 429,
+  // The node never ends a call with kind sla: only a client waiting with an SLA does.
+  sla: 504,
 };
 
 /** Runs jobs for HTTP callers: checks the arguments, admits, runs here or forwards, answers JSON. */

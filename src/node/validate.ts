@@ -108,6 +108,7 @@ export function callOptions(value: unknown, where: string): CallOptions {
     retries: (retries as number | undefined) ?? undefined,
     noRouteData: bool(o.noRouteData, `${where}.noRouteData`),
     on: onWhich(o.on, `${where}.on`),
+    sla: positiveNumber(o.sla, `${where}.sla`),
     persist: persistsAll(o, where),
   };
 }
