@@ -7,9 +7,13 @@ export interface Straggler<T = unknown> {
   outcome: { ok: true; value: T } | { ok: false; error: RemoteError };
 }
 
+/** Late outcomes kept for a reader that has not come, and task ids `result()` answers for: the newest this many. */
+const keptStragglers = 10_000;
+
 /**
  * The late outcomes of calls that passed their SLA: read in order by `stragglers()` (an async
- * iterator that waits for the next), and by task id with `result()`.
+ * iterator that waits for the next), and by task id with `result()`. A client that reads
+ * neither keeps only the newest 10,000.
  */
 export class Stragglers {
   private readonly arrived: Straggler[] = [];
@@ -22,6 +26,7 @@ export class Stragglers {
     let resolve!: (outcome: Straggler['outcome']) => void;
     const promise = new Promise<Straggler['outcome']>((r) => (resolve = r));
     this.byTask.set(taskId, { promise, resolve });
+    if (this.byTask.size > keptStragglers) this.byTask.delete(this.byTask.keys().next().value!);
   }
 
   /** A late outcome arrived. */
@@ -29,7 +34,7 @@ export class Stragglers {
     this.byTask.get(straggler.taskId)?.resolve(straggler.outcome);
     const reader = this.readers.shift();
     if (reader) reader(straggler);
-    else this.arrived.push(straggler);
+    else if (this.arrived.push(straggler) > keptStragglers) this.arrived.shift();
   }
 
   /** The outcome of a call that passed its SLA, once it ends. */
