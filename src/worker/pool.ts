@@ -100,7 +100,7 @@ export class ExecutorPool {
     }
   }
 
-  /** Starts a fresh interpreter in `slot` after a failed prepare, and hands it out once prepared. */
+  /** Starts a fresh interpreter in `slot` (the last one died, was recycled or failed to prepare), and hands it out once prepared. */
   private async replace(slot: number): Promise<void> {
     if (this.closed) return;
     const fresh = this.spawn(slot);
@@ -108,6 +108,7 @@ export class ExecutorPool {
     try {
       await fresh.ready();
     } catch (error) {
+      // A fresh interpreter that cannot start leaves the slot out; say so rather than spin.
       this.opts.onReplace?.(slot, `cannot restart: ${(error as Error).message}`, 'crash');
       return;
     }
@@ -237,16 +238,7 @@ export class ExecutorPool {
     if (reason && !this.closed) {
       this.opts.onReplace?.(slot, reason.text, reason.kind);
       void executor.close();
-      const fresh = this.spawn(slot);
-      this.executors[slot] = fresh;
-      try {
-        await fresh.ready();
-      } catch (error) {
-        // A fresh interpreter that cannot start leaves the slot out; say so rather than spin.
-        this.opts.onReplace?.(slot, `cannot restart: ${(error as Error).message}`, 'crash');
-        return;
-      }
-      if (!(await this.prepared(slot))) return;
+      return this.replace(slot);
     }
     this.handOut(slot);
   }
