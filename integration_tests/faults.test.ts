@@ -71,9 +71,11 @@ describe('dead nodes', function () {
     const node = await startNode(bare.url, 'forgetful');
     const forgetful = new Client(node.url, { output: new Capture() });
     try {
+      // Long enough to outlast the restart: a call that ends after it writes its result into
+      // the fresh Redis, and br() would then find it (seen once under load with 2 s).
       forgetful.bc(py`
         import time
-        def f(): time.sleep(2)`);
+        def f(): time.sleep(6)`);
       await forgetful.execute();
       await bare.restart();
       const error = await forgetful.br().catch((e: unknown) => e);
