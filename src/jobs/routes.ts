@@ -10,7 +10,7 @@ import type { Gate } from '../node/tokens.js';
 import { BadRequest, NotFound } from '../errors.js';
 import type { JobDescription } from '../types.js';
 import type { StopSwitch } from '../worker/executor.js';
-import { reply } from '../node/http-body.js';
+import { answerAfterBody, parseJson, reply } from '../node/http-body.js';
 import type { CatalogEntry, JobCatalog } from './catalog.js';
 import { openApiDocument } from './openapi.js';
 import type { JobService } from './service.js';
@@ -182,30 +182,14 @@ export function fastPerform(app: FastPerformContext): (req: IncomingMessage, res
     const name = path.slice(prefix.length + 1, slash);
     const endpoint = path.slice(slash);
     const withOutput = query >= 0 && /(^|&)output=(1|true)(&|$)/.test(url.slice(query + 1));
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('error', () => {});
-    req.on('end', () => {
-      void (async () => {
-        let status: number;
-        let json: string;
-        let headers: Record<string, string> = {};
-        try {
-          let body: unknown;
-          try {
-            body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          } catch (error) {
-            throw new BadRequest(`body is not valid JSON: ${(error as Error).message}`);
-          }
-          ({ status, json } = await app.service.perform(decoded(name), endpoint, body, { withOutput, stop: app.clientGone(res), caller: admitted.caller }));
-        } catch (error) {
-          let answer: unknown;
-          [status, answer, headers] = app.errorAnswer(error, `POST ${path}`);
-          json = JSON.stringify(answer);
-        }
-        res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
-        res.end(json);
-      })();
+    answerAfterBody(req, res, 'application/json', async (raw) => {
+      try {
+        const { status, json } = await app.service.perform(decoded(name), endpoint, parseJson(raw), { withOutput, stop: app.clientGone(res), caller: admitted.caller });
+        return { status, body: json };
+      } catch (error) {
+        const [status, answer, headers] = app.errorAnswer(error, `POST ${path}`);
+        return { status, body: JSON.stringify(answer), headers };
+      }
     });
     return true;
   };

@@ -9,7 +9,7 @@ import type { DirectCallResult } from '../worker/direct-call.js';
 import { StopSwitch } from '../worker/executor.js';
 import type { DataService } from '../data/service.js';
 import type { CallService } from './calls.js';
-import { answersMsgpack, decodeBody, isMsgpack, msgpackType, readBody, reply } from './http-body.js';
+import { answerAfterBody, answersMsgpack, decodeBody, isMsgpack, msgpackType, readBody, reply } from './http-body.js';
 import * as v from './validate.js';
 import type { Gate } from './tokens.js';
 import type { PersistedCalls } from './persisted.js';
@@ -189,24 +189,13 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
     if (!(declared <= opts.maxRequestSizeBytes)) return false;
     const admitted = opts.gate.admit(req.headers.authorization);
     if (!admitted) return false;
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    // A client gone mid-body: nothing to answer, and nothing to throw.
-    req.on('error', () => {});
-    req.on('end', () => {
-      void (async () => {
-        let status = 200;
-        let body: Buffer;
-        let headers: Record<string, string> = {};
-        try {
-          body = encode(await route(decodeBody(Buffer.concat(chunks)), false, res, admitted.caller));
-        } catch (error) {
-          const [failed, answer, errorHeaders] = errorAnswer(error, `POST ${req.url}`);
-          [status, body, headers] = [failed, encode(answer), errorHeaders];
-        }
-        res.writeHead(status, { ...headers, 'content-type': msgpackType, 'content-length': body.length });
-        res.end(body);
-      })();
+    answerAfterBody(req, res, msgpackType, async (raw) => {
+      try {
+        return { status: 200, body: encode(await route(decodeBody(raw), false, res, admitted.caller)) };
+      } catch (error) {
+        const [status, answer, headers] = errorAnswer(error, `POST ${req.url}`);
+        return { status, body: encode(answer), headers };
+      }
     });
     return true;
   };

@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'koa';
 import { decode, encode, jsonSafe } from '../codec.js';
 import { BadRequest, PayloadTooLarge, UnsupportedMediaType } from '../errors.js';
@@ -40,14 +41,38 @@ export async function readBody(ctx: Context, limitBytes: number): Promise<unknow
   if (!raw.length) return {};
   const type = ctx.get('content-type');
   if (isMsgpack(type)) return decodeBody(raw);
-  if (!type || /^application\/json\b/i.test(type)) {
-    try {
-      return JSON.parse(raw.toString('utf8'));
-    } catch (error) {
-      throw new BadRequest(`body is not valid JSON: ${(error as Error).message}`);
-    }
-  }
+  if (!type || /^application\/json\b/i.test(type)) return parseJson(raw);
   throw new UnsupportedMediaType(`Content-Type ${type} is neither application/msgpack nor application/json`);
+}
+
+/** A JSON request body; BadRequest when it is not JSON. */
+export function parseJson(raw: Buffer): unknown {
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (error) {
+    throw new BadRequest(`body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * For the routes answered without Koa: reads the whole body, then writes what `answer` makes
+ * of it (which turns its own errors into an answer). A client gone mid-body gets nothing.
+ */
+export function answerAfterBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  contentType: string,
+  answer: (raw: Buffer) => Promise<{ status: number; body: Buffer | string; headers?: Record<string, string> }>,
+): void {
+  const chunks: Buffer[] = [];
+  req.on('data', (chunk: Buffer) => chunks.push(chunk));
+  req.on('error', () => {});
+  req.on('end', () => {
+    void answer(Buffer.concat(chunks)).then(({ status, body, headers }) => {
+      res.writeHead(status, { ...headers, 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+  });
 }
 
 /** True when the answer goes out as msgpack: the client sent or accepts msgpack. */
