@@ -2,7 +2,7 @@
  * kitchensink's TypeScript client: run Python on a Redis-backed cluster of warm interpreters.
  * @packageDocumentation
  */
-export { Client, setupClient, getDefaultClient, type ClientOptions, type BrOptions, type Outcome, type AllOutcome } from './client/client.js';
+export { Client, setupClient, getDefaultClient, type ClientOptions, type BrOptions, type Outcome, type AllOutcome, type PersistedCallInfo } from './client/client.js';
 export { RemoteData, dobj, dr, dp, du, type RemoteDataSource, type SaveOptions, type DataInfo } from './client/remote-data.js';
 export { py, type PySource } from './client/py.js';
 export type { Straggler } from './client/stragglers.js';

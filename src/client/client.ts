@@ -25,6 +25,15 @@ export interface BrOptions {
   collect?: boolean;
 }
 
+/** An ALL call recorded with `persist: true`, as `persisted()` lists it. */
+export interface PersistedCallInfo {
+  id: string;
+  queue: string;
+  fn: FnSpec;
+  timeoutS?: number;
+  recordedAt: number;
+}
+
 /** One interpreter's outcome of a `call(..., {on: 'all'})`. */
 export type AllOutcome<T = unknown> = { host: string; worker: number; ok: true; value: T } | { host: string; worker: number; ok: false; error: RemoteError };
 
@@ -211,8 +220,8 @@ export class Client {
   }
 
   /** The ALL calls recorded with `persist: true`, in the order they replay (per queue). */
-  async persisted(): Promise<{ id: string; queue: string; fn: FnSpec; timeoutS?: number; recordedAt: number }[]> {
-    return (await this.http.request<{ calls: { id: string; queue: string; fn: FnSpec; timeoutS?: number; recordedAt: number }[] }>('GET', '/api/v1/persisted')).calls;
+  async persisted(): Promise<PersistedCallInfo[]> {
+    return (await this.http.request<{ calls: PersistedCallInfo[] }>('GET', '/api/v1/persisted')).calls;
   }
 
   /** Stops replaying a recorded ALL call on interpreters that start later; rejects (404) for an unknown id. */
@@ -366,12 +375,11 @@ export class Client {
             continue;
           }
           if (event.t === 'started' || (outcomes[event.i] && !late.has(event.i))) continue;
-          const taskId = taskIdOf(batch.batchId, event.i);
-          const outcome = toOutcome<T>(this, event, taskId);
-          if (late.delete(event.i)) {
-            this.late.deliver({ taskId, index: event.i, outcome });
+          if (late.has(event.i)) {
+            this.deliverLate(batch.batchId, event, late);
             continue;
           }
+          const outcome = toOutcome<T>(this, event, taskIdOf(batch.batchId, event.i));
           outcomes[event.i] = outcome;
           ended += 1;
           progress.advance();
@@ -417,9 +425,7 @@ export class Client {
           if (event.t === 'stdout' || event.t === 'stderr') {
             if (event.d) this.output.write(Buffer.from(event.d));
           } else if (event.t !== 'started') {
-            late.delete(event.i);
-            const taskId = taskIdOf(batchId, event.i);
-            this.late.deliver({ taskId, index: event.i, outcome: toOutcome(this, event, taskId) });
+            this.deliverLate(batchId, event, late);
           }
         }
       }
@@ -430,6 +436,13 @@ export class Client {
         this.late.deliver({ taskId, index: i, outcome: { ok: false, error: new RemoteError({ kind: 'lost', message: `its outcome could not be read: ${(error as Error).message}` }, taskId) } });
       }
     }
+  }
+
+  /** A late call's end: it leaves `late` and goes to the stragglers. */
+  private deliverLate(batchId: string, event: WireEvent, late: Set<number>): void {
+    late.delete(event.i);
+    const taskId = taskIdOf(batchId, event.i);
+    this.late.deliver({ taskId, index: event.i, outcome: toOutcome(this, event, taskId) });
   }
 
   /**

@@ -104,7 +104,9 @@ export class KsNode {
   private stopping?: Promise<void>;
   private readonly startedAt = Date.now();
   private directCalls = 0;
+  /** The queues this node serves, as it registers them, and as BullMQ queues: each anywhere and pinned here. */
   private queueNames: string[] = [];
+  private servedQueues: string[] = [];
   name = '';
   url = '';
 
@@ -113,8 +115,7 @@ export class KsNode {
   async start(): Promise<void> {
     const o = this.opts;
     const loopback = ['127.0.0.1', 'localhost', '::1'].includes(o.host);
-    // Python's saves and copies between nodes show the first token: every node of a cluster takes it.
-    const ownToken = o.tokens[0]?.secret;
+    const ownToken = this.ownToken;
     if (!loopback && !ownToken && !o.insecure) {
       throw new Error(`binding ${o.host} exposes the node to the network: give --token, or --insecure to accept that`);
     }
@@ -179,6 +180,7 @@ export class KsNode {
     const jobNames = Object.keys(localJobs);
     const queues = [defaultQueue, ...o.queues.filter((q) => q !== defaultQueue), ...jobNames.map(jobQueue)];
     this.queueNames = queues;
+    this.servedQueues = queues.flatMap((q) => [queueName(q, this.name), q]);
     const self: HostInfo = {
       name: this.name,
       url: this.url,
@@ -239,7 +241,7 @@ export class KsNode {
         metrics,
       },
       {
-        queues: queues.flatMap((q) => [queueName(q, this.name), q]),
+        queues: this.servedQueues,
         claimRefreshMs: config.claimRefreshMs,
         timeoutS: o.timeoutS,
         maxOutputBytes: o.maxOutputBytes,
@@ -295,6 +297,11 @@ export class KsNode {
     }
   }
 
+  /** The token this node shows other nodes and its interpreters use to save: every node of a cluster takes the first. */
+  private get ownToken(): string | undefined {
+    return this.opts.tokens[0]?.secret;
+  }
+
   /** The node's metrics; what they show of the node is read at scrape time. */
   private createMetrics(admission: Admission): NodeMetrics {
     return new NodeMetrics({
@@ -305,7 +312,7 @@ export class KsNode {
       longPolls: () => this.events?.waiting ?? 0,
       directCalls: () => this.directCalls,
       admissionRejected: () => admission.rejected,
-      queueDepths: () => this.queues!.waiting(this.queueNames.flatMap((q) => [queueName(q, this.name), q])),
+      queueDepths: () => this.queues!.waiting(this.servedQueues),
       jobMetrics: () => collectJobMetrics(this.pool!, log, config.jobMetricsWaitMs),
     });
   }
@@ -352,15 +359,17 @@ export class KsNode {
     parts: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog; metrics: NodeMetrics; admission: Admission; persisted: PersistedCalls },
   ): void {
     const { calls, data, pool, registry, mover, catalog, metrics, admission, persisted } = parts;
+    // A call run at once on this node's interpreters: its own timeout, else the node's.
+    const direct = (call: WireCall) => ({ ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes });
     const runHere = async (call: WireCall, stop: StopSwitch, caller?: string) => {
       this.directCalls += 1;
       const startedAt = performance.now();
-      const result = await runDirectCall(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, stop);
+      const result = await runDirectCall(pool, mover, direct(call), stop);
       metrics.callEnded(call.fn, result.outcome.ok ? 'ok' : result.outcome.failure.kind, (performance.now() - startedAt) / 1000, caller);
       return result;
     };
     const runOnAllHere = async (call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]> => {
-      const results = await runOnEveryInterpreter(pool, mover, { ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes }, stop);
+      const results = await runOnEveryInterpreter(pool, mover, direct(call), stop);
       return results.map(({ worker, outcome, output }) => ({
         host: this.name,
         worker,
@@ -378,7 +387,7 @@ export class KsNode {
       runDirect: (call, stop, caller) => admission.run(() => runHere(call, stop, caller)),
       runOnAllHere,
       runEverywhere: (call, stop) =>
-        runEverywhere({ nodeName: this.name, token: this.opts.tokens[0]?.secret, liveHosts: () => registry.liveHosts(true), runOnAllHere, record: (queue, c) => persisted.record(queue, c) }, call, stop),
+        runEverywhere({ nodeName: this.name, token: this.ownToken, liveHosts: () => registry.liveHosts(true), runOnAllHere, record: (queue, c) => persisted.record(queue, c) }, call, stop),
       persisted,
       liveHosts: () => registry.liveHosts(true),
       hostUrl: async (name) => (await registry.liveHosts()).find((h) => h.name === name)?.url,
@@ -407,7 +416,7 @@ export class KsNode {
       metrics: () => metrics.text(),
       dataMoved: (direction, bytes) => metrics.moved(direction, bytes),
     };
-    const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), ownToken: this.opts.tokens[0]?.secret, scriptDir: this.opts.scriptDir, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
+    const appOptions = { gate: new Gate(this.opts.tokens, this.opts.publicPaths), ownToken: this.ownToken, scriptDir: this.opts.scriptDir, noCode: this.opts.noCode, maxRequestSizeBytes: this.opts.maxRequestSizeBytes };
     const koa = createApp(routes, appOptions);
     const fastRoutes = fastCallRoutes(routes, appOptions);
     const fastJobs = fastPerform({ service: jobService, gate: appOptions.gate, maxRequestSizeBytes: this.opts.maxRequestSizeBytes, errorAnswer, clientGone });
