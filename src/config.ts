@@ -90,6 +90,10 @@ export const config = {
   idleGcMinGrowthBytes: 16 * 1024 * 1024,
   /** An upload this large first gets the node's heap collected, if it grew (see idleGc*). */
   bigUploadBytes: 64 * 1024 * 1024,
+  /** An interpreter whose replay of the persisted ALL calls failed is tried again this long after... */
+  prepareRetryFirstMs: 1_000,
+  /** ...and twice as long after each failure in a row, up to this. */
+  prepareRetryMaxMs: 30_000,
   /** How long a scrape of `/metrics` waits for a job's own `metrics()`. */
   jobMetricsWaitMs: 2_000,
   /** How long the host snapshot used to validate `opts.host`/`opts.queue` may be stale. */

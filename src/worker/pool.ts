@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { config } from '../config.js';
 import type { JobDescription } from '../types.js';
 import { PythonExecutor, type ExecutorOptions, type PythonInfo, type RunOutcome, type RunRequest } from './executor.js';
 
@@ -18,8 +19,6 @@ export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
    * again later, and takes no call meanwhile.
    */
   prepare?: (run: (request: RunRequest) => Promise<RunOutcome>) => Promise<void>;
-  /** The longest wait before preparing a replaced interpreter again, after failures in a row. */
-  maxPrepareBackoffMs?: number;
 }
 
 /** Why an interpreter was replaced: killed for a timeout or a cancellation, died, or recycled. */
@@ -94,7 +93,7 @@ export class ExecutorPool {
       this.failedPrepares.set(slot, { reason, failures });
       this.opts.onReplace?.(slot, `replaying persisted calls failed (${reason})`, 'replay_failed');
       void executor.close();
-      const waitMs = Math.min(this.opts.maxPrepareBackoffMs ?? 30_000, 500 * 2 ** failures);
+      const waitMs = Math.min(config.prepareRetryMaxMs, config.prepareRetryFirstMs * 2 ** (failures - 1));
       setTimeout(() => void this.replace(slot), waitMs).unref();
       return false;
     }
