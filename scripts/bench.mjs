@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
-import { Client, py, dr, du } from '../dist/index.js';
+import { Client, py, dr, du, ndarray } from '../dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const asJson = process.argv.includes('--json');
@@ -205,6 +205,32 @@ const back = await du(data.dataUrl, { client }).raw(); // a pointer, so the byte
 const downloadMbPerS = 256 / ((performance.now() - t0) / 1000);
 if (!back.equals(blob)) throw new Error('w4 download differs');
 say(`w4 ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${out.w4_node_rss_peak_mb.toFixed(0)} MB at peak`);
+// w6 ndarray: a 64 MB float64 array returned from Python and read in TypeScript, then sent
+// back, each a direct call (best of 3); beside it raw() bytes of the same size saved and read
+// back (the goal: the array at least as fast as the bytes).
+const elements = 8 * 1024 * 1024;
+const ones = py`
+  import numpy as np
+  def ones(n): return np.ones(n)`;
+const nbytes = py`def nbytes(a): return a.nbytes`;
+let bestArray = Infinity;
+let bestRaw = Infinity;
+for (let k = 0; k < 3; k++) {
+  t0 = performance.now();
+  const array = await client.call(ones, [elements], {}, { async: false });
+  if (array.data.length !== elements || array.data[elements - 1] !== 1) throw new Error('w6 ndarray read wrong');
+  if ((await client.call(nbytes, [ndarray(array.data)], {}, { async: false })) !== elements * 8) throw new Error('w6 ndarray sent wrong');
+  bestArray = Math.min(bestArray, performance.now() - t0);
+  const bytes = Buffer.alloc(elements * 8, 1);
+  t0 = performance.now();
+  const saved = await dr(bytes, { client }).save();
+  if ((await du(saved.dataUrl, { client }).raw()).length !== bytes.length) throw new Error('w6 raw read wrong');
+  bestRaw = Math.min(bestRaw, performance.now() - t0);
+  await saved.delete();
+}
+out.w6_ndarray_mb_per_s = 128 / (bestArray / 1000);
+out.w6_raw_mb_per_s = 128 / (bestRaw / 1000);
+say(`w6 ndarray ${out.w6_ndarray_mb_per_s.toFixed(0)} MB/s (64 MB each way), raw() bytes ${out.w6_raw_mb_per_s.toFixed(0)} MB/s`);
 client.close();
 // Stopped before Redis is (at exit): a node that loses Redis while stopping logs ECONNRESET.
 const stopped = nodeProcess.exitCode !== null || nodeProcess.signalCode !== null ? Promise.resolve() : new Promise((r) => nodeProcess.once('exit', r));

@@ -1,10 +1,12 @@
 import { Packr, addExtension } from 'msgpackr';
+import { NDArray, ndarrayFromWire, ndarrayWire, type TypedArray } from './ndarray.js';
 
 /**
  * The one msgpack setup shared by client and node, readable by Python's `msgpack`:
  * no records (Python would see ExtType 114), ints past 2^53 as BigInt instead of losing
- * digits, `undefined` as nil. Typed arrays cross as ext 2 (numpy arrays in Python), because
- * msgpackr packs a Float64Array as bin of the right length but the wrong bytes.
+ * digits, `undefined` as nil. NDArrays and typed arrays cross as ext 2 (numpy arrays in Python;
+ * msgpackr alone packs a Float64Array as bin of the right length but the wrong bytes), and
+ * ext 2 always decodes to an NDArray.
  */
 export const packr = new Packr({
   useRecords: false,
@@ -19,59 +21,43 @@ export const remoteDataExtType = 1;
 /** Ext type of an n-dimensional array: the payload is msgpack `[dtype, shape, bytes]`. */
 export const ndarrayExtType = 2;
 
-type TypedArrayClass =
-  | Int8ArrayConstructor
-  | Int16ArrayConstructor
-  | Int32ArrayConstructor
-  | Uint16ArrayConstructor
-  | Uint32ArrayConstructor
-  | Float32ArrayConstructor
-  | Float64ArrayConstructor
-  | BigInt64ArrayConstructor
-  | BigUint64ArrayConstructor;
-
-/** numpy's little-endian dtype strings for the typed arrays that have one. */
-const dtypes: [string, TypedArrayClass][] = [
-  ['|i1', Int8Array],
-  ['<i2', Int16Array],
-  ['<i4', Int32Array],
-  ['<u2', Uint16Array],
-  ['<u4', Uint32Array],
-  ['<f4', Float32Array],
-  ['<f8', Float64Array],
-  ['<i8', BigInt64Array],
-  ['<u8', BigUint64Array],
-];
-const classByDtype = new Map<string, TypedArrayClass>(dtypes);
-
-/** An array that has no TypedArray of its own shape: several dimensions or an exotic dtype. */
-export interface NdArray {
-  dtype: string;
-  shape: number[];
-  data: Uint8Array | ArrayBufferView;
+/**
+ * Reads an ext 2 payload `[dtype, shape, bytes]` by hand: msgpackr's unpack called inside an
+ * extension saves its state by copying the whole message being read (0.7 s for 64 MB here).
+ */
+function unpackNdarray(payload: Uint8Array): NDArray {
+  const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  let at = 0;
+  const uint = (width: number): number => {
+    const value = width === 1 ? bytes[at] : width === 2 ? bytes.readUInt16BE(at) : width === 4 ? bytes.readUInt32BE(at) : Number(bytes.readBigUInt64BE(at));
+    at += width;
+    return value;
+  };
+  /**
+   * A header's number: tags lo..hi carry it in their bits above lo (fixarray, fixstr, positive
+   * fixint), the tags of `wide` in the next 1, 2, 4 or 8 bytes.
+   */
+  const next = (what: string, [lo, hi]: [number, number], wide: Record<number, number>): number => {
+    const tag = bytes[at++];
+    if (tag >= lo && tag <= hi) return tag - lo;
+    if (wide[tag]) return uint(wide[tag]);
+    throw new TypeError(`an ndarray payload has byte 0x${tag?.toString(16)} at ${at - 1} where ${what} belongs`);
+  };
+  const arrayLength = () => next('an array', [0x90, 0x9f], { 0xdc: 2, 0xdd: 4 });
+  if (arrayLength() !== 3) throw new TypeError('an ndarray payload is [dtype, shape, bytes]');
+  const dtypeLength = next('the dtype', [0xa0, 0xbf], { 0xd9: 1, 0xda: 2, 0xdb: 4 });
+  const dtype = bytes.toString('latin1', at, (at += dtypeLength));
+  const shape: number[] = [];
+  for (let dims = arrayLength(); dims > 0; dims--) shape.push(next('a dimension', [0x00, 0x7f], { 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8 }));
+  const size = next('the bytes', [-1, -1], { 0xc4: 1, 0xc5: 2, 0xc6: 4 });
+  return ndarrayFromWire(dtype, shape, payload.subarray(at, at + size));
 }
 
-function bytesOf(view: ArrayBufferView): Uint8Array {
-  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-}
-
-function unpackNdarray(payload: Uint8Array): unknown {
-  const [dtype, shape, bytes] = packr.unpack(payload) as [string, number[], Uint8Array];
-  const Class = classByDtype.get(dtype);
-  if (!Class) return { dtype, shape, data: bytes };
-  // Copy into a fresh buffer: the decoded bytes may be unaligned for the element size.
-  const aligned = new Uint8Array(bytes.byteLength);
-  aligned.set(bytes);
-  const data = new Class(aligned.buffer);
-  return shape.length === 1 ? data : { dtype, shape, data };
-}
-
-for (const [dtype, Class] of dtypes) {
+for (const Class of [NDArray, Int8Array, Int16Array, Int32Array, Uint16Array, Uint32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array]) {
   addExtension({
     Class,
     type: ndarrayExtType,
-    pack: (array: ArrayBufferView & { length: number }) =>
-      packr.pack([dtype, [array.length], bytesOf(array)]),
+    pack: (array: NDArray | TypedArray) => packr.pack(ndarrayWire(array)),
     unpack: unpackNdarray,
   });
 }
@@ -112,7 +98,7 @@ addExtension({
 export function jsonSafe(value: unknown): unknown {
   if (value instanceof Uint8Array) return { $bytes: Buffer.from(value).toString('base64') };
   if (typeof value === 'bigint') return value.toString();
-  if (ArrayBuffer.isView(value)) return Array.from(value as unknown as ArrayLike<number>);
+  if (ArrayBuffer.isView(value)) return Array.from(value as unknown as ArrayLike<number>, jsonSafe);
   if (Array.isArray(value)) return value.map(jsonSafe);
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};

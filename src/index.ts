@@ -7,5 +7,7 @@ export { RemoteData, dobj, dr, dp, du, type RemoteDataSource, type SaveOptions, 
 export { py, type PySource } from './client/py.js';
 export type { Straggler } from './client/stragglers.js';
 export { RemoteError, NodeRequestError } from './errors.js';
+export { NDArray, ndarray, type TypedArray } from './ndarray.js';
+export type { DataFrame, Series } from './dataframe.js';
 export { rankHosts } from './routing.js';
 export type { CallOptions, DataFormat, FnSpec, JobSpec, PatternSpec, JobDescription, HostInfo, FailureKind } from './types.js';

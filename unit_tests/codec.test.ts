@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { decode, encode, jsonSafe } from '../src/codec.js';
+import { NDArray, ndarray } from '../src/ndarray.js';
 import { repoRoot } from '../integration_tests/harness.js';
 
 /** Decodes with Python's msgpack the way the executor does, and returns repr() of the value. */
@@ -33,21 +34,48 @@ describe('codec', function () {
     assert.equal(pythonRepr(bytes), "{'x': None, 'y': [{'k': 1}, {'k': 2}]}");
   });
 
-  it('packs typed arrays with their real bytes (not msgpackr 2.1.3 garbage)', function () {
-    const doubles = new Float64Array([1.5, -2, 3.25]);
-    const back = decode<Float64Array>(encode(doubles));
-    assert.ok(back instanceof Float64Array);
-    assert.deepEqual(Array.from(back), [1.5, -2, 3.25]);
-    const ints = new Int32Array([7, -8]);
-    assert.deepEqual(Array.from(decode<Int32Array>(encode(ints))), [7, -8]);
+  it('packs typed arrays with their real bytes and decodes them as NDArrays', function () {
+    const back = decode<NDArray<Float64Array>>(encode(new Float64Array([1.5, -2, 3.25])));
+    assert.ok(back instanceof NDArray);
+    assert.equal(back.dtype, '<f8');
+    assert.deepEqual(back.shape, [3]);
+    assert.ok(back.data instanceof Float64Array);
+    assert.deepEqual(Array.from(back.data), [1.5, -2, 3.25]);
+    assert.deepEqual(Array.from(decode<NDArray<Float64Array>>(encode(new Int32Array([7, -8]))).data), [7, -8]);
     // A view into a larger buffer packs only its own elements.
     const view = new Float64Array(new Float64Array([9, 1, 2, 9]).buffer, 8, 2);
-    assert.deepEqual(Array.from(decode<Float64Array>(encode(view))), [1, 2]);
+    assert.deepEqual(Array.from(decode<NDArray<Float64Array>>(encode(view)).data), [1, 2]);
+  });
+
+  it('decodes an array as a view of the received bytes when they are aligned, else one copy', function () {
+    const bytes = encode({ a: ndarray(new Float64Array([1, 2, 3, 4]), [2, 2]) });
+    const elementsAt = bytes.indexOf(Buffer.from(new Float64Array([1]).buffer));
+    // Place the message so the elements start at a multiple of 8: the view shares its memory.
+    const store = new Uint8Array(bytes.length + 16);
+    const start = (8 - (elementsAt % 8)) % 8;
+    store.set(bytes, start);
+    const aligned = decode<{ a: NDArray<Float64Array> }>(store.subarray(start, start + bytes.length)).a;
+    assert.equal(aligned.data.buffer, store.buffer);
+    assert.deepEqual(aligned.shape, [2, 2]);
+    store.set(bytes, start + 1);
+    const moved = decode<{ a: NDArray<Float64Array> }>(store.subarray(start + 1, start + 1 + bytes.length)).a;
+    assert.notEqual(moved.data.buffer, store.buffer);
+    assert.deepEqual(Array.from(moved.data), [1, 2, 3, 4]);
+  });
+
+  it('checks ndarray() shapes and dtypes', function () {
+    assert.deepEqual(ndarray(new Float32Array(6), [2, 3]).shape, [2, 3]);
+    assert.equal(ndarray(new Uint8Array(2), [2], '|b1').dtype, '|b1');
+    assert.equal(ndarray(new Float64Array(4), [2], '<c16').size, 2);
+    assert.throws(() => ndarray(new Float32Array(6), [4, 2]), /shape \[4, 2\] does not fit 6 elements of <f4/);
+    assert.throws(() => ndarray(new Float32Array(6), [2, 3], '<f8'), /dtype "<f8" is not held by a Float32Array/);
+    assert.throws(() => ndarray([1, 2] as unknown as Float64Array), /takes a TypedArray/);
   });
 
   it('is read by Python: bytes as bytes, big ints exact, typed arrays as numpy arrays', function () {
     assert.equal(pythonRepr(encode([new Uint8Array([0, 255]), 2n ** 62n, 'é'])), "[b'\\x00\\xff', 4611686018427387904, 'é']");
     assert.match(pythonRepr(encode(new Float64Array([1.5, 2]))), /array\(\[1\.5, 2\. *\]\)|'dtype': '<f8'/);
+    assert.match(pythonRepr(encode(ndarray(new Int16Array([1, 2, 3, 4]), [2, 2]))), /array\(\[\[1, 2\],\s+\[3, 4\]\], dtype=int16\)|'dtype': '<i2'/);
   });
 
   it('turns bytes and BigInts into JSON-safe values', function () {

@@ -32,9 +32,9 @@ import sys
 import termios
 import traceback
 import types
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
-from . import jobs, remote_data, state, wire
+from . import arrays, jobs, remote_data, state, wire
 
 SENTINEL = b"\x00\x1eKS-END\x1e\x00"
 IN_FD = 3
@@ -54,24 +54,43 @@ def _die_with_parent() -> None:
         pass
 
 
-def _read_exact(n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = os.read(IN_FD, n)
-        if not chunk:
+def _read_exact(n: int) -> bytearray:
+    """n bytes from the node, read straight into one buffer."""
+    buffer = bytearray(n)
+    view = memoryview(buffer)
+    at = 0
+    while at < n:
+        got = os.readv(IN_FD, [view[at:]])
+        if not got:
             raise EOFError
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+        at += got
+    return buffer
+
+
+def _write_all(pieces: List[Any]) -> None:
+    """Writes the buffers in order, however much of them each writev takes."""
+    views = [memoryview(piece).cast("B") for piece in pieces if len(piece)]
+    while views:
+        written = os.writev(OUT_FD, views[:64])
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
 
 
 def _send(frame: list) -> None:
     body = wire.msgpack.packb(frame, use_bin_type=True)
-    data = struct.pack(">I", len(body)) + body
-    view = memoryview(data)
-    while view:
-        written = os.write(OUT_FD, view)
-        view = view[written:]
+    _write_all([struct.pack(">I", len(body)), body])
+
+
+def _send_result(seq: int, pieces: List[Any], marked: bool) -> None:
+    """["result", seq, value, marked], the value's pieces written as they are."""
+    size = sum(memoryview(piece).nbytes for piece in pieces)
+    head = b"\x94" + wire.msgpack.packb("result") + wire.msgpack.packb(seq) + arrays.bin_header(size)
+    tail = wire.msgpack.packb(marked)
+    _write_all([struct.pack(">I", len(head) + size + len(tail)), head, *pieces, tail])
 
 
 def _module_function(spec: str) -> Callable[..., Any]:
@@ -197,13 +216,17 @@ def _run(seq: int, fn: Any, payload: bytes, data: Dict[str, Any]) -> None:
         args, kwargs = wire.unpack(payload)
         func = _resolve(fn)
         value = func(*(args or []), **(kwargs or {}))
-        reply = ["result", seq, wire.pack(value)]
+        pieces = wire.pack_pieces(value)
+        reply = None
     except wire.UnsendableValue as error:
         reply = ["error", seq, {"kind": "exception", "pythonType": "UnsendableValue", "message": str(error)}]
     except BaseException as error:  # noqa: BLE001 - the user's exception goes to the client, whatever it is
         reply = ["error", seq, _failure(error, _user_frames(error.__traceback__))]
-    reply.append(_flush_output())
-    _send(reply)
+    marked = _flush_output()
+    if reply is None:
+        _send_result(seq, pieces, marked)
+    else:
+        _send(reply + [marked])
 
 
 def main() -> None:

@@ -1,20 +1,20 @@
 """msgpack as the TypeScript client speaks it: bytes as bin, RemoteData as ext 1,
-numpy arrays as ext 2 holding [dtype, shape, bytes]."""
-from typing import Any
+numpy arrays as ext 2 holding [dtype, shape, bytes] (see arrays.py)."""
+from typing import Any, List, Optional
 
 import msgpack
 
+from . import arrays
 from .remote_data import RemoteData
 
 REMOTE_DATA_EXT = 1
-NDARRAY_EXT = 2
 
 
 class UnsendableValue(TypeError):
     """A value msgpack cannot carry; names its Python type."""
 
 
-def _default(value: Any) -> Any:
+def _default(value: Any, splice: Optional[arrays.Splice] = None) -> Any:
     if isinstance(value, int):
         raise OverflowError  # only ints beyond 64 bits reach here
     if isinstance(value, RemoteData):
@@ -22,48 +22,55 @@ def _default(value: Any) -> Any:
         return msgpack.ExtType(REMOTE_DATA_EXT, value.save().data_url.encode("utf-8"))
     if isinstance(value, (set, frozenset)):
         return list(value)
-    module = type(value).__module__
-    if module == "numpy":
+    if arrays.is_numpy(value):
         import numpy as np
 
         if isinstance(value, np.ndarray):
-            array = np.ascontiguousarray(value)
-            if array.dtype.hasobject:
-                return array.tolist()
-            body = msgpack.packb([array.dtype.str, list(array.shape), array.tobytes()], use_bin_type=True)
-            return msgpack.ExtType(NDARRAY_EXT, body)
+            return arrays.ndarray_ext(value, splice)
         if isinstance(value, np.generic):
             return value.item()
+    if arrays.is_pandas(value):
+        try:
+            converted = arrays.pandas_value(value)
+        except ValueError as error:
+            raise UnsendableValue(f"{type(value).__module__}.{type(value).__qualname__} ({error})") from None
+        if converted is not None:
+            return converted
     raise UnsendableValue(f"{type(value).__module__}.{type(value).__qualname__}")
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == REMOTE_DATA_EXT:
         return RemoteData(data_url=data.decode("utf-8"))
-    if code == NDARRAY_EXT:
-        dtype, shape, body = msgpack.unpackb(data, raw=False)
-        try:
-            import numpy as np
-        except ImportError:
-            return {"dtype": dtype, "shape": shape, "data": body}
-        return np.frombuffer(body, dtype=np.dtype(dtype)).reshape(shape)
+    if code == arrays.NDARRAY_EXT:
+        return arrays.ndarray_from_ext(data)
     return msgpack.ExtType(code, data)
 
 
-def pack(value: Any) -> bytes:
-    """Packs a value for the client, or raises UnsendableValue naming what could not be sent."""
+def pack(value: Any, splice: Optional[arrays.Splice] = None) -> bytes:
+    """Packs a value for the client, or raises UnsendableValue naming what could not be sent.
+
+    With `splice`, big arrays are left as placeholders for `splice.pieces()` to fill in.
+    """
+    default = _default if splice is None else lambda item: _default(item, splice)
     try:
-        return msgpack.packb(value, default=_default, use_bin_type=True, datetime=False)
+        return msgpack.packb(value, default=default, use_bin_type=True, datetime=False)
     except UnsendableValue as error:
         raise UnsendableValue(
             f"cannot send a value of type {error} back to the client; "
-            "return plain data (numbers, str, bytes, lists, dicts, numpy arrays) "
+            "return plain data (numbers, str, bytes, lists, dicts, numpy arrays, DataFrames) "
             "or save it with kitchensink.RemoteData(obj=...).save() and return that"
         ) from None
     except OverflowError:
         raise UnsendableValue(
             "cannot send an int beyond 64 bits back to the client; return it as str"
         ) from None
+
+
+def pack_pieces(value: Any) -> List[Any]:
+    """The packed value as buffers to write one after the other; big arrays are not copied."""
+    splice = arrays.Splice()
+    return splice.pieces(pack(value, splice))
 
 
 def unpack(body: bytes) -> Any:

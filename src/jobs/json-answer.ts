@@ -1,18 +1,15 @@
-import type { NdArray } from '../codec.js';
+import { NDArray } from '../ndarray.js';
 
 /** A job's result that JSON cannot carry; the message names the value's type. */
 export class UnsendableResult extends Error {}
 
-
-function isNdArray(value: object): value is NdArray {
-  const v = value as NdArray;
-  return typeof v.dtype === 'string' && Array.isArray(v.shape) && ArrayBuffer.isView(v.data);
-}
+/** dtypes whose elements are JSON numbers (kind and item size); bool is handled apart. */
+const numericKinds = /^[<|]([iu][1248]|f[48])$/;
 
 /** A numpy array's elements as nested JSON arrays, by its shape. */
-function ndarrayJson({ dtype, shape, data }: NdArray, at: string): string {
+function ndarrayJson({ dtype, shape, data }: Pick<NDArray, 'dtype' | 'shape' | 'data'>, at: string): string {
   let item: (k: number) => string;
-  if (!(data instanceof Uint8Array) || dtype === '|u1') {
+  if (numericKinds.test(dtype) || dtype === 'typed') {
     const flat = data as unknown as ArrayLike<number | bigint>;
     item = (k) => numberJson(flat[k], `${at} (numpy ${dtype})`);
   } else if (dtype === '|b1') {
@@ -58,10 +55,10 @@ export function jobJson(value: unknown, at = 'the result'): string {
   if (value instanceof Uint8Array) return JSON.stringify({ $bytes: Buffer.from(value).toString('base64') });
   if (ArrayBuffer.isView(value)) {
     const flat = value as unknown as ArrayLike<number | bigint>;
-    return ndarrayJson({ dtype: 'typed', shape: [flat.length], data: value as unknown as Uint8Array }, at);
+    return ndarrayJson({ dtype: 'typed', shape: [flat.length], data: value as NDArray['data'] }, at);
   }
   if (Array.isArray(value)) return `[${value.map((item, k) => jobJson(item, `${at}[${k}]`)).join(',')}]`;
-  if (isNdArray(value)) return ndarrayJson(value, at);
+  if (value instanceof NDArray) return ndarrayJson(value, at);
   const entries = Object.entries(value as Record<string, unknown>).map(([key, item]) => `${JSON.stringify(key)}:${jobJson(item, `${at}[${JSON.stringify(key)}]`)}`);
   return `{${entries.join(',')}}`;
 }

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { config } from '../config.js';
 import { decode, encode } from '../codec.js';
+import { FrameReader } from './frames.js';
 import { isJobSpec, isPatternSpec, type FailureInfo, type FnSpec, type JobDescription } from '../types.js';
 
 /** Must match `SENTINEL` in python/kitchensink/executor.py. */
@@ -85,6 +86,14 @@ interface InFlight {
   timer?: NodeJS.Timeout;
 }
 
+/**
+ * A value's bytes, copied out when they are a small part of a larger buffer (a pipe chunk the
+ * value would otherwise keep alive); a big value keeps the frame it fills.
+ */
+function ownBytes(value: Buffer): Buffer {
+  return value.byteLength * 2 < value.buffer.byteLength ? Buffer.from(value) : value;
+}
+
 /** Splits a pipe's bytes at sentinels; keeps a possible partial sentinel for the next chunk. */
 export class SentinelSplitter {
   private pending: Buffer = Buffer.alloc(0);
@@ -127,7 +136,7 @@ function partialSentinelLength(buf: Buffer): number {
 export class PythonExecutor {
   private readonly child: ChildProcess;
   private readonly toPython: Writable;
-  private frameBuf: Buffer = Buffer.alloc(0);
+  private readonly frames = new FrameReader();
   private readonly stdout: SentinelSplitter;
   private readonly stderr: SentinelSplitter;
   private stderrTail = '';
@@ -294,16 +303,15 @@ export class PythonExecutor {
     const body = encode(frame);
     const header = Buffer.allocUnsafe(4);
     header.writeUInt32BE(body.length, 0);
-    this.toPython.write(Buffer.concat([header, body]));
+    this.toPython.cork();
+    this.toPython.write(header);
+    this.toPython.write(body);
+    this.toPython.uncork();
   }
 
   private readFrames(chunk: Buffer, onReady: () => void, onFatal: (error: Error) => void): void {
-    this.frameBuf = this.frameBuf.length ? Buffer.concat([this.frameBuf, chunk]) : chunk;
-    while (this.frameBuf.length >= 4) {
-      const length = this.frameBuf.readUInt32BE(0);
-      if (this.frameBuf.length < 4 + length) break;
-      const reply = decode<Reply>(this.frameBuf.subarray(4, 4 + length));
-      this.frameBuf = this.frameBuf.subarray(4 + length);
+    for (const frame of this.frames.push(chunk)) {
+      const reply = decode<Reply>(frame);
       if (reply[0] === 'ready') {
         this.jobs = reply[2];
         this.python = reply[3];
@@ -321,7 +329,7 @@ export class PythonExecutor {
     if (!current || current.seq !== reply[1]) return;
     current.marked = marked;
     current.reply =
-      reply[0] === 'result' ? { ok: true, value: Buffer.from(reply[2]) } : { ok: false, failure: reply[2] };
+      reply[0] === 'result' ? { ok: true, value: ownBytes(reply[2]) } : { ok: false, failure: reply[2] };
     this.maybeFinish();
   }
 

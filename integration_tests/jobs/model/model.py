@@ -51,7 +51,9 @@ class Model:
             return np.arange(6, dtype=np.int32).reshape(2, 3)
         if kind == "bools":
             return np.array([True, False])
-        return np.array(["a"], dtype="<U1")
+        if kind == "strings":
+            return np.array(["a", "bc"])
+        return np.array([1 + 2j])
 
     def sleep(self, seconds: float) -> float:
         time.sleep(seconds)
