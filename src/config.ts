@@ -98,6 +98,12 @@ export const config = {
   jobMetricsWaitMs: 2_000,
   /** How long the host snapshot used to validate `opts.host`/`opts.queue` may be stale. */
   hostCacheMs: 1_000,
+  /** How often the autoscaler looks at waiting calls and idle interpreters. */
+  autoscaleCheckMs: 100,
+  /** `--scale-up-after` default: a call waiting this long for an interpreter adds one (ms). */
+  scaleUpAfterMs: 250,
+  /** `--retire-idle` default: an interpreter idle this long is retired (s). */
+  retireIdleS: 60,
 } as const;
 
 export const defaultQueue = 'default';

@@ -35,6 +35,23 @@ function positive(value: string): number {
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 /**
+ * `--num-workers`, `--min-workers` and `--max-workers` agreed on: min <= num <= max. A
+ * `--num-workers` left at its default moves into the range the other two give.
+ */
+function workerCounts(flags: { numWorkers: number; minWorkers?: number; maxWorkers?: number }, command: Command): Pick<NodeOptions, 'numWorkers' | 'minWorkers' | 'maxWorkers'> {
+  let numWorkers = flags.numWorkers;
+  if (command.getOptionValueSource('numWorkers') === 'default') {
+    numWorkers = Math.min(Math.max(numWorkers, flags.minWorkers ?? 1), flags.maxWorkers ?? numWorkers);
+  }
+  const minWorkers = flags.minWorkers ?? Math.min(numWorkers, flags.maxWorkers ?? numWorkers);
+  const maxWorkers = flags.maxWorkers ?? Math.max(numWorkers, minWorkers);
+  if (!(minWorkers <= numWorkers && numWorkers <= maxWorkers)) {
+    throw new InvalidArgumentError(`--num-workers ${numWorkers} must lie between --min-workers ${minWorkers} and --max-workers ${maxWorkers}`);
+  }
+  return { numWorkers, minWorkers, maxWorkers };
+}
+
+/**
  * `--entrypoint NAME=TARGET` flags as name → target; a file's path is made absolute here, so
  * the interpreters find it whatever their working directory.
  */
@@ -57,7 +74,15 @@ program
   .command('start')
   .description('start a node: web server, queue workers and warm Python interpreters')
   .requiredOption('--datadir <dir>', 'where this node keeps data and its own Redis files')
-  .option('--num-workers <n>', 'warm Python interpreters', integer(1), 2)
+  .option('--num-workers <n>', 'warm Python interpreters at start', integer(1), 2)
+  .option('--min-workers <n>', 'fewest interpreters the autoscaler keeps (default: --num-workers)', integer(1))
+  .option(
+    '--max-workers <n>',
+    "most interpreters: above --num-workers the node autoscales by Apex's starvation policy, adding one while a call has waited longer than --scale-up-after for an interpreter and retiring those idle longer than --retire-idle (default: --num-workers, no autoscaling)",
+    integer(1),
+  )
+  .option('--scale-up-after <ms>', 'how long a call may wait for an interpreter before the node adds one', integer(1), config.scaleUpAfterMs)
+  .option('--retire-idle <seconds>', 'how long an interpreter may stay idle before the node retires it, down to --min-workers', integer(1), config.retireIdleS)
   .option('--no-redis', 'never start a redis-server, even when none answers')
   .option('--redis-connection <url>', redisConnectionForms, config.redisUrl)
   .option('--node-url <url>', 'the url other nodes and clients reach this node at; its port is the one listened on')
@@ -85,10 +110,12 @@ program
   .option('--max-queued <n>', 'refuse (429) a batch that would leave more than this many calls waiting in one queue', integer(1))
   .option('--max-concurrency-queue <n>', 'direct calls and performs that may wait for --max-concurrency; the rest get 429', integer(0), 0)
   .addOption(new Option('--key-prefix <prefix>', 'prefix of Redis keys').default(config.keyPrefix).hideHelp())
-  .action(async (flags) => {
+  .action(async (flags, command: Command) => {
     const options: NodeOptions = {
       datadir: flags.datadir,
-      numWorkers: flags.numWorkers,
+      ...workerCounts(flags, command),
+      scaleUpAfterMs: flags.scaleUpAfter,
+      retireIdleS: flags.retireIdle,
       noRedis: flags.redis === false,
       redisConnection: flags.redisConnection,
       nodeUrl: flags.nodeUrl,

@@ -51,6 +51,7 @@ export class NodeMetrics {
   private readonly duration: Histogram<'function' | 'outcome'>;
   private readonly queueWait: Histogram;
   private readonly restarts: Counter<'reason'>;
+  private readonly scaling: Counter<'change'>;
   private readonly bytes: Counter<'direction'>;
 
   constructor(private readonly ctx: NodeMetricsContext) {
@@ -62,6 +63,7 @@ export class NodeMetrics {
     this.duration = new Histogram({ name: 'ks_call_duration_seconds', help: 'How long calls ran, by function or job and outcome.', labelNames: ['function', 'outcome'], buckets: outcomeBuckets, registers });
     this.queueWait = new Histogram({ name: 'ks_queue_wait_seconds', help: 'How long queued calls waited before they started.', buckets: outcomeBuckets, registers });
     this.restarts = new Counter({ name: 'ks_executor_restarts_total', help: 'Interpreters replaced, by reason.', labelNames: ['reason'], registers });
+    this.scaling = new Counter({ name: 'ks_workers_scaled_total', help: 'Interpreters the autoscaler added or retired (--max-workers, --min-workers).', labelNames: ['change'], registers });
     this.bytes = new Counter({ name: 'ks_data_bytes_total', help: 'Bytes of data moved: in (uploads, copies received), out (downloads, copies sent).', labelNames: ['direction'], registers });
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({ name, help, registers, collect() { this.set(read()); } });
@@ -95,6 +97,10 @@ export class NodeMetrics {
 
   queueWaited(seconds: number): void {
     this.queueWait.observe(Math.max(0, seconds));
+  }
+
+  scaled(change: 'added' | 'retired'): void {
+    this.scaling.inc({ change });
   }
 
   restarted(reason: RestartReason): void {

@@ -38,6 +38,7 @@ import { Gate, type NamedToken } from './tokens.js';
 import { QueueCache } from './queues.js';
 import { IdleCollector } from './idle-gc.js';
 import { DeadHostSweeper } from './sweeper.js';
+import { Autoscaler } from '../worker/autoscaler.js';
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
@@ -45,7 +46,15 @@ export const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'
 /** Everything `ks start` takes (DESIGN "Public surface"). */
 export interface NodeOptions {
   datadir: string;
+  /** Interpreters at start. */
   numWorkers: number;
+  /** Fewest and most interpreters the autoscaler keeps (both `numWorkers`: no autoscaling). */
+  minWorkers: number;
+  maxWorkers: number;
+  /** Add an interpreter when a call has waited this long for one (ms). */
+  scaleUpAfterMs: number;
+  /** Retire an interpreter idle this long (s), down to `minWorkers`. */
+  retireIdleS: number;
   /** Do not start a Redis when none answers. */
   noRedis: boolean;
   redisConnection: string;
@@ -93,6 +102,7 @@ export class KsNode {
   private redisServer?: ChildProcess;
   private connections: Redis[] = [];
   private pool?: ExecutorPool;
+  private autoscaler?: Autoscaler;
   private worker?: CallWorker;
   private calls?: CallService;
   private events?: EventReader;
@@ -175,6 +185,18 @@ export class KsNode {
       prepare: (run) => replayPersisted(persisted, this.queueNames.length ? this.queueNames : [defaultQueue, ...o.queues], run, log),
     });
     await this.pool.start();
+    this.autoscaler = new Autoscaler(this.pool, {
+      min: o.minWorkers,
+      max: o.maxWorkers,
+      scaleUpAfterMs: o.scaleUpAfterMs,
+      retireIdleMs: o.retireIdleS * 1000,
+      checkMs: config.autoscaleCheckMs,
+      onChange: (slot, change, reason, size) => {
+        metrics.scaled(change);
+        log(`worker ${slot}: ${change} (${reason}); ${size} interpreters now, between ${o.minWorkers} and ${o.maxWorkers}`);
+      },
+    });
+    this.autoscaler.start();
 
     const localJobs = this.pool.jobs;
     const jobNames = Object.keys(localJobs);
@@ -242,6 +264,7 @@ export class KsNode {
       },
       {
         queues: this.servedQueues,
+        concurrency: o.maxWorkers,
         claimRefreshMs: config.claimRefreshMs,
         timeoutS: o.timeoutS,
         maxOutputBytes: o.maxOutputBytes,
@@ -278,6 +301,7 @@ export class KsNode {
       }
     };
     this.sweeper?.close();
+    this.autoscaler?.stop();
     this.idleCollector?.close();
     await quietly('deregistering', () => this.registry?.deregister());
     await quietly('stopping the queue workers', () => this.worker?.close(graceMs), graceMs + config.stopStepMs);
@@ -307,7 +331,7 @@ export class KsNode {
     return new NodeMetrics({
       nodeName: this.name,
       startedAt: this.startedAt,
-      workers: () => this.opts.numWorkers,
+      workers: () => this.pool?.size ?? this.opts.numWorkers,
       idleWorkers: () => this.pool?.idle ?? 0,
       longPolls: () => this.events?.waiting ?? 0,
       directCalls: () => this.directCalls,
@@ -400,8 +424,12 @@ export class KsNode {
         prefix: pool.python.prefix,
         python: pool.python.executable,
         pythonVersion: pool.python.version,
-        workers: this.opts.numWorkers,
+        workers: pool.size,
         idleWorkers: pool.idle,
+        minWorkers: this.opts.minWorkers,
+        maxWorkers: this.opts.maxWorkers,
+        workersAdded: this.autoscaler?.added ?? 0,
+        workersRetired: this.autoscaler?.retired ?? 0,
         timeout: this.opts.timeoutS ?? null,
         max_requests: this.opts.maxRequests,
         worker_uptime: pool.uptimesS(),

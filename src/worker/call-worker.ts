@@ -34,6 +34,8 @@ export interface CallWorkerContext {
 
 export interface CallWorkerOptions {
   queues: string[];
+  /** Jobs taken from each queue at once: the node's most interpreters (`--max-workers`). */
+  concurrency: number;
   claimRefreshMs: number;
   /** Node-wide timeout in seconds (`--timeout`); a call's own `timeout` wins. */
   timeoutS?: number;
@@ -80,7 +82,9 @@ export class CallWorker {
         prefix: this.ctx.keys.prefix,
         // A job waits here for a free interpreter; a call with a copy queued elsewhere is
         // claimed only once it has one, so an idle host can still run it meanwhile.
-        concurrency: this.ctx.pool.size,
+        // With autoscaling, up to the most interpreters the node may have: jobs waiting here
+        // for one are what tells the autoscaler calls are starved.
+        concurrency: this.opts.concurrency,
         removeOnComplete: { count: 0 },
         removeOnFail: { count: 0 },
         // A dead node's jobs go back to the queue this soon; claims keep a live node's from running twice.

@@ -33,9 +33,10 @@ export interface DirectCall {
  */
 export function runOnEveryInterpreter(pool: ExecutorPool, dataSource: DataSource, call: DirectCall, stop: StopSwitch): Promise<(DirectCallResult & { worker: number })[]> {
   // A stop switch has one listener: each interpreter's run gets its own, all stopped together.
-  const stops = Array.from({ length: pool.size }, () => new StopSwitch());
+  const slots = pool.slots();
+  const stops = slots.map(() => new StopSwitch());
   stop.listen(() => stops.forEach((s) => s.stop()));
-  return Promise.all(stops.map(async (own, worker) => ({ worker, ...(await runOn(pool.acquireSlot(worker), dataSource, call, own)) })));
+  return Promise.all(slots.map(async (worker, k) => ({ worker, ...(await runOn(pool.acquireSlot(worker), dataSource, call, stops[k])) })));
 }
 
 async function runOn(leased: Promise<Lease>, dataSource: DataSource, call: DirectCall, stop: StopSwitch): Promise<DirectCallResult> {

@@ -4,6 +4,7 @@ import type { JobDescription } from '../types.js';
 import { PythonExecutor, type ExecutorOptions, type PythonInfo, type RunOutcome, type RunRequest } from './executor.js';
 
 export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
+  /** Interpreters at start. */
   size: number;
   /** Recycle an interpreter after this many calls (`--max-requests`); 0 never. */
   maxRequests: number;
@@ -33,6 +34,8 @@ export interface Lease {
 
 interface Waiter {
   urgent: boolean;
+  /** When it began to wait (ms since the epoch). */
+  since: number;
   resolve(lease: Lease): void;
   reject(error: Error): void;
   /** Told once, when this waiter is the next to get an interpreter. */
@@ -42,10 +45,15 @@ interface Waiter {
 /**
  * N warm interpreters shared by the queue workers and direct calls. A call waits for a free
  * one; an interpreter that died, was killed or reached `maxRequests` is replaced on release.
+ * Each has a slot number; `grow()` adds one in the lowest unused slot, `retire()` stops an
+ * idle one (the `Autoscaler` decides when).
  */
 export class ExecutorPool {
-  private readonly executors: PythonExecutor[] = [];
+  /** By slot; a retired slot holds nothing. */
+  private readonly executors: (PythonExecutor | undefined)[] = [];
   private readonly free: number[] = [];
+  /** When each free slot became free (ms since the epoch). */
+  private readonly freeSince = new Map<number, number>();
   private readonly waiters: Waiter[] = [];
   /** Waiters for one interpreter in particular, by slot. */
   private readonly slotWaiters: Waiter[][] = [];
@@ -59,13 +67,13 @@ export class ExecutorPool {
   async start(): Promise<void> {
     for (let slot = 0; slot < this.opts.size; slot++) this.executors.push(this.spawn(slot));
     try {
-      await Promise.all(this.executors.map((e) => e.ready()));
+      await Promise.all(this.executors.map((e) => e!.ready()));
     } catch (error) {
       await this.close();
       throw error;
     }
     const prepared = await Promise.all(this.executors.map((_, slot) => this.prepared(slot)));
-    prepared.forEach((ok, slot) => ok && this.free.push(slot));
+    prepared.forEach((ok, slot) => ok && this.markFree(slot));
   }
 
   /** Interpreters that failed to prepare (replay) and wait to be tried again, with why. */
@@ -80,7 +88,7 @@ export class ExecutorPool {
    */
   private async prepared(slot: number): Promise<boolean> {
     if (!this.opts.prepare) return true;
-    const executor = this.executors[slot];
+    const executor = this.executors[slot]!;
     try {
       await this.opts.prepare((request) => executor.run(request));
       // Replays are not the interpreter's calls: --max-requests counts from here.
@@ -99,9 +107,12 @@ export class ExecutorPool {
     }
   }
 
-  /** Starts a fresh interpreter in `slot` (the last one died, was recycled or failed to prepare), and hands it out once prepared. */
-  private async replace(slot: number): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Starts a fresh interpreter in `slot` (the last one died, was recycled or failed to
+   * prepare, or the slot is new), and hands it out once prepared; false if it cannot start.
+   */
+  private async replace(slot: number): Promise<boolean> {
+    if (this.closed) return false;
     const fresh = this.spawn(slot);
     this.executors[slot] = fresh;
     try {
@@ -109,28 +120,72 @@ export class ExecutorPool {
     } catch (error) {
       // A fresh interpreter that cannot start leaves the slot out; say so rather than spin.
       this.opts.onReplace?.(slot, `cannot restart: ${(error as Error).message}`, 'crash');
-      return;
+      return false;
     }
     if (await this.prepared(slot)) this.handOut(slot);
+    return true;
   }
 
+  /**
+   * Adds an interpreter in the lowest unused slot; it takes calls once started and prepared
+   * (persisted ALL calls replayed). Resolves to its slot, or undefined if it could not start.
+   */
+  async grow(): Promise<number | undefined> {
+    let slot = this.executors.findIndex((e) => !e);
+    if (slot < 0) slot = this.executors.length;
+    if (await this.replace(slot)) return slot;
+    this.executors[slot] = undefined;
+    return undefined;
+  }
+
+  /** Stops a free interpreter for good; false when it is not free (busy, or gone). */
+  retire(slot: number): boolean {
+    const at = this.free.indexOf(slot);
+    if (at < 0 || this.closed) return false;
+    this.free.splice(at, 1);
+    this.freeSince.delete(slot);
+    void this.executors[slot]!.close();
+    this.executors[slot] = undefined;
+    return true;
+  }
+
+  /** How many interpreters there are, starting ones included. */
   get size(): number {
-    return this.opts.size;
+    return this.slots().length;
+  }
+
+  /** The slots that hold an interpreter. */
+  slots(): number[] {
+    return this.executors.flatMap((e, slot) => (e ? [slot] : []));
+  }
+
+  /** How long the call that has waited longest for any interpreter has waited, in ms (0: none waits). */
+  longestWaitMs(now = Date.now()): number {
+    return this.waiters.length ? now - Math.min(...this.waiters.map((w) => w.since)) : 0;
+  }
+
+  /** The free slots with how long each has been free, in ms. */
+  idleFor(now = Date.now()): [slot: number, ms: number][] {
+    return this.free.map((slot) => [slot, now - (this.freeSince.get(slot) ?? now)]);
+  }
+
+  private get first(): PythonExecutor | undefined {
+    return this.executors.find((e) => e);
   }
 
   /** The interpreters' environment, as the first describes it. */
   get python(): PythonInfo {
-    return this.executors[0]?.python ?? { environment: '', prefix: '', executable: this.opts.python, version: '' };
+    return this.first?.python ?? { environment: '', prefix: '', executable: this.opts.python, version: '' };
   }
 
-  /** Seconds each interpreter has been up, by slot. */
+  /** Seconds each interpreter has been up, in slot order. */
   uptimesS(): number[] {
-    return this.executors.map((e) => Math.round((Date.now() - e.startedAt) / 1000));
+    return this.executors.flatMap((e) => (e ? [Math.round((Date.now() - e.startedAt) / 1000)] : []));
   }
 
   /** The jobs every interpreter loaded (`--entrypoint`), as the first describes them. */
   get jobs(): Record<string, JobDescription> {
-    return this.executors[0]?.jobs ?? {};
+    return this.first?.jobs ?? {};
   }
 
   get idle(): number {
@@ -144,10 +199,10 @@ export class ExecutorPool {
    */
   acquire(urgent = false, nextInLine?: () => void): Promise<Lease> {
     if (this.closed) return Promise.reject(new Error('the executor pool is closed'));
-    const slot = this.free.pop();
+    const slot = this.takeFree();
     if (slot !== undefined) return Promise.resolve(this.lease(slot));
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { urgent, resolve, reject, nextInLine };
+      const waiter: Waiter = { urgent, since: Date.now(), resolve, reject, nextInLine };
       // Urgent waiters go ahead of queued work but behind each other: first come, first served.
       // (Each at the very front made it last come, first served: under a burst of direct
       // calls or performs the first ones waited behind all later ones, for up to 0.7 s.)
@@ -177,30 +232,43 @@ export class ExecutorPool {
    */
   acquireSlot(slot: number): Promise<Lease> {
     if (this.closed) return Promise.reject(new Error('the executor pool is closed'));
-    if (!(slot >= 0 && slot < this.opts.size)) return Promise.reject(new Error(`no interpreter ${slot}`));
+    if (!this.executors[slot]) return Promise.reject(new Error(`no interpreter ${slot}`));
     const at = this.free.indexOf(slot);
     if (at >= 0) {
       this.free.splice(at, 1);
+      this.freeSince.delete(slot);
       return Promise.resolve(this.lease(slot));
     }
-    return new Promise((resolve, reject) => (this.slotWaiters[slot] ??= []).push({ urgent: true, resolve, reject }));
+    return new Promise((resolve, reject) => (this.slotWaiters[slot] ??= []).push({ urgent: true, since: Date.now(), resolve, reject }));
   }
 
   /** A free interpreter now, or none: never waits. */
   tryAcquire(): Lease | undefined {
-    const slot = this.closed ? undefined : this.free.pop();
+    const slot = this.closed ? undefined : this.takeFree();
     return slot === undefined ? undefined : this.lease(slot);
   }
 
-  /** Every interpreter's pid, for `/info` and tests. */
+  /** The most recently freed interpreter (its memory is warmest), taken off the free list. */
+  private takeFree(): number | undefined {
+    const slot = this.free.pop();
+    if (slot !== undefined) this.freeSince.delete(slot);
+    return slot;
+  }
+
+  private markFree(slot: number): void {
+    this.free.push(slot);
+    this.freeSince.set(slot, Date.now());
+  }
+
+  /** Every interpreter's pid, in slot order, for `/info` and tests. */
   pids(): number[] {
-    return this.executors.map((e) => e.pid);
+    return this.executors.flatMap((e) => (e ? [e.pid] : []));
   }
 
   async close(): Promise<void> {
     this.closed = true;
     for (const waiter of [...this.waiters.splice(0), ...this.slotWaiters.flatMap((w) => w.splice(0))]) waiter.reject(new Error('the executor pool is closed'));
-    await Promise.all(this.executors.map((e) => e.close()));
+    await Promise.all(this.executors.map((e) => e?.close()));
   }
 
   private spawn(slot: number): PythonExecutor {
@@ -222,7 +290,7 @@ export class ExecutorPool {
     let released = false;
     return {
       slot,
-      run: (request) => this.executors[slot].run(request),
+      run: (request) => this.executors[slot]!.run(request),
       release: () => {
         if (released) return;
         released = true;
@@ -232,12 +300,13 @@ export class ExecutorPool {
   }
 
   private async recycle(slot: number): Promise<void> {
-    const executor = this.executors[slot];
+    const executor = this.executors[slot]!;
     const reason = await this.replacementReason(executor);
     if (reason && !this.closed) {
       this.opts.onReplace?.(slot, reason.text, reason.kind);
       void executor.close();
-      return this.replace(slot);
+      await this.replace(slot);
+      return;
     }
     this.handOut(slot);
   }
@@ -249,7 +318,7 @@ export class ExecutorPool {
     if (waiter) {
       waiter.resolve(this.lease(slot));
       this.tellNextInLine();
-    } else this.free.push(slot);
+    } else this.markFree(slot);
   }
 }
 
