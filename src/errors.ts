@@ -21,6 +21,13 @@ export class BadRequest extends HttpError {
   }
 }
 
+/** A call for an `env` no live node (or not this node) has; the client makes it a `RemoteError` of kind `rejected`. */
+export class UnknownEnvironment extends HttpError {
+  constructor(message: string) {
+    super(400, 'unknown_env', message);
+  }
+}
+
 export class Unauthorized extends HttpError {
   constructor(message = 'missing or wrong bearer token') {
     super(401, 'unauthorized', message);

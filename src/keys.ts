@@ -1,5 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import { defaultQueue } from './config.js';
+import { isJobSpec, type WireCall } from './types.js';
 
 /** Redis key names, in one place (DESIGN's "Redis layout"). */
 export class Keys {
@@ -51,6 +52,19 @@ export class Keys {
 /** The queue of a job: served by every node that loaded it; nodes without it forward there. */
 export function jobQueue(job: string): string {
   return `job.${job}`;
+}
+
+/** The queue of an `--env NAME=PYTHON` environment's interpreters. */
+export function envQueue(env: string): string {
+  return `env.${env}`;
+}
+
+/** The queue a call belongs to: its `queue`, else its `env`'s, its job's, or the default. */
+export function callQueue(call: WireCall): string {
+  const opts = call.opts;
+  if (opts?.queue) return opts.queue;
+  if (opts?.env) return envQueue(opts.env);
+  return isJobSpec(call.fn) ? jobQueue(call.fn.job) : defaultQueue;
 }
 
 /** The BullMQ queue a call goes to: `queue` anywhere, or `queue` on one host. */

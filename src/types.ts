@@ -48,6 +48,8 @@ export interface CallOptions {
   host?: string;
   /** A custom queue (e.g. `gpu`) served by nodes started with `--queue`. */
   queue?: string;
+  /** Run on the interpreters of this Python environment (`ks start --env NAME=PYTHON`), queue `env.NAME`. */
+  env?: string;
   /** Stream the call's output while it runs (default true); `false` sends it with the result. */
   intermediateResults?: boolean;
   /** Re-runs after the interpreter crashed or the node running it was lost. Default 0 for crashes. */

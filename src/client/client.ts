@@ -1,10 +1,10 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { config, defaultQueue } from '../config.js';
+import { config } from '../config.js';
 import { decode, encode } from '../codec.js';
 import { NodeRequestError, RemoteError } from '../errors.js';
 import { rankHosts } from '../routing.js';
 import { decodeWith, RemoteData, setDefaultClientResolver, type DataInfo } from './remote-data.js';
-import { taskIdOf } from '../keys.js';
+import { callQueue, taskIdOf } from '../keys.js';
 import type { CallOptions, FailureInfo, FnSpec, HostInfo, WireAllOutcome, WireCall, WireEvent } from '../types.js';
 import { NodeHttp } from './http.js';
 import { Progress } from './progress.js';
@@ -93,12 +93,15 @@ interface DirectAnswer {
   output: [string, Uint8Array][];
 }
 
-/** A batch the node refused as too many (429: `--max-queued`) rejects as a `RemoteError` of kind `rejected`. */
+/**
+ * A batch the node refused as too many (429: `--max-queued`), or for an environment no node
+ * has (`unknown_env`), rejects as a `RemoteError` of kind `rejected`: the call never ran.
+ */
 async function rejectedAsRemoteError<T>(request: Promise<T>): Promise<T> {
   try {
     return await request;
   } catch (error) {
-    if (error instanceof NodeRequestError && error.status === 429) throw new RemoteError({ kind: 'rejected', message: error.detail });
+    if (error instanceof NodeRequestError && (error.status === 429 || error.code === 'unknown_env')) throw new RemoteError({ kind: 'rejected', message: error.detail });
     throw error;
   }
 }
@@ -305,7 +308,7 @@ export class Client {
       if (!urls.length) return wire;
       wire.data = urls;
       if (routing && !opts.noRouteData && !opts.host) {
-        const queue = opts.queue ?? defaultQueue;
+        const queue = callQueue(wire);
         const candidates = routing.hosts.filter((h) => h.queues.includes(queue)).map((h) => h.name);
         wire.route = rankHosts(urls, routing.data, candidates, this.dataThreshold);
       }
@@ -337,7 +340,7 @@ export class Client {
 
   /** One outcome per interpreter of every live node serving the call's queue; their output printed. */
   private async callEverywhere<T>(call: WireCall): Promise<AllOutcome<T>[]> {
-    const { outcomes } = await this.http.request<{ outcomes: WireAllOutcome[] }>('POST', '/api/v1/all', call);
+    const { outcomes } = await rejectedAsRemoteError(this.http.request<{ outcomes: WireAllOutcome[] }>('POST', '/api/v1/all', call));
     for (const { output } of outcomes) for (const [, chunk] of output) this.output.write(Buffer.from(chunk));
     return outcomes.map(({ host, worker, ok, value, failure }) =>
       ok ? { host, worker, ok: true, value: decodeWith<T>(this, value!) } : { host, worker, ok: false, error: new RemoteError(failure!, undefined, host) },
@@ -345,7 +348,7 @@ export class Client {
   }
 
   private async callDirect<T>(call: WireCall): Promise<T> {
-    const answer = await this.http.request<DirectAnswer>('POST', '/api/v1/call', call);
+    const answer = await rejectedAsRemoteError(this.http.request<DirectAnswer>('POST', '/api/v1/call', call));
     for (const [, chunk] of answer.output) this.output.write(Buffer.from(chunk));
     if (answer.ok) return decodeWith<T>(this, answer.value!);
     throw new RemoteError(answer.failure!);

@@ -1,10 +1,10 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { FlowProducer, type FlowJob } from 'bullmq';
-import { defaultQueue } from '../config.js';
 import { encode } from '../codec.js';
+import { unservedError } from './unserved.js';
 import { BadRequest, NotFound, TooManyRequests } from '../errors.js';
-import { jobQueue, newBatchId, queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
-import { isJobSpec, terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
+import { callQueue, newBatchId, queueName, taskIdOf, parseTaskId, type Keys } from '../keys.js';
+import { terminalEventTypes, type CallJobData, type FailureInfo, type HostInfo, type JobCall, type WireCall, type WireEvent } from '../types.js';
 import type { Redis } from 'ioredis';
 import type { ClaimLock } from '../worker/claim.js';
 import type { Lease } from '../worker/pool.js';
@@ -282,7 +282,7 @@ export class CallService {
   /** The queues a call goes to, in rank order; refuses hosts and queues nobody serves. */
   private async targetQueues(call: WireCall, hosts: HostInfo[], index: number): Promise<string[]> {
     // A job's calls go to the nodes that loaded it, unless the caller names a queue.
-    const base = call.opts?.queue ?? (isJobSpec(call.fn) ? jobQueue(call.fn.job) : defaultQueue);
+    const base = callQueue(call);
     const serves = (host: HostInfo) => host.queues.includes(base);
     const where = `call ${index}`;
     if (call.opts?.host) {
@@ -292,11 +292,10 @@ export class CallService {
       if (!serves(host)) throw new BadRequest(`${where}: host ${host.name} does not serve queue ${JSON.stringify(base)}`);
       return [queueName(base, host.name)];
     }
-    if (!hosts.some(serves) && !(await this.ctx.liveHosts(true)).some(serves)) {
-      throw new BadRequest(isJobSpec(call.fn) && !call.opts?.queue ? `${where}: no live node loaded job ${JSON.stringify(call.fn.job)}` : `${where}: no live host serves queue ${JSON.stringify(base)}`);
-    }
+    if (!hosts.some(serves) && !(await this.ctx.liveHosts(true)).some(serves)) throw unservedError(call, await this.ctx.liveHosts(true), `${where}: `);
     const live = new Set(hosts.filter(serves).map((h) => h.name));
     const ranked = (call.route ?? []).filter((name) => live.has(name));
     return ranked.length ? ranked.map((name) => queueName(base, name)) : [base];
   }
 }
+

@@ -10,6 +10,7 @@ import { KsNode, version, type NodeOptions } from './node.js';
 import { connectRedis, whyRedisIsSilent } from './redis.js';
 import { redisConnectionForms } from './redis-connection.js';
 import { parseTokens } from './tokens.js';
+import { parseEnvironments } from './interpreters.js';
 import { readHosts } from './registry.js';
 
 // The malloc setting is read at start; the interpreters and redis-server this node starts keep their own.
@@ -94,6 +95,7 @@ program
   .option('--queue <queue>', 'also serve this custom queue (repeatable)', collect, [])
   .option('--module <module>', 'import this module in every interpreter at start (repeatable)', collect, [])
   .option('--python <path>', 'Python interpreter', process.env.KS_PYTHON ?? 'python3')
+  .option('--env <name=python>', 'also run interpreters of another Python (e.g. a venv) serving the queue env.NAME; calls pick it with opts.env (repeatable)', collect, [])
   .option('--read-only', 'run calls but store no data', false)
   .option('--timeout <seconds>', 'kill any call running longer than this', positive)
   .option('--max-requests <n>', 'restart an interpreter after this many calls (0: never)', integer(0), 0)
@@ -130,6 +132,7 @@ program
       queues: flags.queue,
       modules: flags.module,
       python: flags.python,
+      environments: parseEnvironments(flags.env),
       readOnly: flags.readOnly,
       timeoutS: flags.timeout,
       maxRequests: flags.maxRequests,

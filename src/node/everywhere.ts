@@ -1,9 +1,9 @@
 import { decode, encode } from '../codec.js';
-import { defaultQueue } from '../config.js';
 import { HttpError, NotFound } from '../errors.js';
-import { bearerHeader, jobQueue } from '../keys.js';
+import { bearerHeader, callQueue } from '../keys.js';
+import { unservedError } from './unserved.js';
 import { nodeRoute } from '../node-url.js';
-import { isJobSpec, type HostInfo, type WireAllOutcome, type WireCall } from '../types.js';
+import { type HostInfo, type WireAllOutcome, type WireCall } from '../types.js';
 import type { StopSwitch } from '../worker/executor.js';
 
 export interface EverywhereContext {
@@ -23,9 +23,10 @@ export interface EverywhereContext {
  * cannot be reached answers one `lost` outcome, so the caller sees which host is missing.
  */
 export async function runEverywhere(ctx: EverywhereContext, call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]> {
-  const queue = call.opts?.queue ?? (isJobSpec(call.fn) ? jobQueue(call.fn.job) : defaultQueue);
-  const hosts = (await ctx.liveHosts()).filter((h) => h.queues.includes(queue) && (!call.opts?.host || h.name === call.opts.host));
-  if (!hosts.length) throw new NotFound(`no live host serves queue ${JSON.stringify(queue)}`);
+  const queue = callQueue(call);
+  const live = await ctx.liveHosts();
+  const hosts = live.filter((h) => h.queues.includes(queue) && (!call.opts?.host || h.name === call.opts.host));
+  if (!hosts.length) throw unservedError(call, live, '', (message) => new NotFound(message));
   const here: WireCall = { ...call, opts: { ...call.opts, on: undefined, persist: undefined } };
   // Recorded first: an interpreter that starts while the call runs replays it (it may then run twice there).
   if (call.opts?.persist) await ctx.record(queue, here);

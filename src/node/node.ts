@@ -7,7 +7,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { config, defaultQueue } from '../config.js';
-import { Keys, jobQueue, queueName, namePattern } from '../keys.js';
+import { Keys, envQueue, jobQueue, queueName, namePattern } from '../keys.js';
+import { UnknownEnvironment } from '../errors.js';
 import { normalizeNodeUrl, parseNodeUrl, portOf } from '../node-url.js';
 import type { HostInfo, WireAllOutcome, WireCall } from '../types.js';
 import { CallWorker } from '../worker/call-worker.js';
@@ -15,8 +16,8 @@ import { ClaimLock } from '../worker/claim.js';
 import { runDirectCall, runOnEveryInterpreter } from '../worker/direct-call.js';
 import { runEverywhere } from './everywhere.js';
 import { PersistedCalls } from './persisted.js';
-import { replayPersisted } from './replay.js';
-import { ExecutorPool } from '../worker/pool.js';
+import type { ExecutorPool, Lease } from '../worker/pool.js';
+import { startInterpreters, type Interpreters, type PythonEnvironment } from './interpreters.js';
 import type { StopSwitch } from '../worker/executor.js';
 import { collectJobMetrics } from '../jobs/job-metrics.js';
 import { NodeMetrics } from './metrics.js';
@@ -38,7 +39,6 @@ import { Gate, type NamedToken } from './tokens.js';
 import { QueueCache } from './queues.js';
 import { IdleCollector } from './idle-gc.js';
 import { DeadHostSweeper } from './sweeper.js';
-import { Autoscaler } from '../worker/autoscaler.js';
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
@@ -55,6 +55,8 @@ export interface NodeOptions {
   scaleUpAfterMs: number;
   /** Retire an interpreter idle this long (s), down to `minWorkers`. */
   retireIdleS: number;
+  /** Other Pythons (`--env NAME=PYTHON`), each with interpreters of its own serving `env.NAME`. */
+  environments: PythonEnvironment[];
   /** Do not start a Redis when none answers. */
   noRedis: boolean;
   redisConnection: string;
@@ -101,9 +103,13 @@ const log = (message: string) => process.stderr.write(`kitchensink: ${message}\n
 export class KsNode {
   private redisServer?: ChildProcess;
   private connections: Redis[] = [];
+  /** The node's own interpreters (`--python`). */
   private pool?: ExecutorPool;
-  private autoscaler?: Autoscaler;
-  private worker?: CallWorker;
+  /** Every Python's interpreters: the node's own first, then each `--env`. */
+  private interpreters: Interpreters[] = [];
+  /** The queue workers, one per Python, and which one reserved an interpreter for a call to start here. */
+  private workers: CallWorker[] = [];
+  private readonly reservedBy = new WeakMap<Lease, CallWorker>();
   private calls?: CallService;
   private events?: EventReader;
   private registry?: HostRegistry;
@@ -114,9 +120,8 @@ export class KsNode {
   private stopping?: Promise<void>;
   private readonly startedAt = Date.now();
   private directCalls = 0;
-  /** The queues this node serves, as it registers them, and as BullMQ queues: each anywhere and pinned here. */
+  /** The queues the node's own interpreters serve (not the --env ones). */
   private queueNames: string[] = [];
-  private servedQueues: string[] = [];
   name = '';
   url = '';
 
@@ -169,45 +174,29 @@ export class KsNode {
     if (o.noCode) env.KS_NO_CODE = '1';
     if (o.scriptDir) env.KS_SCRIPT_DIR = o.scriptDir;
     if (ownToken) env.KS_NODE_TOKEN = ownToken;
-    this.pool = new ExecutorPool({
-      python: o.python,
-      pythonPath: [join(packageRoot, 'python')],
-      env,
-      modules: o.modules,
-      entrypoints: o.entrypoints,
-      size: o.numWorkers,
-      maxRequests: o.maxRequests,
-      maxMemoryMb: o.maxMemoryMb,
-      onReplace: (slot, reason, kind) => {
-        metrics.restarted(kind);
-        log(`worker ${slot}: ${reason}; starting a fresh interpreter`);
-      },
-      prepare: (run) => replayPersisted(persisted, this.queueNames.length ? this.queueNames : [defaultQueue, ...o.queues], run, log),
-    });
-    await this.pool.start();
-    this.autoscaler = new Autoscaler(this.pool, {
-      min: o.minWorkers,
-      max: o.maxWorkers,
-      scaleUpAfterMs: o.scaleUpAfterMs,
-      retireIdleMs: o.retireIdleS * 1000,
-      checkMs: config.autoscaleCheckMs,
-      onChange: (slot, change, reason, size) => {
-        metrics.scaled(change);
-        log(`worker ${slot}: ${change} (${reason}); ${size} interpreters now, between ${o.minWorkers} and ${o.maxWorkers}`);
-      },
-    });
-    this.autoscaler.start();
+    const started = { pythonPath: [join(packageRoot, 'python')], vars: env, modules: o.modules, persisted, metrics, log };
+    const limits = { numWorkers: o.numWorkers, minWorkers: o.minWorkers, maxWorkers: o.maxWorkers, scaleUpAfterMs: o.scaleUpAfterMs, retireIdleS: o.retireIdleS, maxRequests: o.maxRequests, maxMemoryMb: o.maxMemoryMb };
+    const own = await startInterpreters({ ...started, ...limits, env: '', python: o.python, entrypoints: o.entrypoints, replayQueues: () => (this.queueNames.length ? this.queueNames : [defaultQueue, ...o.queues]) });
+    this.interpreters = [own];
+    this.pool = own.pool;
+    try {
+      for (const { name, python } of o.environments) {
+        this.interpreters.push(await startInterpreters({ ...started, ...limits, env: name, python, entrypoints: {}, replayQueues: () => [envQueue(name)] }));
+      }
+    } catch (error) {
+      await Promise.all(this.interpreters.map((i) => i.pool.close()));
+      throw error;
+    }
 
     const localJobs = this.pool.jobs;
     const jobNames = Object.keys(localJobs);
     const queues = [defaultQueue, ...o.queues.filter((q) => q !== defaultQueue), ...jobNames.map(jobQueue)];
     this.queueNames = queues;
-    this.servedQueues = queues.flatMap((q) => [queueName(q, this.name), q]);
     const self: HostInfo = {
       name: this.name,
       url: this.url,
       workers: o.numWorkers,
-      queues,
+      queues: [...queues, ...o.environments.map((e) => envQueue(e.name))],
       jobs: jobNames,
       readOnly: o.readOnly,
       version,
@@ -236,7 +225,7 @@ export class KsNode {
         events: this.events,
         queues: this.queues,
         liveHosts: (fresh) => registry.liveHosts(fresh),
-        local: { reserve: (queue) => this.worker?.reserve(queue), runHere: (job, lease) => this.worker!.runHere(job, lease) },
+        local: { reserve: (queue) => this.reserveHere(queue), runHere: (job, lease) => this.reservedBy.get(lease)!.runHere(job, lease) },
       },
       {
         longPollMaxMs: config.longPollMaxMs,
@@ -249,33 +238,28 @@ export class KsNode {
         maxQueued: o.maxQueued,
       },
     );
-    this.worker = new CallWorker(
-      {
-        redis,
-        claims,
-        connection: { ...redisOptions(o.redisConnection), connectionName: 'ks-worker' },
-        subscriber: this.connect({ connectionName: 'ks-cancel' }),
-        keys,
-        nodeName: this.name,
-        pool: this.pool,
-        data: mover,
-        log,
-        metrics,
-      },
-      {
-        queues: this.servedQueues,
-        concurrency: o.maxWorkers,
-        claimRefreshMs: config.claimRefreshMs,
-        timeoutS: o.timeoutS,
-        maxOutputBytes: o.maxOutputBytes,
-        outputCoalesceMs: config.outputCoalesceMs,
-        jobLockMs: config.jobLockMs,
-        recheckMs: config.recheckMs,
-      },
-    );
-    await this.worker.start();
+    // One set of queue workers per Python: the node's own serves its queues, each --env its env.NAME.
+    const subscriber = this.connect({ connectionName: 'ks-cancel' });
+    for (const { env: name, pool } of this.interpreters) {
+      const served = name ? [envQueue(name)] : queues;
+      const worker = new CallWorker(
+        { redis, claims, connection: { ...redisOptions(o.redisConnection), connectionName: 'ks-worker' }, subscriber, keys, nodeName: this.name, pool, data: mover, log, metrics },
+        {
+          queues: served.flatMap((q) => [queueName(q, this.name), q]),
+          concurrency: o.maxWorkers,
+          claimRefreshMs: config.claimRefreshMs,
+          timeoutS: o.timeoutS,
+          maxOutputBytes: o.maxOutputBytes,
+          outputCoalesceMs: config.outputCoalesceMs,
+          jobLockMs: config.jobLockMs,
+          recheckMs: config.recheckMs,
+        },
+      );
+      await worker.start();
+      this.workers.push(worker);
+    }
     const jobCatalog = new JobCatalog({ redis, keys, liveHosts: () => registry.liveHosts() }, localJobs, config.hostCacheMs);
-    this.serve(this.server, { calls: this.calls, data, pool: this.pool, registry: this.registry, mover, catalog: jobCatalog, metrics, admission, persisted });
+    this.serve(this.server, { calls: this.calls, data, registry: this.registry, mover, catalog: jobCatalog, metrics, admission, persisted });
     await this.registry.register();
     this.sweeper = new DeadHostSweeper(
       { redis, claims, keys, queues: this.queues, nodeName: this.name, log },
@@ -301,10 +285,10 @@ export class KsNode {
       }
     };
     this.sweeper?.close();
-    this.autoscaler?.stop();
+    for (const { autoscaler } of this.interpreters) autoscaler.stop();
     this.idleCollector?.close();
     await quietly('deregistering', () => this.registry?.deregister());
-    await quietly('stopping the queue workers', () => this.worker?.close(graceMs), graceMs + config.stopStepMs);
+    await quietly('stopping the queue workers', () => Promise.all(this.workers.map((w) => w.close(graceMs))), graceMs + config.stopStepMs);
     this.events?.close();
     await quietly('closing the web server', () => new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r())));
     this.server?.closeAllConnections();
@@ -312,13 +296,41 @@ export class KsNode {
       await this.calls?.close();
       await this.queues?.close();
     });
-    await quietly('stopping the interpreters', () => this.pool?.close());
+    await quietly('stopping the interpreters', () => Promise.all(this.interpreters.map((i) => i.pool.close())));
     for (const connection of this.connections) connection.disconnect();
     if (this.redisServer?.pid) {
       const exited = new Promise((r) => this.redisServer!.once('exit', r));
       await quietly('stopping redis-server', () => process.kill(-this.redisServer!.pid!, 'SIGTERM'));
       await Promise.race([exited, delay(5_000, undefined, { ref: false })]);
     }
+  }
+
+  /** The interpreters a call runs on here: those of its `env`, else the node's own. */
+  private poolFor(call: WireCall): ExecutorPool {
+    const env = call.opts?.env;
+    if (!env) return this.pool!;
+    const found = this.interpreters.find((i) => i.env === env);
+    if (found) return found.pool;
+    const known = this.interpreters.slice(1).map((i) => i.env);
+    throw new UnknownEnvironment(`this node has no environment ${JSON.stringify(env)}: ${known.length ? `it has ${known.join(', ')}` : 'it was started without --env'}`);
+  }
+
+  /** A free interpreter of the Python serving `queue`, for a call to start here at once. */
+  private reserveHere(queue: string): Lease | undefined {
+    for (const worker of this.workers) {
+      const lease = worker.reserve(queue);
+      if (lease) {
+        this.reservedBy.set(lease, worker);
+        return lease;
+      }
+    }
+    return undefined;
+  }
+
+  /** Every BullMQ queue this node takes calls from: each served queue anywhere and pinned here. */
+  private servedQueues(): string[] {
+    const queues = [...this.queueNames, ...this.opts.environments.map((e) => envQueue(e.name))];
+    return queues.flatMap((q) => [queueName(q, this.name), q]);
   }
 
   /** The token this node shows other nodes and its interpreters use to save: every node of a cluster takes the first. */
@@ -331,12 +343,12 @@ export class KsNode {
     return new NodeMetrics({
       nodeName: this.name,
       startedAt: this.startedAt,
-      workers: () => this.pool?.size ?? this.opts.numWorkers,
-      idleWorkers: () => this.pool?.idle ?? 0,
+      workers: () => this.interpreters.reduce((sum, i) => sum + i.pool.size, 0),
+      idleWorkers: () => this.interpreters.reduce((sum, i) => sum + i.pool.idle, 0),
       longPolls: () => this.events?.waiting ?? 0,
       directCalls: () => this.directCalls,
       admissionRejected: () => admission.rejected,
-      queueDepths: () => this.queues!.waiting(this.servedQueues),
+      queueDepths: () => this.queues!.waiting(this.servedQueues()),
       jobMetrics: () => collectJobMetrics(this.pool!, log, config.jobMetricsWaitMs),
     });
   }
@@ -380,20 +392,21 @@ export class KsNode {
 
   private serve(
     server: Server,
-    parts: { calls: CallService; data: DataService; pool: ExecutorPool; registry: HostRegistry; mover: DataMover; catalog: JobCatalog; metrics: NodeMetrics; admission: Admission; persisted: PersistedCalls },
+    parts: { calls: CallService; data: DataService; registry: HostRegistry; mover: DataMover; catalog: JobCatalog; metrics: NodeMetrics; admission: Admission; persisted: PersistedCalls },
   ): void {
-    const { calls, data, pool, registry, mover, catalog, metrics, admission, persisted } = parts;
+    const { calls, data, registry, mover, catalog, metrics, admission, persisted } = parts;
+    const pool = this.pool!;
     // A call run at once on this node's interpreters: its own timeout, else the node's.
     const direct = (call: WireCall) => ({ ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes });
     const runHere = async (call: WireCall, stop: StopSwitch, caller?: string) => {
       this.directCalls += 1;
       const startedAt = performance.now();
-      const result = await runDirectCall(pool, mover, direct(call), stop);
+      const result = await runDirectCall(this.poolFor(call), mover, direct(call), stop);
       metrics.callEnded(call.fn, result.outcome.ok ? 'ok' : result.outcome.failure.kind, (performance.now() - startedAt) / 1000, caller);
       return result;
     };
     const runOnAllHere = async (call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]> => {
-      const results = await runOnEveryInterpreter(pool, mover, direct(call), stop);
+      const results = await runOnEveryInterpreter(this.poolFor(call), mover, direct(call), stop);
       return results.map(({ worker, outcome, output }) => ({
         host: this.name,
         worker,
@@ -428,8 +441,8 @@ export class KsNode {
         idleWorkers: pool.idle,
         minWorkers: this.opts.minWorkers,
         maxWorkers: this.opts.maxWorkers,
-        workersAdded: this.autoscaler?.added ?? 0,
-        workersRetired: this.autoscaler?.retired ?? 0,
+        workersAdded: this.interpreters[0].autoscaler.added,
+        workersRetired: this.interpreters[0].autoscaler.retired,
         timeout: this.opts.timeoutS ?? null,
         max_requests: this.opts.maxRequests,
         worker_uptime: pool.uptimesS(),
@@ -440,6 +453,18 @@ export class KsNode {
         jobs: Object.keys(catalog.local),
         // Interpreters whose replay of the persisted ALL calls failed: they take no calls until it succeeds.
         unhealthy: pool.unhealthy,
+        // Each --env, as StandPy shows its environment: which Python, where, how many interpreters.
+        environments: this.interpreters.slice(1).map(({ env, pool: { python, size, idle, unhealthy } }) => ({
+          name: env,
+          queue: envQueue(env),
+          environment: python.environment,
+          prefix: python.prefix,
+          python: python.executable,
+          pythonVersion: python.version,
+          workers: size,
+          idleWorkers: idle,
+          unhealthy,
+        })),
       }),
       metrics: () => metrics.text(),
       dataMoved: (direction, bytes) => metrics.moved(direction, bytes),

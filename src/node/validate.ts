@@ -93,6 +93,13 @@ function bool(value: unknown, where: string): boolean | undefined {
   return value;
 }
 
+/** `env`, which names the queue itself: refused beside `queue`. */
+function environment(o: Record<string, unknown>, where: string): string | undefined {
+  const env = name(o.env, `${where}.env`);
+  if (env !== undefined && o.queue !== undefined && o.queue !== null) throw new BadRequest(`${where}: give env or queue, not both (env ${env} is the queue env.${env})`);
+  return env;
+}
+
 export function callOptions(value: unknown, where: string): CallOptions {
   if (value === undefined || value === null) return {};
   const o = requireObject(value, where);
@@ -104,6 +111,7 @@ export function callOptions(value: unknown, where: string): CallOptions {
     timeout: positiveNumber(o.timeout, `${where}.timeout`),
     host: name(o.host, `${where}.host`),
     queue: name(o.queue, `${where}.queue`),
+    env: environment(o, where),
     intermediateResults: bool(o.intermediateResults, `${where}.intermediateResults`),
     retries: (retries as number | undefined) ?? undefined,
     noRouteData: bool(o.noRouteData, `${where}.noRouteData`),
