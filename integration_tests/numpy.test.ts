@@ -98,6 +98,22 @@ describe('numpy arrays and pandas frames between Python and TypeScript', functio
     assert.deepEqual([results[1].shape, Array.from(results[1].data as Float64Array)], [[1, 2], [1, 2]]);
   });
 
+  it('carries arrays of megabytes both ways, queued and direct, written from where they are', async function () {
+    // 2 M doubles (16 MB): over the size that is spliced rather than copied, on every hop.
+    const big = new Float64Array(2 * 1024 * 1024).map((_, k) => k);
+    const reverse = py`
+      import numpy as np
+      def reverse(a, tag): return [tag, a[::-1], np.arange(3)]`;
+    for (const opts of [{}, { async: false }]) {
+      const [tag, back, small] = await client.call<[string, NDArray<Float64Array>, NDArray]>(reverse, [ndarray(big), 'ok'], {}, opts);
+      assert.equal(tag, 'ok');
+      assert.equal(back.data.length, big.length);
+      assert.deepEqual([back.data[0], back.data[big.length - 1]], [big.length - 1, 0]);
+      assert.equal(back.data.reduce((sum, x) => sum + x, 0), big.reduce((sum, x) => sum + x, 0));
+      assert.deepEqual(small.shape, [3]);
+    }
+  });
+
   it('returns a DataFrame column by column: numbers as NDArrays, the rest as lists with null', async function () {
     const frame = await client.call<DataFrame>(py`
       import numpy as np, pandas as pd

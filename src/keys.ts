@@ -60,7 +60,7 @@ export function envQueue(env: string): string {
 }
 
 /** The queue a call belongs to: its `queue`, else its `env`'s, its job's, or the default. */
-export function callQueue(call: WireCall): string {
+export function callQueue(call: Pick<WireCall, 'fn' | 'opts'>): string {
   const opts = call.opts;
   if (opts?.queue) return opts.queue;
   if (opts?.env) return envQueue(opts.env);

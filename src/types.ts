@@ -1,3 +1,4 @@
+import type { Spliced } from './codec.js';
 /**
  * A Python function: `'pkg.module:func'`, source text and the name of the function in it, or
  * a job's endpoint (`/perform` unless `endpoint` names an auxiliary one).
@@ -85,10 +86,11 @@ export interface WireAllOutcome {
 }
 
 /** One call as it crosses from client to node. */
-export interface WireCall {
+/** One call of a batch, as nodes receive it; a client sends a big payload as `Spliced` pieces. */
+export interface WireCall<Payload extends Uint8Array | Spliced = Uint8Array> {
   fn: FnSpec;
   /** msgpack of `[args, kwargs]`: the node passes it to Python without decoding it. */
-  payload: Uint8Array;
+  payload: Payload;
   opts?: CallOptions;
   /** Hosts ranked by the client's routing; absent means the call's queue on any host. */
   route?: string[];

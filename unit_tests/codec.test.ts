@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { decode, encode, jsonSafe } from '../src/codec.js';
+import { decode, encode, encodePieces, jsonSafe, Spliced } from '../src/codec.js';
 import { NDArray, ndarray } from '../src/ndarray.js';
 import { repoRoot } from '../integration_tests/harness.js';
 
@@ -61,6 +61,22 @@ describe('codec', function () {
     const moved = decode<{ a: NDArray<Float64Array> }>(store.subarray(start + 1, start + 1 + bytes.length)).a;
     assert.notEqual(moved.data.buffer, store.buffer);
     assert.deepEqual(Array.from(moved.data), [1, 2, 3, 4]);
+  });
+
+  it('packs as pieces that read as the one message, big bytes and arrays left where they are', function () {
+    const bytes = new Uint8Array(2 << 20).fill(7);
+    const doubles = new Float64Array(300_000).map((_, k) => k / 2);
+    const value = { a: 1, blob: new Spliced([bytes.subarray(0, 10), bytes.subarray(10)]), arrays: [ndarray(doubles, [1000, 300]), new Int8Array([1, -1])], z: 'end' };
+    const pieces = encodePieces(value);
+    assert.ok(pieces.some((p) => p.buffer === bytes.buffer), 'the bytes are a piece, not a copy');
+    assert.ok(pieces.some((p) => p.buffer === doubles.buffer), 'the big array is a piece, not a copy');
+    const back = decode<{ a: number; blob: Uint8Array; arrays: NDArray[]; z: string }>(Buffer.concat(pieces));
+    assert.deepEqual([back.a, back.z, back.blob.length, back.blob[5]], [1, 'end', 2 << 20, 7]);
+    assert.deepEqual(back.arrays[0].shape, [1000, 300]);
+    assert.equal((back.arrays[0].data as Float64Array)[299_999], 299_999 / 2);
+    assert.deepEqual(Array.from(back.arrays[1].data as Int8Array), [1, -1]);
+    assert.deepEqual(encodePieces({ small: 1 }), [encode({ small: 1 })]);
+    assert.throws(() => encode({ blob: new Spliced([bytes]) }), /packed by encodePieces\(\) only/);
   });
 
   it('checks ndarray() shapes and dtypes', function () {

@@ -4,8 +4,10 @@ Frames (4-byte big-endian length + msgpack) arrive on fd 3 and leave on fd 4, so
 user's fds 1 and 2 stay theirs: the node reads them as pipes and attributes whatever
 is written there (print, os.write, C extensions, subprocesses) to the running call.
 
-  node -> executor: ["call", seq, fn, payload, data]   fn: "mod:func", [source, name],
-                    {job, endpoint}, {eval, keep}, {exec, returns, keep} or {script, returns, keep};
+  node -> executor: ["call", seq, fn, data], then the payload (msgpack of [args, kwargs]) as a
+                    raw frame of its own, read into one buffer without copies.
+                    fn: "mod:func", [source, name], {job, endpoint}, {eval, keep},
+                    {exec, returns, keep} or {script, returns, keep};
                     data: {url: [local path, fmt]} of the call's RemoteData arguments
                     ["exit"]
   executor -> node: ["ready", pid, {job name: description}, {environment, prefix, executable, version}]
@@ -78,6 +80,11 @@ def _write_all(pieces: List[Any]) -> None:
             else:
                 views[0] = views[0][written:]
                 written = 0
+
+
+def _read_frame() -> bytearray:
+    (length,) = struct.unpack(">I", _read_exact(4))
+    return _read_exact(length)
 
 
 def _send(frame: list) -> None:
@@ -210,7 +217,7 @@ def _flush_output() -> bool:
     return True
 
 
-def _run(seq: int, fn: Any, payload: bytes, data: Dict[str, Any]) -> None:
+def _run(seq: int, fn: Any, payload: bytearray, data: Dict[str, Any]) -> None:
     remote_data.set_call_data(data)
     try:
         args, kwargs = wire.unpack(payload)
@@ -252,12 +259,12 @@ def main() -> None:
     _send(["ready", os.getpid(), described, _python_info()])
     while True:
         try:
-            (length,) = struct.unpack(">I", _read_exact(4))
-            frame = wire.msgpack.unpackb(_read_exact(length), raw=False)
+            frame = wire.msgpack.unpackb(_read_frame(), raw=False)
+            payload = _read_frame() if frame[0] == "call" else b""
         except EOFError:
             return
         if frame[0] == "call":
-            _run(frame[1], frame[2], frame[3], frame[4])
+            _run(frame[1], frame[2], payload, frame[3])
         elif frame[0] == "exit":
             return
 

@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { config } from '../config.js';
-import { decode, encode } from '../codec.js';
+import { decode, encodePieces, Spliced } from '../codec.js';
 import { NodeRequestError, RemoteError } from '../errors.js';
 import { rankHosts } from '../routing.js';
 import { decodeWith, RemoteData, setDefaultClientResolver, type DataInfo } from './remote-data.js';
@@ -49,7 +49,10 @@ interface Batch {
 }
 
 /** Notes when a batch was sent and its calls' SLAs, for `waitFor`. */
-function withSlas<B extends Batch>(batch: B, calls: WireCall[], sentAt: number): B {
+/** A call as the client sends it: a big payload as pieces written where they are. */
+type OutgoingCall = WireCall<Uint8Array | Spliced>;
+
+function withSlas<B extends Batch>(batch: B, calls: OutgoingCall[], sentAt: number): B {
   if (calls.some((c) => c.opts?.sla)) Object.assign(batch, { sentAt, slaMs: calls.map((c) => (c.opts?.sla ? c.opts.sla * 1000 : undefined)) });
   return batch;
 }
@@ -294,7 +297,7 @@ export class Client {
    * Prepares calls for the wire: saves the `RemoteData` among their arguments that is not on the
    * cluster yet, then ranks hosts by the bytes each call would copy (one data/info request).
    */
-  private async toWire(calls: PendingCall[]): Promise<WireCall[]> {
+  private async toWire(calls: PendingCall[]): Promise<OutgoingCall[]> {
     const found = calls.map((c) => findRemoteData([c.args, c.kwargs]));
     const unsaved = new Set(found.flat().filter((d) => !d.saved));
     await Promise.all([...unsaved].map((d) => d.save()));
@@ -304,7 +307,8 @@ export class Client {
     return calls.map((call, k) => {
       const { async: _async, ...opts } = call.opts;
       const urls = urlsOf[k];
-      const wire: WireCall = { fn: call.fn, payload: encode([call.args, call.kwargs]), opts };
+      const pieces = encodePieces([call.args, call.kwargs]);
+      const wire: OutgoingCall = { fn: call.fn, payload: pieces.length === 1 ? pieces[0] : new Spliced(pieces), opts };
       if (!urls.length) return wire;
       wire.data = urls;
       if (routing && !opts.noRouteData && !opts.host) {
@@ -316,7 +320,7 @@ export class Client {
     });
   }
 
-  private async submit(calls: WireCall[]): Promise<Batch> {
+  private async submit(calls: OutgoingCall[]): Promise<Batch> {
     const sentAt = Date.now();
     const batch = withSlas(await rejectedAsRemoteError(this.http.request<Batch>('POST', '/api/v1/calls', { calls })), calls, sentAt);
     this.lastBatch = batch;
@@ -324,7 +328,7 @@ export class Client {
   }
 
   /** Submits and takes the first events in the same request, then waits for the rest. */
-  private async submitAndWait<T>(calls: WireCall[]): Promise<(T | Outcome<T>)[]> {
+  private async submitAndWait<T>(calls: OutgoingCall[]): Promise<(T | Outcome<T>)[]> {
     const sentAt = Date.now();
     // The first wait ends by the soonest SLA, so that a late call is reported on time.
     const soonestSlaMs = calls.reduce((soonest, c) => (c.opts?.sla ? Math.min(soonest, c.opts.sla * 1000) : soonest), Infinity);
@@ -339,7 +343,7 @@ export class Client {
   }
 
   /** One outcome per interpreter of every live node serving the call's queue; their output printed. */
-  private async callEverywhere<T>(call: WireCall): Promise<AllOutcome<T>[]> {
+  private async callEverywhere<T>(call: OutgoingCall): Promise<AllOutcome<T>[]> {
     const { outcomes } = await rejectedAsRemoteError(this.http.request<{ outcomes: WireAllOutcome[] }>('POST', '/api/v1/all', call));
     for (const { output } of outcomes) for (const [, chunk] of output) this.output.write(Buffer.from(chunk));
     return outcomes.map(({ host, worker, ok, value, failure }) =>
@@ -347,7 +351,7 @@ export class Client {
     );
   }
 
-  private async callDirect<T>(call: WireCall): Promise<T> {
+  private async callDirect<T>(call: OutgoingCall): Promise<T> {
     const answer = await rejectedAsRemoteError(this.http.request<DirectAnswer>('POST', '/api/v1/call', call));
     for (const [, chunk] of answer.output) this.output.write(Buffer.from(chunk));
     if (answer.ok) return decodeWith<T>(this, answer.value!);

@@ -6,7 +6,7 @@ import got from 'got';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { config } from '../config.js';
-import { decode, encode } from '../codec.js';
+import { decode, encodePieces } from '../codec.js';
 import { answerError, NodeRequestError } from '../errors.js';
 import { answerFailure, socketGet, type SocketAnswer } from '../socket-get.js';
 import { bearerHeader } from '../keys.js';
@@ -52,11 +52,12 @@ export class NodeHttp {
 
   /** Sends `body` as msgpack to `path` (`/api/v1/...`) and decodes the msgpack answer; a non-2xx answer rejects. */
   request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-    const payload = body === undefined ? undefined : encode(body);
+    // Big arrays and payloads go out from where they are, not copied into one buffer.
+    const pieces = body === undefined ? [] : encodePieces(body);
     const headers: Record<string, string | number> = { accept: msgpackType };
-    if (payload) {
+    if (pieces.length) {
       headers['content-type'] = msgpackType;
-      headers['content-length'] = payload.length;
+      headers['content-length'] = pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
     }
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
     const target = nodeRoute(this.url, path);
@@ -68,7 +69,8 @@ export class NodeHttp {
       );
       req.on('timeout', () => req.destroy(new Error(`no answer from ${target} within ${this.timeoutMs} ms`)));
       req.on('error', reject);
-      req.end(payload);
+      for (const piece of pieces) req.write(piece);
+      req.end();
     });
   }
 
@@ -167,10 +169,26 @@ export class NodeHttp {
   }
 }
 
-async function readAnswer<T>(res: IncomingMessage, target: string): Promise<T> {
+/** The answer's body in one buffer of its Content-Length, each chunk copied in once as it comes. */
+async function readBytes(res: IncomingMessage): Promise<Buffer> {
+  const declared = Number(res.headers['content-length']);
   const chunks: Buffer[] = [];
-  for await (const chunk of res) chunks.push(chunk as Buffer);
-  const raw = Buffer.concat(chunks);
+  if (!(Number.isSafeInteger(declared) && declared > 0)) {
+    for await (const chunk of res) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+  const body = Buffer.allocUnsafeSlow(declared);
+  let at = 0;
+  for await (const chunk of res as AsyncIterable<Buffer>) {
+    if (at + chunk.length > declared) throw new Error(`the answer is longer than its Content-Length ${declared}`);
+    chunk.copy(body, at);
+    at += chunk.length;
+  }
+  return body.subarray(0, at);
+}
+
+async function readAnswer<T>(res: IncomingMessage, target: string): Promise<T> {
+  const raw = await readBytes(res);
   const type = res.headers['content-type'] ?? '';
   let body: unknown;
   try {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'koa';
-import { decode, encode, jsonSafe } from '../codec.js';
+import { Readable } from 'node:stream';
+import { decode, encodePieces, jsonSafe } from '../codec.js';
 import { BadRequest, PayloadTooLarge, UnsupportedMediaType } from '../errors.js';
 
 export const msgpackType = 'application/msgpack';
@@ -62,17 +63,48 @@ export function answerAfterBody(
   req: IncomingMessage,
   res: ServerResponse,
   contentType: string,
-  answer: (raw: Buffer) => Promise<{ status: number; body: Buffer | string; headers?: Record<string, string> }>,
+  answer: (raw: Buffer) => Promise<{ status: number; body: Uint8Array[] | string; headers?: Record<string, string> }>,
 ): void {
-  const chunks: Buffer[] = [];
-  req.on('data', (chunk: Buffer) => chunks.push(chunk));
+  const body = new BodyBuffer(Number(req.headers['content-length']));
+  req.on('data', (chunk: Buffer) => body.add(chunk));
   req.on('error', () => {});
   req.on('end', () => {
-    void answer(Buffer.concat(chunks)).then(({ status, body, headers }) => {
-      res.writeHead(status, { ...headers, 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
-      res.end(body);
+    void answer(body.bytes()).then(({ status, body, headers }) => {
+      const pieces = typeof body === 'string' ? [Buffer.from(body)] : body;
+      res.writeHead(status, { ...headers, 'content-type': contentType, 'content-length': pieces.reduce((sum, piece) => sum + piece.byteLength, 0) });
+      res.cork();
+      for (const piece of pieces) res.write(piece);
+      res.end();
+      res.uncork();
     });
   });
+}
+
+/**
+ * A body's bytes gathered into one buffer of its Content-Length as they arrive: one copy, and
+ * never the chunks and their concatenation in memory at once. Without a length (or past it),
+ * chunks are kept and joined at the end.
+ */
+class BodyBuffer {
+  private readonly buffer?: Buffer;
+  private size = 0;
+  private readonly chunks: Buffer[] = [];
+
+  constructor(declared: number) {
+    if (Number.isSafeInteger(declared) && declared > 0) this.buffer = Buffer.allocUnsafeSlow(declared);
+  }
+
+  add(chunk: Buffer): void {
+    if (this.buffer && this.size + chunk.length <= this.buffer.length) chunk.copy(this.buffer, this.size);
+    else this.chunks.push(chunk);
+    this.size += chunk.length;
+  }
+
+  bytes(): Buffer {
+    if (!this.buffer) return Buffer.concat(this.chunks);
+    if (this.chunks.length) return Buffer.concat([this.buffer.subarray(0, this.size - this.chunks.reduce((n, c) => n + c.length, 0)), ...this.chunks]);
+    return this.buffer.subarray(0, this.size);
+  }
 }
 
 /** True when the answer goes out as msgpack: the client sent or accepts msgpack. */
@@ -85,7 +117,10 @@ export function reply(ctx: Context, body: unknown, status = 200): void {
   ctx.status = status;
   if (answersMsgpack(ctx)) {
     ctx.type = msgpackType;
-    ctx.body = encode(body);
+    const pieces = encodePieces(body);
+    // Big values (a direct call's array) go out from where they are, not copied into one buffer.
+    ctx.body = pieces.length === 1 ? pieces[0] : Readable.from(pieces);
+    ctx.length = pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
   } else {
     ctx.type = 'application/json';
     ctx.body = JSON.stringify(jsonSafe(body));

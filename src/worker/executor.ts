@@ -249,7 +249,9 @@ export class PythonExecutor {
       request.stop?.listen(() => this.kill('cancelled'));
       const fn = request.fn;
       const fnWire = typeof fn === 'string' || isPatternSpec(fn) ? fn : isJobSpec(fn) ? { job: fn.job, endpoint: fn.endpoint ?? '/perform' } : [fn.src, fn.name ?? ''];
-      this.writeFrame(['call', seq, fnWire, request.payload, request.data ?? {}]);
+      // The payload follows as a frame of its own, raw: Python reads it into one buffer and
+      // decodes the arguments from there (inside the msgpack frame it was copied twice more).
+      this.writeFrames([encode(['call', seq, fnWire, request.data ?? {}]), request.payload]);
     });
   }
 
@@ -264,7 +266,7 @@ export class PythonExecutor {
   /** Asks the interpreter to exit, and kills it if it does not within the grace time. */
   async close(): Promise<void> {
     if (this.alive) {
-      this.writeFrame(['exit']);
+      this.writeFrames([encode(['exit'])]);
       const timer = setTimeout(() => this.signalGroup('SIGKILL'), this.opts.killGraceMs ?? config.killGraceMs);
       await this.exitPromise;
       clearTimeout(timer);
@@ -299,13 +301,15 @@ export class PythonExecutor {
     }
   }
 
-  private writeFrame(frame: unknown[]): void {
-    const body = encode(frame);
-    const header = Buffer.allocUnsafe(4);
-    header.writeUInt32BE(body.length, 0);
+  /** Writes each body as a frame (4-byte big-endian length, then the body), in one go. */
+  private writeFrames(bodies: Uint8Array[]): void {
     this.toPython.cork();
-    this.toPython.write(header);
-    this.toPython.write(body);
+    for (const body of bodies) {
+      const header = Buffer.allocUnsafe(4);
+      header.writeUInt32BE(body.byteLength, 0);
+      this.toPython.write(header);
+      this.toPython.write(body);
+    }
     this.toPython.uncork();
   }
 
