@@ -50,6 +50,16 @@ describe('interpreter state: eval, exec and scripts in a persistent namespace', 
     assert.equal(await client.eval('kept', {}, here), 41);
   });
 
+  it('refuses vars and arguments msgpack cannot carry before sending anything, naming where', async function () {
+    await assert.rejects(client.eval('f()', { f: () => 1 }, here), /vars\.f is a function, which cannot be sent to Python/);
+    await assert.rejects(client.exec('x', { deep: { list: [1, new Error('e')] } }, here), /vars\.deep\.list\[1\] is an Error/);
+    await assert.rejects(client.call('operator:add', [10n ** 30n, 1]), /args\[0\] is an integer beyond 64 bits \(send it as a string\)/);
+    const loop: Record<string, unknown> = {};
+    loop.self = loop;
+    assert.throws(() => client.bc('operator:add', [loop, 1]), /nested deeper than 100 levels/);
+    assert.throws(() => client.bc('operator:add', [Symbol('s'), 1]), /args\[0\] is a symbol/);
+  });
+
   it('answers the variables exec is asked to return, and names those it did not set', async function () {
     assert.deepEqual(await client.exec('a = x + 1\nb = [a] * 2', { x: 1 }, { ...here, returns: ['a', 'b'] }), { a: 2, b: [2, 2] });
     await assert.rejects(client.exec('c = 1', {}, { ...here, returns: ['c', 'd'] }), /returns names d, which the code did not set/);

@@ -1,11 +1,12 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { config } from '../config.js';
 import { decode, encodePieces, Spliced } from '../codec.js';
+import { inspectArguments } from './arguments.js';
 import { NodeRequestError, RemoteError } from '../errors.js';
 import { rankHosts } from '../routing.js';
 import { decodeWith, RemoteData, setDefaultClientResolver, type DataInfo } from './remote-data.js';
 import { callQueue, taskIdOf } from '../keys.js';
-import type { CallOptions, FailureInfo, FnSpec, HostInfo, WireAllOutcome, WireCall, WireEvent } from '../types.js';
+import { isPatternSpec, type CallOptions, type FailureInfo, type FnSpec, type HostInfo, type WireAllOutcome, type WireCall, type WireEvent } from '../types.js';
 import { NodeHttp } from './http.js';
 import { Progress } from './progress.js';
 import { Stragglers, type Straggler } from './stragglers.js';
@@ -62,6 +63,8 @@ interface PendingCall {
   args: unknown[];
   kwargs: Record<string, unknown>;
   opts: CallOptions;
+  /** The `RemoteData` among the arguments. */
+  data: RemoteData[];
 }
 
 function pendingCall(fn: FnSpec, args: unknown[], kwargs: Record<string, unknown>, opts: CallOptions): PendingCall {
@@ -71,17 +74,8 @@ function pendingCall(fn: FnSpec, args: unknown[], kwargs: Record<string, unknown
   for (const limit of ['sla', 'timeout'] as const) {
     if (opts[limit] !== undefined && !(typeof opts[limit] === 'number' && opts[limit]! > 0 && Number.isFinite(opts[limit]))) throw new TypeError(`opts.${limit} must be a positive number of seconds`);
   }
-  return { fn: toFnSpec(fn), args, kwargs, opts };
-}
-
-/** Every RemoteData among the arguments, nested arrays and plain objects included. */
-function findRemoteData(value: unknown, found: RemoteData[] = [], depth = 0): RemoteData[] {
-  if (value instanceof RemoteData) found.push(value);
-  else if (depth < 64 && Array.isArray(value)) for (const item of value) findRemoteData(item, found, depth + 1);
-  else if (depth < 64 && value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
-    for (const item of Object.values(value)) findRemoteData(item, found, depth + 1);
-  }
-  return found;
+  const data = inspectArguments(kwargs, isPatternSpec(fn) ? 'vars' : 'kwargs', inspectArguments(args, 'args'));
+  return { fn: toFnSpec(fn), args, kwargs, opts, data };
 }
 
 interface ResultsPage {
@@ -298,7 +292,7 @@ export class Client {
    * cluster yet, then ranks hosts by the bytes each call would copy (one data/info request).
    */
   private async toWire(calls: PendingCall[]): Promise<OutgoingCall[]> {
-    const found = calls.map((c) => findRemoteData([c.args, c.kwargs]));
+    const found = calls.map((c) => c.data);
     const unsaved = new Set(found.flat().filter((d) => !d.saved));
     await Promise.all([...unsaved].map((d) => d.save()));
     const urlsOf = found.map((list) => [...new Set(list.map((d) => d.dataUrl!))]);
