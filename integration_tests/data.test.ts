@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -97,6 +98,8 @@ describe('remote data on three nodes', function () {
       from kitchensink import RemoteData
       def f(): return RemoteData(raw=b"unsaved on return")`, [], {}, { host: 'node2' });
     assert.equal((await auto.raw()).toString(), 'unsaved on return');
+    // Python's saves are checksummed like any upload.
+    assert.equal((await client.dataInfo([auto.dataUrl!]))[auto.dataUrl!].crc32, crc32(Buffer.from('unsaved on return')).toString(16).padStart(8, '0'));
   });
 
   it('never stores data on a read-only node, yet runs calls on data there', async function () {
@@ -118,25 +121,31 @@ describe('remote data on three nodes', function () {
     assert.deepEqual(await client.pathSearch('shared/*'), []);
   });
 
-  it('checks a copy against its md5: a corrupt holder is passed over, and alone registers nothing', async function () {
+  it('checks every copy against its CRC-32: a corrupt holder is passed over, never served whole, and alone registers nothing', async function () {
     const blob = randomBytes(3_000_000);
     const replicate = (node: TestNode, url: string) => rawRequest(node.url, 'POST', `/api/v1/data/${url}/replicate`, '{}');
     const corrupt = (node: TestNode, url: string) => {
       const path = join(node.datadir, 'data', url);
       const bytes = readFileSync(path);
-      bytes[1_234_567] ^= 0xff; // same size, one byte flipped: only the md5 can tell
+      bytes[1_234_567] ^= 0xff; // same size, one byte flipped: only the checksum can tell
       writeFileSync(path, bytes);
     };
-    // Only a corrupt copy: the copy fails naming the url and the md5, and leaves nothing.
-    const lone = await dr(blob, { client }).save({ host: 'node1', url: 'md5/lone.bin' });
+    // The upload's CRC is registered, and a download is checked against it.
+    const lone = await dr(blob, { client }).save({ host: 'node1', url: 'crc/lone.bin' });
+    assert.equal((await client.dataInfo([lone.dataUrl!]))[lone.dataUrl!].crc32, crc32(blob).toString(16).padStart(8, '0'));
+    assert.ok((await du(lone.dataUrl!, { client }).raw()).equals(blob));
+    // Only a corrupt copy: the holder refuses to send it whole and says why in its log; the
+    // copy fails naming the url and the holder, and leaves nothing.
     corrupt(nodes[0], lone.dataUrl!);
     const refused = await replicate(nodes[1], lone.dataUrl!);
     assert.equal(refused.status, 404, JSON.stringify(refused.json));
-    assert.match(JSON.stringify(refused.json), /md5\/lone\.bin.*arrived with md5 [0-9a-f]{32}, expected [0-9a-f]{32}/);
+    assert.match(JSON.stringify(refused.json), /crc\/lone\.bin.*could not be fetched from any holder \(node1: /);
+    assert.match(nodes[0].logs(), /data "crc\/lone\.bin" on this host has crc32 [0-9a-f]{8}, expected [0-9a-f]{8}: its copy is corrupt and is not served/);
     assert.deepEqual((await client.dataInfo([lone.dataUrl!]))[lone.dataUrl!].holders, ['node1']);
     assert.equal(existsSync(join(nodes[1].datadir, 'data', lone.dataUrl!)), false);
+    await assert.rejects(du(lone.dataUrl!, { client }).raw(), /crc\/lone\.bin: the download broke off .*fails its CRC/);
     // A corrupt and a good holder: whichever the reader tries first, it keeps the good bytes.
-    const two = await dr(blob, { client }).save({ host: 'node1', url: 'md5/two.bin' });
+    const two = await dr(blob, { client }).save({ host: 'node1', url: 'crc/two.bin' });
     assert.equal((await replicate(nodes[1], two.dataUrl!)).status, 200);
     corrupt(nodes[0], two.dataUrl!);
     for (let round = 0; round < 4; round++) {
@@ -152,6 +161,33 @@ describe('remote data on three nodes', function () {
     assert.match(JSON.stringify(missing.json), /node1: http:\S+: 404 not_found: no data/);
     await lone.delete();
     await two.delete();
+  });
+
+  it('reads an entry written before CRCs: checks a copy by its md5 once, then registers the CRC in its place', async function () {
+    const r = redis.client();
+    const md5 = (bytes: Buffer) => createHash('md5').update(bytes).digest('hex');
+    // As the md5 version left them: a file on node1, and its entry with an md5 and no CRC.
+    const leave = async (url: string, bytes: Buffer, registeredMd5: string) => {
+      mkdirSync(join(nodes[0].datadir, 'data', 'legacy'), { recursive: true });
+      writeFileSync(join(nodes[0].datadir, 'data', url), bytes);
+      await r.hset(`ks:data:${url}`, { size: bytes.length, md5: registeredMd5, fmt: 'raw', createdAt: 1 });
+      await r.sadd(`ks:data:${url}:hosts`, 'node1');
+    };
+    const blob = randomBytes(500_000);
+    await leave('legacy/old.bin', blob, md5(blob));
+    const before = (await client.dataInfo(['legacy/old.bin']))['legacy/old.bin'];
+    assert.deepEqual([before.md5, before.crc32], [md5(blob), undefined]);
+    assert.equal((await rawRequest(nodes[1].url, 'POST', '/api/v1/data/legacy/old.bin/replicate', '{}')).status, 200);
+    const after = (await client.dataInfo(['legacy/old.bin']))['legacy/old.bin'];
+    assert.deepEqual([after.crc32, after.md5, after.holders], [crc32(blob).toString(16).padStart(8, '0'), undefined, ['node1', 'node2']]);
+    assert.equal(await r.hget('ks:data:legacy/old.bin', 'createdAt'), '1');
+    // An old entry whose bytes fail their md5 is not served, and the copy is refused.
+    await leave('legacy/bad.bin', blob, md5(Buffer.from('other bytes')));
+    const refused = await rawRequest(nodes[1].url, 'POST', '/api/v1/data/legacy/bad.bin/replicate', '{}');
+    assert.equal(refused.status, 404);
+    assert.match(JSON.stringify(refused.json), /legacy\/bad\.bin.*could not be fetched from any holder \(node1: /);
+    assert.match(nodes[0].logs(), /data "legacy\/bad\.bin" on this host has md5 [0-9a-f]{32}, expected [0-9a-f]{32}/);
+    for (const url of ['legacy/old.bin', 'legacy/bad.bin']) await du(url, { client }).delete();
   });
 
   it('refuses traversal, odd urls and duplicates, and names a missing url', async function () {

@@ -44,10 +44,8 @@ export const config = {
   fileWriteBufferBytes: 2 * 1024 * 1024,
   /** Written bytes not yet on disk after which the writer starts an fdatasync in the background. */
   fileSyncEveryBytes: 32 * 1024 * 1024,
-  /** The writer, and the md5 thread, have V8 scavenge dead chunks after every this many bytes (see youngGc). */
+  /** The writer has V8 scavenge dead chunks after every this many bytes (see youngGc). */
   fileScavengeEveryBytes: 4 * 1024 * 1024,
-  /** How far the md5 thread may fall behind a file's writer before the writer waits for it. */
-  md5MaxBehindBytes: 8 * 1024 * 1024,
   /** Sending a file reads into this many buffers of this size, in turn. */
   fileSendBuffers: 8,
   fileSendBufferBytes: 1024 * 1024,

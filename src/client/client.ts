@@ -271,7 +271,7 @@ export class Client {
     return host.url;
   }
 
-  /** Size, md5, format and live holders of each url; unknown urls are left out. */
+  /** Size, CRC-32, format and live holders of each url; unknown urls are left out. */
   async dataInfo(urls: string[]): Promise<Record<string, DataInfo>> {
     return (await this.dataInfoAndHosts(urls)).data;
   }

@@ -3,6 +3,8 @@ import { createWriteStream } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import got from 'got';
+import { crc32 } from 'node:zlib';
+import { crcHeader, crcHex } from '../data/checksum.js';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { config } from '../config.js';
@@ -86,7 +88,10 @@ export class NodeHttp {
     try {
       if (answer.length > maxBufferBytes) throw new Error(`${url} holds ${answer.length} bytes, more than one Buffer can (${maxBufferBytes}): read it with localPath()`);
       const body = Buffer.allocUnsafe(answer.length);
-      await answer.fill(body);
+      await answer.fill(body).catch((error: Error) => {
+        throw new Error(`${url}: the download broke off (${error.message}); a holder never sends the whole of a copy that fails its CRC (its log says so)`);
+      });
+      checkCrc(url, answer.headers[crcHeader], crc32(body));
       return body;
     } finally {
       answer.close();
@@ -107,15 +112,18 @@ export class NodeHttp {
       try {
         const buffers = [Buffer.allocUnsafe(config.downloadBufferBytes), Buffer.allocUnsafe(config.downloadBufferBytes)];
         let writing: Promise<unknown> = Promise.resolve();
+        let crc = 0;
         for (let k = 0; ; k++) {
           const buffer = buffers[k % 2];
           const bytes = await answer.fill(buffer);
           await writing;
           if (!bytes) break;
+          crc = crc32(buffer.subarray(0, bytes), crc);
           writing = file.write(buffer, 0, bytes);
           // Awaited after the next fill; until then a failed write must not count as unhandled.
           writing.catch(() => {});
         }
+        checkCrc(url, answer.headers[crcHeader], crc);
         complete = true;
       } finally {
         await file.close();
@@ -185,6 +193,11 @@ async function readBytes(res: IncomingMessage): Promise<Buffer> {
     at += chunk.length;
   }
   return body.subarray(0, at);
+}
+
+/** Throws when a download's CRC-32 is not the one its holder announced (a holder that announced none: nothing to check). */
+function checkCrc(url: string, announced: string | undefined, crc: number): void {
+  if (announced !== undefined && announced !== crcHex(crc)) throw new Error(`${url}: the bytes received have crc32 ${crcHex(crc)}, the holder announced ${announced}`);
 }
 
 async function readAnswer<T>(res: IncomingMessage, target: string): Promise<T> {

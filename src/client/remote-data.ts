@@ -11,10 +11,14 @@ import type { DataFormat, HostInfo } from '../types.js';
 import type { Client } from './client.js';
 
 
-/** Size, md5, format and live holders of a data url (`Client.dataInfo`). */
+/**
+ * Size, CRC-32 (8 hex digits), format and live holders of a data url (`Client.dataInfo`). An
+ * entry saved before kitchensink used CRCs shows its `md5` instead until its next copy.
+ */
 export interface DataInfo {
   size: number;
-  md5: string;
+  crc32?: string;
+  md5?: string;
   fmt: DataFormat;
   holders: string[];
 }
@@ -140,7 +144,7 @@ export class RemoteData {
     return target;
   }
 
-  /** Copies the data to every live host that stores data; each copy is streamed and md5-checked. */
+  /** Copies the data to every live host that stores data; each copy is streamed and CRC-checked. */
   async pipeline(): Promise<string[]> {
     const { info, hosts } = await this.infoAndHosts();
     const missing = hosts.filter((h) => !h.readOnly && !info.holders.includes(h.name));

@@ -2,23 +2,35 @@ import type { Redis } from 'ioredis';
 import { Conflict } from '../errors.js';
 import type { Keys } from '../keys.js';
 
-/** What the registry knows of one data url. `holders` lists live hosts only. */
+/**
+ * What the registry knows of one data url. `holders` lists live hosts only. `crc32` is absent
+ * only for an entry written before kitchensink used CRCs, which has `md5` instead until a copy
+ * checked against that md5 registers its CRC.
+ */
 export interface DataInfo {
   size: number;
-  md5: string;
+  crc32?: string;
+  md5?: string;
   fmt: string;
   holders: string[];
 }
 
 /**
- * KEYS: info, holders. ARGV: size, md5, fmt, createdAt, host. Records a copy of a url; a copy
- * whose md5 differs from the registered one is refused (returns the registered md5).
+ * KEYS: info, holders. ARGV: size, crc32, fmt, createdAt, host. Records a copy of a url; a
+ * copy whose CRC differs from the registered one is refused (returns the registered CRC). An
+ * entry with only an md5 (written before CRCs; the caller checked the copy against it) gets
+ * the CRC in its place.
  */
 const registerScript = `
-local known = redis.call('HGET', KEYS[1], 'md5')
+local known = redis.call('HGET', KEYS[1], 'crc32')
 if known and known ~= ARGV[2] then return known end
 if not known then
-  redis.call('HSET', KEYS[1], 'size', ARGV[1], 'md5', ARGV[2], 'fmt', ARGV[3], 'createdAt', ARGV[4])
+  if redis.call('HEXISTS', KEYS[1], 'md5') == 1 then
+    redis.call('HSET', KEYS[1], 'crc32', ARGV[2])
+    redis.call('HDEL', KEYS[1], 'md5')
+  else
+    redis.call('HSET', KEYS[1], 'size', ARGV[1], 'crc32', ARGV[2], 'fmt', ARGV[3], 'createdAt', ARGV[4])
+  end
 end
 redis.call('SADD', KEYS[2], ARGV[5])
 return 'ok'`;
@@ -30,11 +42,11 @@ if redis.call('SCARD', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
 return redis.call('SCARD', KEYS[2])`;
 
 interface RegistryCommands {
-  ksDataRegister(info: string, holders: string, size: number, md5: string, fmt: string, createdAt: number, host: string): Promise<string>;
+  ksDataRegister(info: string, holders: string, size: number, crc32: string, fmt: string, createdAt: number, host: string): Promise<string>;
   ksDataUnregister(info: string, holders: string, host: string): Promise<number>;
 }
 
-/** The data registry in Redis: `ks:data:<url>` (size, md5, fmt) and `ks:data:<url>:hosts`. */
+/** The data registry in Redis: `ks:data:<url>` (size, crc32, fmt, createdAt) and `ks:data:<url>:hosts`. */
 export class DataRegistry {
   private readonly redis: Redis & RegistryCommands;
 
@@ -49,10 +61,10 @@ export class DataRegistry {
     }
   }
 
-  /** Records that `host` holds `url`; a different md5 than the registered one is a Conflict. */
-  async register(url: string, host: string, file: { size: number; md5: string; fmt: string }): Promise<void> {
-    const answer = await this.redis.ksDataRegister(this.keys.data(url), this.keys.dataHosts(url), file.size, file.md5, file.fmt, Date.now(), host);
-    if (answer !== 'ok') throw new Conflict(`data ${JSON.stringify(url)} is registered with md5 ${answer}, this copy has ${file.md5}`);
+  /** Records that `host` holds `url`; a different CRC than the registered one is a Conflict. */
+  async register(url: string, host: string, file: { size: number; crc32: string; fmt: string }): Promise<void> {
+    const answer = await this.redis.ksDataRegister(this.keys.data(url), this.keys.dataHosts(url), file.size, file.crc32, file.fmt, Date.now(), host);
+    if (answer !== 'ok') throw new Conflict(`data ${JSON.stringify(url)} is registered with crc32 ${answer}, this copy has ${file.crc32}`);
   }
 
   /** Forgets `host`'s copy; resolves to how many holders remain. */
@@ -60,7 +72,7 @@ export class DataRegistry {
     return this.redis.ksDataUnregister(this.keys.data(url), this.keys.dataHosts(url), host);
   }
 
-  /** Size, md5, format and live holders of each url, in one round trip; unknown urls are left out. */
+  /** Size, checksum, format and live holders of each url, in one round trip; unknown urls are left out. */
   async info(urls: string[], liveHosts: Set<string>): Promise<Record<string, DataInfo>> {
     if (!urls.length) return {};
     const pipe = this.redis.pipeline();
@@ -70,8 +82,9 @@ export class DataRegistry {
     urls.forEach((url, k) => {
       const fields = replies[2 * k]?.[1] as Record<string, string> | undefined;
       const holders = (replies[2 * k + 1]?.[1] as string[] | undefined) ?? [];
-      if (!fields?.md5) return;
-      out[url] = { size: Number(fields.size), md5: fields.md5, fmt: fields.fmt, holders: holders.filter((h) => liveHosts.has(h)).sort() };
+      if (!fields?.crc32 && !fields?.md5) return;
+      const checksum = fields.crc32 ? { crc32: fields.crc32 } : { md5: fields.md5 };
+      out[url] = { size: Number(fields.size), ...checksum, fmt: fields.fmt, holders: holders.filter((h) => liveHosts.has(h)).sort() };
     });
     return out;
   }

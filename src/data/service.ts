@@ -4,6 +4,7 @@ import { dataFormats, type HostInfo } from '../types.js';
 import { validateDataUrl, type Catalog } from './catalog.js';
 import type { DataInfo, DataRegistry } from './registry.js';
 import type { DataMover } from './transfer.js';
+import { checksumOf, type Checksum } from './checksum.js';
 
 
 export interface DataServiceContext {
@@ -20,6 +21,8 @@ export interface DataRead {
   size: number;
   /** The byte range asked for, when the request asked for one. */
   range?: { start: number; end: number };
+  /** The registry's checksum of the file; a whole file is checked against it as it is sent. */
+  checksum?: Checksum;
   /** Writes the file, or the range, to `destination` and ends it. */
   send(destination: Writable): Promise<void>;
 }
@@ -46,7 +49,7 @@ export class DataService {
   constructor(private readonly ctx: DataServiceContext) {}
 
   /** Stores an upload under `url` and registers this host's copy. */
-  async put(url: string, source: Readable, fmt: string, declaredSize?: number): Promise<{ url: string; size: number; md5: string; fmt: string }> {
+  async put(url: string, source: Readable, fmt: string, declaredSize?: number): Promise<{ url: string; size: number; crc32: string; fmt: string }> {
     validateDataUrl(url);
     if (!(dataFormats as readonly string[]).includes(fmt)) throw new BadRequest(`fmt must be one of ${dataFormats.join(', ')}`);
     if (this.ctx.readOnly) throw new Forbidden('this node was started with --read-only: it stores no data');
@@ -65,7 +68,9 @@ export class DataService {
     const size = await this.ctx.catalog.size(validateDataUrl(url));
     const range = rangeHeader ? parseRange(rangeHeader, size) : undefined;
     const { start, end } = range ?? { start: 0, end: size - 1 };
-    return { size, range, send: (destination) => this.ctx.catalog.send(url, start, end, destination) };
+    const entry = (await this.ctx.registry.info([url], new Set()))[url];
+    const checksum = entry && checksumOf(entry);
+    return { size, range, checksum, send: (destination) => this.ctx.catalog.send(url, start, end, destination, range ? undefined : checksum) };
   }
 
   /** Deletes this host's copy and forgets it; resolves to how many holders remain. */
@@ -77,7 +82,7 @@ export class DataService {
     return { deleted, holdersLeft };
   }
 
-  /** Size, md5, format and live holders of each url, and the live hosts to route among. */
+  /** Size, checksum, format and live holders of each url, and the live hosts to route among. */
   async info(urls: string[]): Promise<{ data: Record<string, DataInfo>; hosts: HostInfo[] }> {
     urls.forEach(validateDataUrl);
     const hosts = await this.ctx.liveHosts();

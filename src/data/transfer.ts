@@ -1,3 +1,4 @@
+import { checksumOf, describeChecksum, type Checksum } from './checksum.js';
 import { unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { HostInfo } from '../types.js';
@@ -31,7 +32,7 @@ export interface LocalData {
 }
 
 /**
- * Makes data local before a call runs: streams it from a live holder, checks its md5 (and tries
+ * Makes data local before a call runs: streams it from a live holder, checks its CRC-32 (and tries
  * another holder on a mismatch or a dead holder), stores it and registers the new copy.
  * Concurrent calls needing the same missing url share one transfer.
  */
@@ -47,15 +48,17 @@ export class DataMover {
     if (!info) throw new NotFound(`data ${JSON.stringify(url)} is not registered (never saved, or deleted)`);
     const done = async () => {};
     if (await catalog.has(url)) return { path: catalog.path(url), fmt: info.fmt, release: done };
+    const expected = checksumOf(info);
     if (this.ctx.readOnly) {
-      const path = await this.fromHolders(url, info.md5, info.holders, hosts, (source) => catalog.writeTemp(url, source, info.md5));
+      const path = await this.fromHolders(url, expected, info.holders, hosts, (source) => catalog.writeTemp(url, source, expected));
       this.ctx.onReceived?.(info.size);
       return { path, fmt: info.fmt, release: () => unlink(path).catch(() => {}) };
     }
     let transfer = this.inFlight.get(url);
     if (!transfer) {
-      transfer = this.fromHolders(url, info.md5, info.holders, hosts, async (source) => {
-        const stored = await catalog.write(url, source, { expectedMd5: info.md5, declaredSize: info.size });
+      // A pre-CRC entry is checked against its md5 here, and registering the copy gives it its CRC.
+      transfer = this.fromHolders(url, expected, info.holders, hosts, async (source) => {
+        const stored = await catalog.write(url, source, { expected, declaredSize: info.size });
         await registry.register(url, this.ctx.nodeName, { ...stored, fmt: info.fmt });
         this.ctx.onReceived?.(stored.size);
       }).finally(() => this.inFlight.delete(url));
@@ -72,14 +75,14 @@ export class DataMover {
 
   private async fromHolders<T>(
     url: string,
-    md5: string,
+    expected: Checksum,
     holders: string[],
     hosts: HostInfo[],
     store: (source: Readable) => Promise<T>,
   ): Promise<T> {
     const urls = new Map(hosts.map((h) => [h.name, h.url]));
     const candidates = holders.filter((h) => h !== this.ctx.nodeName && urls.has(h));
-    if (!candidates.length) throw new NotFound(`data ${JSON.stringify(url)} (md5 ${md5}) is held by no live host`);
+    if (!candidates.length) throw new NotFound(`data ${JSON.stringify(url)} (${describeChecksum(expected)}) is held by no live host`);
     // Spread the readers over the holders.
     const start = Math.floor(Math.random() * candidates.length);
     const failures: string[] = [];

@@ -1,3 +1,5 @@
+import { crcHeader } from '../data/checksum.js';
+import { CorruptData } from '../data/catalog.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolve, sep } from 'node:path';
 import Koa, { type Context, type Next } from 'koa';
@@ -21,6 +23,8 @@ import type { JobService } from '../jobs/service.js';
 /** What the routes need from the node: one function per piece of work. */
 export interface AppContext {
   calls: CallService;
+  /** The node's log. */
+  log(message: string): void;
   jobs: { catalog: JobCatalog; service: JobService };
   data: DataService;
   runDirect(call: WireCall, stop: StopSwitch, caller?: string): Promise<DirectCallResult>;
@@ -225,7 +229,7 @@ function dataUrlOf(path: string): string {
 }
 
 /** `PUT|GET|DELETE /api/v1/data/<url>` and `POST /api/v1/data/<url>/replicate`: streamed, not parsed. */
-function dataRoutes(data: DataService, moved: AppContext['dataMoved']) {
+function dataRoutes(data: DataService, moved: AppContext['dataMoved'], log: AppContext['log']) {
   return async (ctx: Context, next: Next): Promise<void> => {
     if (!ctx.path.startsWith(dataPrefix) || (ctx.method === 'POST' && ctx.path === `${dataPrefix}info`)) return next();
     if (ctx.method === 'PUT') {
@@ -245,6 +249,8 @@ function dataRoutes(data: DataService, moved: AppContext['dataMoved']) {
       } else {
         ctx.status = 200;
         ctx.length = read.size;
+        // Readers check what they got against it; the node itself never sends the whole of a copy that fails it.
+        if (read.checksum && 'crc32' in read.checksum) ctx.set(crcHeader, read.checksum.crc32);
       }
       if (ctx.method === 'HEAD') return;
       // The body is written straight to the socket, from buffers the send reuses.
@@ -252,7 +258,10 @@ function dataRoutes(data: DataService, moved: AppContext['dataMoved']) {
       ctx.res.flushHeaders();
       await read.send(ctx.res).then(
         () => moved('out', ctx.length ?? 0),
-        (error: Error) => ctx.res.destroy(error),
+        (error: Error) => {
+          if (error instanceof CorruptData) log(error.message);
+          ctx.res.destroy(error);
+        },
       );
     } else if (ctx.method === 'DELETE') {
       reply(ctx, await data.remove(dataUrlOf(ctx.path)));
@@ -325,7 +334,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
       await next();
     });
   }
-  koa.use(dataRoutes(app.data, app.dataMoved));
+  koa.use(dataRoutes(app.data, app.dataMoved, app.log));
   koa.use(jobRoutes({ ...app.jobs, hostUrl: app.hostUrl, ownToken: opts.ownToken, body, clientGone: (ctx) => clientGone(ctx.res), caller: (ctx) => ctx.state.caller as string | undefined, version: app.version, bearer: opts.gate.closed }));
   koa.use(router.routes());
   koa.use(router.allowedMethods({ throw: false }));

@@ -1,7 +1,7 @@
 #!/usr/bin/env -S MALLOC_ARENA_MAX=1 KS_NODE_MALLOC=1 node --max-semi-space-size=2
 // The #! line keeps a node's memory small while it moves gigabytes: a 2 MB young generation
 // (V8's default grows to 16 MB, kept afterwards) and one malloc arena (glibc otherwise makes
-// one per thread that allocates: md5 thread, libuv pool). It costs a few % of calls/s.
+// one per thread that allocates: libuv pool). It costs a few % of calls/s.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { config } from '../config.js';
 import { resolve } from 'node:path';

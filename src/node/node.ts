@@ -417,6 +417,7 @@ export class KsNode {
     };
     const jobService = new JobService({ catalog, admission, runHere, calls, log });
     const routes: AppContext = {
+      log,
       calls,
       data,
       jobs: { catalog, service: jobService },
