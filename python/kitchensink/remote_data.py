@@ -98,11 +98,15 @@ class RemoteData:
             return bytes(self._obj)
         raise TypeError("fmt 'raw' needs bytes")
 
-    def save(self, url: Optional[str] = None, prefix: str = "") -> "RemoteData":
-        """Stores the data on this node under `url` (default: `prefix` + a random name)."""
+    def save(self, url: Optional[str] = None, prefix: str = "", memory: Optional[bool] = None) -> "RemoteData":
+        """Stores the data on this node under `url` (default: `prefix` + a random name).
+
+        `memory=True` keeps it in the node's memory tier: not fsynced, lost when the node stops.
+        """
         if self.data_url:
             return self
         url = url or f"{prefix}{uuid.uuid4().hex}"
+        query = f"?fmt={self.fmt}" + ("" if memory is None else f"&memory={int(bool(memory))}")
         node = urllib.parse.urlsplit(os.environ["KS_NODE_LOCAL_URL"])
         path = node.path.rstrip("/") + "/api/v1/data/" + "/".join(urllib.parse.quote(s, safe="") for s in url.split("/"))
         headers = {"content-type": "application/octet-stream"}
@@ -113,10 +117,10 @@ class RemoteData:
             if self._path:
                 headers["content-length"] = str(os.path.getsize(self._path))
                 with open(self._path, "rb") as body:
-                    connection.request("PUT", f"{path}?fmt={self.fmt}", body=body, headers=headers)
+                    connection.request("PUT", path + query, body=body, headers=headers)
                     answer = connection.getresponse()
             else:
-                connection.request("PUT", f"{path}?fmt={self.fmt}", body=self._serialize(), headers=headers)
+                connection.request("PUT", path + query, body=self._serialize(), headers=headers)
                 answer = connection.getresponse()
             text = answer.read().decode("utf-8", "replace")
         finally:

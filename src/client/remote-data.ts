@@ -43,6 +43,12 @@ export interface SaveOptions {
   prefix?: string;
   /** Store it on this host; default the node the client talks to. */
   host?: string;
+  /**
+   * Keep it in the host's memory tier (tmpfs): not fsynced before the save is acknowledged,
+   * and lost when that node stops or restarts. Default: the host's own tier (disk, unless it
+   * was started with `--memory-datadir`).
+   */
+  memory?: boolean;
 }
 
 let resolveClient: () => Client = () => {
@@ -102,7 +108,7 @@ export class RemoteData {
     if (this.dataUrl) return this;
     const url = opts.url ?? `${opts.prefix ?? ''}${randomBytes(16).toString('hex')}`;
     const base = opts.host ? await this.client.hostUrl(opts.host) : this.client.url;
-    const target = dataRoute(base, url, `?fmt=${this.fmt}`);
+    const target = dataRoute(base, url, `?fmt=${this.fmt}${opts.memory === undefined ? '' : `&memory=${opts.memory ? 1 : 0}`}`);
     const headers: Record<string, string> = { ...this.client.http.authHeader(), 'content-type': 'application/octet-stream' };
     if (this.path) headers['content-length'] = String((await stat(this.path)).size);
     // A file streams from disk; never the whole of it in memory.

@@ -1,6 +1,7 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { link, mkdir, open, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
@@ -111,33 +112,96 @@ class FileSink extends Writable {
   }
 }
 
+/** Where files of one tier live: the disk tier is fsynced before a save is acknowledged, the memory tier is not. */
+interface Tier {
+  root: string;
+  tmpDir: string;
+  durable: boolean;
+}
+
+/** tmpfs's `f_type`, as statfs reports it. */
+const tmpfsMagic = 0x01021994;
+
+export interface CatalogOptions {
+  minFreeDiskBytes: number;
+  /** `--memory-datadir`: every save goes to the memory tier there. */
+  memoryDatadir?: string;
+}
+
 /**
- * Files under `<datadir>/data/<url>`. Writes stream to a temporary file (size and CRC-32 computed
- * on the way), are fsynced, then linked into place, which fails if the url exists: no silent
- * overwrite, and an interrupted write leaves nothing behind.
+ * Files under `<datadir>/data/<url>` (the disk tier) or `<memory dir>/data/<url>` (the memory
+ * tier: `--memory-datadir`, else a folder of this node in /dev/shm). Writes stream to a
+ * temporary file of their tier (size and CRC-32 computed on the way), are fsynced on the disk
+ * tier, then linked into place, which fails if the url exists: no silent overwrite, and an
+ * interrupted write leaves nothing behind. The memory tier is emptied when the node starts
+ * and stops: its data is lost with its node, by design.
  */
 export class Catalog {
   readonly root: string;
-  private readonly tmpDir: string;
+  private readonly disk: Tier;
+  private readonly memory?: Tier;
+  /** Urls this node holds in the memory tier. */
+  private readonly inMemory = new Set<string>();
+  private readonly minFreeDiskBytes: number;
 
 
   constructor(
     datadir: string,
-    private readonly minFreeDiskBytes: number,
+    private readonly opts: CatalogOptions,
   ) {
-    this.root = join(datadir, 'data');
-    this.tmpDir = join(datadir, '.tmp');
+    this.minFreeDiskBytes = opts.minFreeDiskBytes;
+    this.disk = { root: join(datadir, 'data'), tmpDir: join(datadir, '.tmp'), durable: true };
+    this.root = this.disk.root;
+    const memoryDir = opts.memoryDatadir ?? (existsSync('/dev/shm') ? join('/dev/shm', `kitchensink-${createHash('sha1').update(resolve(datadir)).digest('hex').slice(0, 12)}`) : undefined);
+    if (memoryDir) this.memory = { root: join(memoryDir, 'data'), tmpDir: join(memoryDir, '.tmp'), durable: false };
   }
 
-  async init(): Promise<void> {
-    await mkdir(this.root, { recursive: true });
+  /** Prepares both tiers; resolves to a warning to log, if there is one. */
+  async init(): Promise<string | undefined> {
+    await mkdir(this.disk.root, { recursive: true });
     // Leftovers of writes a crash interrupted.
-    await rm(this.tmpDir, { recursive: true, force: true });
-    await mkdir(this.tmpDir, { recursive: true });
+    await rm(this.disk.tmpDir, { recursive: true, force: true });
+    await mkdir(this.disk.tmpDir, { recursive: true });
+    // What the memory tier held before this start is gone by design, whatever is left of it.
+    await this.emptyMemory();
+    if (this.opts.memoryDatadir) {
+      await this.memoryReady();
+      if ((await statfs(this.opts.memoryDatadir)).type !== tmpfsMagic) {
+        return `--memory-datadir ${this.opts.memoryDatadir} is not a tmpfs: its data is not fsynced, yet it is written to a disk`;
+      }
+    }
+    return undefined;
+  }
+
+  /** Makes the memory tier's folders, on its first save (a node that never uses it leaves nothing in /dev/shm). */
+  private async memoryReady(): Promise<void> {
+    await mkdir(this.memory!.root, { recursive: true });
+    await mkdir(this.memory!.tmpDir, { recursive: true });
+  }
+
+  /** True when the url's copy here is in the memory tier. */
+  inMemoryTier(url: string): boolean {
+    return this.inMemory.has(url);
   }
 
   path(url: string): string {
-    return join(this.root, validateDataUrl(url));
+    return join(this.inMemory.has(url) ? this.memory!.root : this.disk.root, validateDataUrl(url));
+  }
+
+  /** The tier a save goes to: memory when asked (or on a --memory-datadir node), else disk. */
+  private tierFor(memory?: boolean): Tier {
+    if (!(memory ?? this.opts.memoryDatadir !== undefined)) return this.disk;
+    if (!this.memory) throw new InsufficientStorage('this host has no /dev/shm for the memory tier: start its node with --memory-datadir DIR on a tmpfs');
+    return this.memory;
+  }
+
+  /** Deletes the memory tier's data; its folder in /dev/shm too, unless `--memory-datadir` named it. */
+  private async emptyMemory(): Promise<void> {
+    if (!this.memory) return;
+    this.inMemory.clear();
+    await rm(this.memory.root, { recursive: true, force: true });
+    await rm(this.memory.tmpDir, { recursive: true, force: true });
+    if (!this.opts.memoryDatadir) await rm(dirname(this.memory.root), { recursive: true, force: true });
   }
 
   async has(url: string): Promise<boolean> {
@@ -156,12 +220,16 @@ export class Catalog {
     return found.size;
   }
 
-  /** Refuses new data when free disk is under `--min-free-disk` (or would be, given `incomingBytes`). */
-  async checkFreeDisk(incomingBytes = 0): Promise<void> {
-    const fs = await statfs(this.root);
+  /**
+   * Refuses new data when free disk is under `--min-free-disk` (or would be, given
+   * `incomingBytes`); in the memory tier, when it has not room for `incomingBytes`.
+   */
+  async checkFreeDisk(incomingBytes = 0, tier: Tier = this.disk): Promise<void> {
+    const fs = await statfs(tier.root);
     const free = fs.bavail * fs.bsize;
-    if (free - incomingBytes < this.minFreeDiskBytes) {
-      throw new InsufficientStorage(`only ${free} bytes free on this host, and --min-free-disk is ${this.minFreeDiskBytes}`);
+    const reserve = tier.durable ? this.minFreeDiskBytes : 0;
+    if (free - incomingBytes < reserve) {
+      throw new InsufficientStorage(tier.durable ? `only ${free} bytes free on this host, and --min-free-disk is ${this.minFreeDiskBytes}` : `only ${free} bytes free in this host's memory tier (${dirname(tier.root)}), ${incomingBytes} needed`);
     }
   }
 
@@ -169,16 +237,22 @@ export class Catalog {
    * Streams `source` into a new file at `url`. With `expected`, a mismatch discards it.
    * Never overwrites: an existing url is a Conflict.
    */
-  async write(url: string, source: Readable, opts: { expected?: Checksum; declaredSize?: number } = {}): Promise<StoredFile> {
-    const target = this.path(url);
+  async write(url: string, source: Readable, opts: { expected?: Checksum; declaredSize?: number; memory?: boolean } = {}): Promise<StoredFile> {
+    validateDataUrl(url);
+    const tier = this.tierFor(opts.memory);
     if (await this.has(url)) throw new Conflict(`data ${JSON.stringify(url)} exists; delete it first`);
-    await this.checkFreeDisk(opts.declaredSize ?? 0);
-    const tmp = this.tempPath();
+    if (!tier.durable) await this.memoryReady();
+    await this.checkFreeDisk(opts.declaredSize ?? 0, tier);
+    const target = join(tier.root, url);
+    const tmp = this.tempPath(tier);
     try {
-      const { size, crc32 } = await this.receive(url, source, tmp, opts.expected);
+      const { size, crc32 } = await this.receive(url, source, tmp, opts.expected, tier.durable);
       try {
+        // The other tier must not hold the url either (a save racing this one).
+        if (await this.has(url)) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
         await mkdir(dirname(target), { recursive: true });
         await link(tmp, target);
+        if (!tier.durable) this.inMemory.add(url);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         // EEXIST: the url, or a folder of that name ('a' when 'a/b' exists); ENOTDIR: 'a/b' when 'a' is data.
@@ -196,7 +270,7 @@ export class Catalog {
    * host holds another host's data for the length of one call. The caller deletes it.
    */
   async writeTemp(url: string, source: Readable, expected: Checksum): Promise<string> {
-    const tmp = this.tempPath();
+    const tmp = this.tempPath(this.disk);
     try {
       await this.receive(url, source, tmp, expected);
       return tmp;
@@ -207,12 +281,15 @@ export class Catalog {
   }
 
   /** Streams into `tmp`, checksumming on the way, fsyncs, and checks the checksum when one is expected. */
-  private async receive(url: string, source: Readable, tmp: string, expected?: Checksum): Promise<StoredFile> {
+  private async receive(url: string, source: Readable, tmp: string, expected?: Checksum, durable = true): Promise<StoredFile> {
     const file = await open(tmp, 'wx');
     const sink = new FileSink(file, new StreamChecksum(expected));
     try {
       await pipeline(source, sink);
-      await sink.sync();
+      if (durable) await sink.sync();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOSPC') throw new InsufficientStorage(`no space left for data ${JSON.stringify(url)} on this host${durable ? '' : "'s memory tier"}`);
+      throw error;
     } finally {
       await sink.backgroundSync;
       await file.close();
@@ -269,6 +346,7 @@ export class Catalog {
   async delete(url: string): Promise<boolean> {
     try {
       await unlink(this.path(url));
+      this.inMemory.delete(url);
       return true;
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
@@ -277,9 +355,12 @@ export class Catalog {
     }
   }
 
-  async close(): Promise<void> {}
+  /** Empties the memory tier: its data goes with the node. */
+  async close(): Promise<void> {
+    await this.emptyMemory();
+  }
 
-  private tempPath(): string {
-    return join(this.tmpDir, `${randomBytes(8).toString('hex')}.part`);
+  private tempPath(tier: Tier): string {
+    return join(tier.tmpDir, `${randomBytes(8).toString('hex')}.part`);
   }
 }

@@ -49,18 +49,18 @@ export class DataService {
   constructor(private readonly ctx: DataServiceContext) {}
 
   /** Stores an upload under `url` and registers this host's copy. */
-  async put(url: string, source: Readable, fmt: string, declaredSize?: number): Promise<{ url: string; size: number; crc32: string; fmt: string }> {
+  async put(url: string, source: Readable, fmt: string, declaredSize?: number, memory?: boolean): Promise<{ url: string; size: number; crc32: string; fmt: string; tier: 'memory' | 'disk' }> {
     validateDataUrl(url);
     if (!(dataFormats as readonly string[]).includes(fmt)) throw new BadRequest(`fmt must be one of ${dataFormats.join(', ')}`);
     if (this.ctx.readOnly) throw new Forbidden('this node was started with --read-only: it stores no data');
-    const stored = await this.ctx.catalog.write(url, source, { declaredSize });
+    const stored = await this.ctx.catalog.write(url, source, { declaredSize, memory });
     try {
       await this.ctx.registry.register(url, this.ctx.nodeName, { ...stored, fmt });
     } catch (error) {
       await this.ctx.catalog.delete(url);
       throw error;
     }
-    return { url, ...stored, fmt };
+    return { url, ...stored, fmt, tier: this.ctx.catalog.inMemoryTier(url) ? 'memory' : 'disk' };
   }
 
   /** Opens this host's copy, whole or a byte range of it. */
@@ -69,7 +69,8 @@ export class DataService {
     const range = rangeHeader ? parseRange(rangeHeader, size) : undefined;
     const { start, end } = range ?? { start: 0, end: size - 1 };
     const entry = (await this.ctx.registry.info([url], new Set()))[url];
-    const checksum = entry && checksumOf(entry);
+    if (!entry) throw new NotFound(`data ${JSON.stringify(url)} is on this host but not in the registry: it is not served`);
+    const checksum = checksumOf(entry);
     return { size, range, checksum, send: (destination) => this.ctx.catalog.send(url, start, end, destination, range ? undefined : checksum) };
   }
 

@@ -235,7 +235,8 @@ function dataRoutes(data: DataService, moved: AppContext['dataMoved'], log: AppC
     if (ctx.method === 'PUT') {
       const fmt = typeof ctx.query.fmt === 'string' ? ctx.query.fmt : 'raw';
       const declared = Number(ctx.get('content-length')) || undefined;
-      const stored = await data.put(dataUrlOf(ctx.path), ctx.req, fmt, declared);
+      const memory = ctx.query.memory === undefined ? undefined : ['1', 'true'].includes(String(ctx.query.memory));
+      const stored = await data.put(dataUrlOf(ctx.path), ctx.req, fmt, declared, memory);
       moved('in', stored.size);
       reply(ctx, stored, 201);
     } else if (ctx.method === 'GET' || ctx.method === 'HEAD') {

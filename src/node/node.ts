@@ -25,6 +25,7 @@ import { Admission } from '../jobs/admission.js';
 import { JobCatalog } from '../jobs/catalog.js';
 import { JobService } from '../jobs/service.js';
 import { Catalog } from '../data/catalog.js';
+import { reconcileData, reconciledReport } from '../data/reconcile.js';
 import { DataRegistry } from '../data/registry.js';
 import { DataService } from '../data/service.js';
 import { DataMover } from '../data/transfer.js';
@@ -55,6 +56,8 @@ export interface NodeOptions {
   scaleUpAfterMs: number;
   /** Retire an interpreter idle this long (s), down to `minWorkers`. */
   retireIdleS: number;
+  /** `--memory-datadir`: every save of this node goes to the memory tier there (a tmpfs), not fsynced, lost when the node stops. */
+  memoryDatadir?: string;
   /** Other Pythons (`--env NAME=PYTHON`), each with interpreters of its own serving `env.NAME`. */
   environments: PythonEnvironment[];
   /** Do not start a Redis when none answers. */
@@ -105,6 +108,7 @@ export class KsNode {
   private connections: Redis[] = [];
   /** The node's own interpreters (`--python`). */
   private pool?: ExecutorPool;
+  private catalog?: Catalog;
   /** Every Python's interpreters: the node's own first, then each `--env`. */
   private interpreters: Interpreters[] = [];
   /** The queue workers, one per Python, and which one reserved an interpreter for a call to start here. */
@@ -146,8 +150,10 @@ export class KsNode {
       log(`no Redis answers at ${o.redisConnection}: starting redis-server`);
       this.redisServer = await startRedisServer(o.redisConnection, join(o.datadir, '.redis'));
     }
-    const catalog = new Catalog(o.datadir, o.minFreeDiskBytes);
-    await catalog.init();
+    const catalog = new Catalog(o.datadir, { minFreeDiskBytes: o.minFreeDiskBytes, memoryDatadir: o.memoryDatadir });
+    const warning = await catalog.init();
+    if (warning) log(`WARNING: ${warning}`);
+    this.catalog = catalog;
     const keys = new Keys(o.keyPrefix);
     const redis = this.connect({ connectionName: 'ks-cmd' });
     const claims = new ClaimLock(redis, keys, {
@@ -215,6 +221,7 @@ export class KsNode {
     this.queues = new QueueCache(redis, keys.prefix);
     const liveHosts = () => registry.liveHosts();
     const dataRegistry = new DataRegistry(redis, keys);
+    for (const line of reconciledReport(await reconcileData(redis, keys, dataRegistry, catalog, this.name))) log(line);
     const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: ownToken, liveHosts, log, onReceived: (bytes) => metrics.moved('in', bytes) });
     const data = new DataService({ catalog, registry: dataRegistry, mover, nodeName: this.name, readOnly: o.readOnly, liveHosts });
     this.calls = new CallService(
@@ -297,6 +304,7 @@ export class KsNode {
       await this.queues?.close();
     });
     await quietly('stopping the interpreters', () => Promise.all(this.interpreters.map((i) => i.pool.close())));
+    await quietly('emptying the memory tier', () => this.catalog?.close());
     for (const connection of this.connections) connection.disconnect();
     if (this.redisServer?.pid) {
       const exited = new Promise((r) => this.redisServer!.once('exit', r));
