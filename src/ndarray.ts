@@ -134,3 +134,44 @@ export function ndarrayFromWire(dtype: string, shape: number[], bytes: Uint8Arra
   const length = Math.floor(source.byteLength / Class.BYTES_PER_ELEMENT);
   return new NDArray(dtype, shape, new Class(source.buffer, source.byteOffset, length));
 }
+
+/**
+ * The header of numpy's `.npy` format (version 1.0) for a C-ordered array: magic, version,
+ * header length, then the header dict padded so the data starts at a multiple of 64 bytes.
+ * `fmt: 'ndarray'` data is this header and the elements, so Python maps it with `np.load(...,
+ * mmap_mode='r')` and reads it without a copy.
+ */
+export function npyHeader(dtype: string, shape: number[]): Buffer {
+  const dims = shape.length === 1 ? `${shape[0]},` : shape.join(', ');
+  const dict = `{'descr': '${dtype}', 'fortran_order': False, 'shape': (${dims}), }`;
+  const unpadded = 10 + dict.length + 1;
+  const text = dict + ' '.repeat((64 - (unpadded % 64)) % 64) + '\n';
+  const header = Buffer.alloc(10 + text.length);
+  header.write('\x93NUMPY', 0, 'latin1');
+  header[6] = 1;
+  header[7] = 0;
+  header.writeUInt16LE(text.length, 8);
+  header.write(text, 10, 'latin1');
+  return header;
+}
+
+/**
+ * The NDArray that `.npy` bytes hold (version 1 or 2, C order, little-endian), its data a view
+ * of `bytes` when aligned.
+ * @throws TypeError when the bytes are not such an array
+ */
+export function fromNpy(bytes: Uint8Array): NDArray {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buffer.toString('latin1', 0, 6) !== '\x93NUMPY') throw new TypeError('not .npy data (no \\x93NUMPY magic)');
+  const major = buffer[6];
+  const headerLength = major === 1 ? buffer.readUInt16LE(8) : buffer.readUInt32LE(8);
+  const start = major === 1 ? 10 : 12;
+  const dict = buffer.toString('latin1', start, start + headerLength);
+  const descr = /'descr':\s*'([^']+)'/.exec(dict)?.[1];
+  const fortran = /'fortran_order':\s*(True|False)/.exec(dict)?.[1];
+  const dims = /'shape':\s*\(([^)]*)\)/.exec(dict)?.[1];
+  if (!descr || !fortran || dims === undefined) throw new TypeError(`a .npy header this reader does not understand: ${dict.trim()}`);
+  if (fortran === 'True') throw new TypeError('a Fortran-ordered .npy array: save it C-ordered (np.ascontiguousarray)');
+  const shape = dims.split(',').map((d) => d.trim()).filter(Boolean).map(Number);
+  return ndarrayFromWire(descr, shape, bytes.subarray(start + headerLength));
+}

@@ -155,7 +155,7 @@ export interface CallJobData {
 }
 
 /** How stored data is read back as an object: `RemoteData`'s `fmt`. */
-export const dataFormats = ['msgpack', 'json', 'pickle', 'raw'] as const;
+export const dataFormats = ['msgpack', 'json', 'pickle', 'raw', 'ndarray'] as const;
 export type DataFormat = (typeof dataFormats)[number];
 
 /** What `ks:hosts` holds for each host. */

@@ -1,3 +1,5 @@
+import { Readable } from 'node:stream';
+import { fromNpy, NDArray, ndarrayWire, npyHeader, type TypedArray } from '../ndarray.js';
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
@@ -75,6 +77,11 @@ export function decodeWith<T>(client: Client, bytes: Uint8Array): T {
  * argument, it arrives in Python as `kitchensink.RemoteData` with its file already local, and
  * the call is routed to the host that must copy the fewest bytes.
  */
+/** An NDArray, or a TypedArray that is not bytes: saved as `fmt: 'ndarray'`. */
+function isArray(value: unknown): value is NDArray | TypedArray {
+  return value instanceof NDArray || (ArrayBuffer.isView(value) && !(value instanceof Uint8Array) && !(value instanceof DataView));
+}
+
 export class RemoteData {
   dataUrl?: string;
   readonly fmt: DataFormat;
@@ -90,7 +97,7 @@ export class RemoteData {
     this.value = source.obj;
     this.bytes = source.raw;
     this.path = source.localPath;
-    this.fmt = source.fmt ?? (source.obj !== undefined ? 'msgpack' : 'raw');
+    this.fmt = source.fmt ?? (source.obj === undefined ? 'raw' : isArray(source.obj) ? 'ndarray' : 'msgpack');
     this.boundClient = source.client;
   }
 
@@ -111,15 +118,18 @@ export class RemoteData {
     const target = dataRoute(base, url, `?fmt=${this.fmt}${opts.memory === undefined ? '' : `&memory=${opts.memory ? 1 : 0}`}`);
     const headers: Record<string, string> = { ...this.client.http.authHeader(), 'content-type': 'application/octet-stream' };
     if (this.path) headers['content-length'] = String((await stat(this.path)).size);
-    // A file streams from disk; never the whole of it in memory.
-    const body = this.path ? createReadStream(this.path) : asBuffer(this.serialize());
+    // A file streams from disk; never the whole of it in memory. An array goes as its .npy
+    // header, then its elements from where they are.
+    const pieces = this.path ? [] : this.serialize();
+    if (pieces.length > 1) headers['content-length'] = String(pieces.reduce((sum, piece) => sum + piece.byteLength, 0));
+    const body = this.path ? createReadStream(this.path) : pieces.length > 1 ? Readable.from(pieces) : asBuffer(pieces[0]);
     const res = await got.put(target, { headers, body, retry: { limit: 0 }, throwHttpErrors: false });
     if (res.statusCode !== 201) throw answerError(res.statusCode, res.body, target);
     this.dataUrl = url;
     return this;
   }
 
-  /** The value: the one given, or the stored bytes decoded by `fmt` (msgpack, json, raw). */
+  /** The value: the one given, or the stored bytes decoded by `fmt` (msgpack, json, raw; ndarray as an NDArray). */
   async obj<T = unknown>(): Promise<T> {
     if (this.value !== undefined) return this.value as T;
     const info = await this.info();
@@ -127,6 +137,7 @@ export class RemoteData {
     if (info.fmt === 'msgpack') return decodeWith<T>(this.client, bytes);
     if (info.fmt === 'json') return JSON.parse(bytes.toString('utf8')) as T;
     if (info.fmt === 'raw') return bytes as T;
+    if (info.fmt === 'ndarray') return fromNpy(bytes) as T;
     throw new TypeError(`data ${this.dataUrl} is ${info.fmt}; read it in Python, or use raw()`);
   }
 
@@ -134,7 +145,7 @@ export class RemoteData {
   async raw(): Promise<Buffer> {
     if (this.bytes) return asBuffer(this.bytes);
     if (this.path && !this.dataUrl) return readFile(this.path);
-    if (this.value !== undefined && !this.dataUrl) return asBuffer(this.serialize());
+    if (this.value !== undefined && !this.dataUrl) return Buffer.concat(this.serialize());
     return this.client.http.download(await this.holderUrl());
   }
 
@@ -179,11 +190,16 @@ export class RemoteData {
     return `RemoteData(${this.dataUrl ?? 'unsaved'})`;
   }
 
-  private serialize(): Uint8Array {
-    if (this.bytes) return this.bytes;
-    if (this.fmt === 'msgpack') return encode(this.value);
-    if (this.fmt === 'json') return Buffer.from(JSON.stringify(this.value));
-    if (this.fmt === 'raw' && this.value instanceof Uint8Array) return this.value;
+  /** The bytes to store, as pieces written one after the other. */
+  private serialize(): Uint8Array[] {
+    if (this.bytes) return [this.bytes];
+    if (this.fmt === 'msgpack') return [encode(this.value)];
+    if (this.fmt === 'json') return [Buffer.from(JSON.stringify(this.value))];
+    if (this.fmt === 'raw' && this.value instanceof Uint8Array) return [this.value];
+    if (this.fmt === 'ndarray' && isArray(this.value)) {
+      const [dtype, shape, bytes] = ndarrayWire(this.value);
+      return [npyHeader(dtype, shape), bytes];
+    }
     throw new TypeError(`a TypeScript value cannot be saved as ${this.fmt}`);
   }
 

@@ -179,6 +179,11 @@ export class Catalog {
     await mkdir(this.memory!.tmpDir, { recursive: true });
   }
 
+  /** Where the memory tier keeps its files, if this host has one. */
+  get memoryRoot(): string | undefined {
+    return this.memory?.root;
+  }
+
   /** True when the url's copy here is in the memory tier. */
   inMemoryTier(url: string): boolean {
     return this.inMemory.has(url);

@@ -28,6 +28,8 @@ export interface TransferContext {
 export interface LocalData {
   path: string;
   fmt: string;
+  /** The registry's checksum (a pre-CRC entry's md5): Python keeps decoded objects by url and this. */
+  checksum: string;
   release(): Promise<void>;
 }
 
@@ -47,12 +49,13 @@ export class DataMover {
     const info = (await registry.info([url], new Set(hosts.map((h) => h.name))))[url];
     if (!info) throw new NotFound(`data ${JSON.stringify(url)} is not registered (never saved, or deleted)`);
     const done = async () => {};
-    if (await catalog.has(url)) return { path: catalog.path(url), fmt: info.fmt, release: done };
+    const checksum = info.crc32 ?? info.md5!;
+    if (await catalog.has(url)) return { path: catalog.path(url), fmt: info.fmt, checksum, release: done };
     const expected = checksumOf(info);
     if (this.ctx.readOnly) {
       const path = await this.fromHolders(url, expected, info.holders, hosts, (source) => catalog.writeTemp(url, source, expected));
       this.ctx.onReceived?.(info.size);
-      return { path, fmt: info.fmt, release: () => unlink(path).catch(() => {}) };
+      return { path, fmt: info.fmt, checksum, release: () => unlink(path).catch(() => {}) };
     }
     let transfer = this.inFlight.get(url);
     if (!transfer) {
@@ -65,7 +68,7 @@ export class DataMover {
       this.inFlight.set(url, transfer);
     }
     await transfer;
-    return { path: catalog.path(url), fmt: info.fmt, release: done };
+    return { path: catalog.path(url), fmt: info.fmt, checksum, release: done };
   }
 
   /** Copies a url here from a live holder (for `POST data/<url>/replicate` and `pipeline()`). */

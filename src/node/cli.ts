@@ -105,6 +105,7 @@ program
   .option('--max-output <bytes>', 'output kept per call before truncation', integer(1), config.maxOutputBytes)
   .option('--max-memory <mb>', 'restart an interpreter whose RSS passes this after a call', positive)
   .option('--memory-datadir <dir>', 'keep every save of this node in the memory tier there (a tmpfs): not fsynced, and gone when the node stops or restarts')
+  .option('--data-cache-mb <mb>', "what each interpreter keeps of the objects RemoteData.obj() decoded, for later calls on the same data (default: a quarter of the machine's memory divided by the most interpreters)", positive)
   .option('--min-free-disk <bytes>', 'refuse new data below this much free disk', integer(0), 1_000_000_000)
   .option('--insecure', 'allow binding a non-loopback address without --token', false)
   .option('--entrypoint <name=target>', 'serve a job: NAME=file.py[:Class], NAME=pkg.module:Class or NAME=pkg.module:function (repeatable)', collect, [])
@@ -133,6 +134,7 @@ program
       queues: flags.queue,
       modules: flags.module,
       python: flags.python,
+      dataCacheMb: flags.dataCacheMb,
       memoryDatadir: flags.memoryDatadir === undefined ? undefined : resolve(flags.memoryDatadir),
       environments: parseEnvironments(flags.env),
       readOnly: flags.readOnly,

@@ -2,7 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { hostname } from 'node:os';
+import { hostname, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
@@ -56,6 +56,8 @@ export interface NodeOptions {
   scaleUpAfterMs: number;
   /** Retire an interpreter idle this long (s), down to `minWorkers`. */
   retireIdleS: number;
+  /** `--data-cache-mb`: what each interpreter keeps of decoded `obj()` values (default: 25% of memory / interpreters). */
+  dataCacheMb?: number;
   /** `--memory-datadir`: every save of this node goes to the memory tier there (a tmpfs), not fsynced, lost when the node stops. */
   memoryDatadir?: string;
   /** Other Pythons (`--env NAME=PYTHON`), each with interpreters of its own serving `env.NAME`. */
@@ -174,6 +176,9 @@ export class KsNode {
     const metrics = this.createMetrics(admission);
     const persisted = new PersistedCalls(redis, keys);
     const env: Record<string, string> = { KS_NODE_NAME: this.name, KS_NODE_URL: this.url, KS_DATADIR: resolve(o.datadir) };
+    if (catalog.memoryRoot) env.KS_MEMORY_DATA = catalog.memoryRoot;
+    // Each interpreter keeps what obj() decoded within this; by default a quarter of the machine's memory shared by the most interpreters it may run.
+    env.KS_DATA_CACHE_MB = String(o.dataCacheMb ?? Math.floor(totalmem() / 4 / 1024 / 1024 / (o.maxWorkers * (1 + o.environments.length))));
     // Python saves RemoteData straight to the port this node listens on, not through a proxy
     // that --node-url may name; the data route needs the token.
     env.KS_NODE_LOCAL_URL = `http://${connectableAddress(o.host)}:${port}`;

@@ -12,7 +12,7 @@ export const sentinel = Buffer.from('\x00\x1eKS-END\x1e\x00', 'latin1');
 export type OutputStream = 'stdout' | 'stderr';
 
 /** For each data url of a call: the local file and its format, as Python's RemoteData reads them. */
-export type CallData = Record<string, [path: string, fmt: string]>;
+export type CallData = Record<string, [path: string, fmt: string, checksum: string]>;
 
 /**
  * Tells a run, or a long-poll, to stop: what an AbortController does, for a fraction of its

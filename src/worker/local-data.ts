@@ -18,7 +18,7 @@ export async function withLocalData(source: DataSource, urls: string[], run: (da
       try {
         const local = await source.ensureLocal(url);
         held.push(local);
-        data[url] = [local.path, local.fmt];
+        data[url] = [local.path, local.fmt, local.checksum];
       } catch (error) {
         return { ok: false, failure: { kind: 'rejected', message: `cannot make data ${JSON.stringify(url)} local: ${(error as Error).message}` } };
       }
