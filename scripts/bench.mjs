@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
-import { Client, py, dr, du, ndarray } from '../dist/index.js';
+import { Client, py, dr, du, dobj, ndarray } from '../dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const asJson = process.argv.includes('--json');
@@ -205,6 +205,24 @@ const back = await du(data.dataUrl, { client }).raw(); // a pointer, so the byte
 const downloadMbPerS = 256 / ((performance.now() - t0) / 1000);
 if (!back.equals(blob)) throw new Error('w4 download differs');
 say(`w4 ${out.w4_mb_per_s.toFixed(0)} MB/s (save + call), download ${downloadMbPerS.toFixed(0)} MB/s, node RSS ${rssBefore.toFixed(0)} MB before, ${out.w4_node_rss_peak_mb.toFixed(0)} MB at peak`);
+// w4n: a 256 MB float64 array saved from TypeScript as fmt 'ndarray' in the memory tier, then
+// one call summing it on its holder (Python maps the file: no copy). Ray's figure of the same
+// name puts the array in its object store and sums it in a task.
+await data.delete();
+await new Promise((r) => setTimeout(r, 500));
+const ones256 = new Float64Array(32 * 1024 * 1024).fill(1);
+let peakN = 0;
+const samplerN = setInterval(() => (peakN = Math.max(peakN, rssMb())), 10);
+t0 = performance.now();
+const onesData = await dobj(ones256, { client }).save({ memory: true });
+const onesSum = await client.call(py`def total(d): return float(d.obj().sum())`, [onesData]);
+out.w4n_mb_per_s = 256 / ((performance.now() - t0) / 1000);
+clearInterval(samplerN);
+out.w4n_node_rss_peak_mb = Math.max(peakN, rssMb());
+if (onesSum !== ones256.length) throw new Error(`w4n summed ${onesSum}`);
+await onesData.delete();
+say(`w4n ${out.w4n_mb_per_s.toFixed(0)} MB/s (ndarray saved to the memory tier + summed), node RSS peak ${out.w4n_node_rss_peak_mb.toFixed(0)} MB`);
+
 // w6 ndarray: a 64 MB float64 array returned from Python and read in TypeScript, then sent
 // back, each a direct call (best of 3); beside it raw() bytes of the same size saved and read
 // back (the goal: the array at least as fast as the bytes).
