@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { Client, dr, du, py, RemoteData } from '../src/index.js';
-import { rawRequest, repoRoot, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { rawRequest, repoRoot, runCli, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 const crcOf = (bytes: Buffer) => crc32(bytes).toString(16).padStart(8, '0');
 
@@ -69,6 +69,33 @@ describe('the memory tier, and a starting node reconciling the registry with wha
     const handCopied = await rawRequest(keeper.url, 'GET', '/api/v1/data/by-hand/copied.bin');
     assert.equal(handCopied.status, 404);
     assert.match(JSON.stringify(handCopied.json), /not in the registry: it is not served/);
+  });
+
+  it('registers files copied in by hand with ks register, then serves and routes to them; other bytes under a known url are refused', async function () {
+    const registered = await runCli(['register', '--datadir', datadir, '--node-name', 'keeper', 'by-hand/*', '--redis-connection', redis.url]);
+    assert.equal(registered.code, 0, registered.stderr);
+    assert.match(registered.stdout, /registered: by-hand\/copied\.bin \(10 bytes, crc32 [0-9a-f]{8}, raw\)/);
+    assert.match(registered.stdout, /1 registered, 0 already known \(holder added\), 0 refused/);
+    assert.equal((await du('by-hand/copied.bin', { client }).raw()).toString(), 'rsynced in');
+    // A call on it, sent through another node, runs where the file is.
+    const elsewhere = new Client(ramOnly.url);
+    try {
+      const ranOn = await elsewhere.call(py`
+        import os
+        def f(d): return [os.environ["KS_NODE_NAME"], open(d.local_path()).read()]`, [du('by-hand/copied.bin', { client: elsewhere })]);
+      assert.deepEqual(ranOn, ['keeper', 'rsynced in']);
+    } finally {
+      elsewhere.close();
+    }
+    // The same url with other bytes on another node's disk: refused, never overwritten.
+    mkdirSync(join(ramOnly.datadir, 'data', 'by-hand'), { recursive: true });
+    writeFileSync(join(ramOnly.datadir, 'data', 'by-hand', 'copied.bin'), 'other bytes');
+    const refused = await runCli(['register', '--datadir', ramOnly.datadir, '--node-name', 'ramonly', '--redis-connection', redis.url]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stdout, /refused: by-hand\/copied\.bin: data "by-hand\/copied\.bin" is registered with crc32 [0-9a-f]{8}, this copy has [0-9a-f]{8}/);
+    assert.deepEqual((await client.dataInfo(['by-hand/copied.bin']))['by-hand/copied.bin'].holders, ['keeper']);
+    const missing = await runCli(['register', '--datadir', '/nonexistent', '--node-name', 'keeper', '--redis-connection', redis.url]);
+    assert.match(missing.stderr, /\/nonexistent\/data does not exist: is \/nonexistent a node's --datadir\?/);
   });
 
   it('warns when --memory-datadir is not a tmpfs', async function () {

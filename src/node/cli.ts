@@ -12,6 +12,7 @@ import { redisConnectionForms } from './redis-connection.js';
 import { parseTokens } from './tokens.js';
 import { parseEnvironments } from './interpreters.js';
 import { readHosts } from './registry.js';
+import { registerFiles } from '../data/register-files.js';
 
 // The malloc setting is read at start; the interpreters and redis-server this node starts keep their own.
 if (process.env.KS_NODE_MALLOC === '1') {
@@ -199,6 +200,31 @@ program
     } catch (error) {
       fail(`cannot read ${flags.redisConnection}: ${(error as Error).message}`);
       process.exitCode = 1;
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+program
+  .command('register')
+  .description("register files copied into a node's datadir by hand (rsync, cp) as that node's data")
+  .requiredOption('--datadir <dir>', 'the --datadir of the node that holds the files (they are under DIR/data/)')
+  .requiredOption('--node-name <name>', 'that node, as `ks status` names it')
+  .argument('[glob]', 'urls to register (* within a folder, ** across folders)', '**')
+  .option('--fmt <fmt>', 'the format of new urls (default: by extension: .npy ndarray, .json, .msgpack, .pkl pickle, else raw)')
+  .option('--redis-connection <url>', redisConnectionForms, config.redisUrl)
+  .addOption(new Option('--key-prefix <prefix>', 'prefix of Redis keys').default(config.keyPrefix).hideHelp())
+  .action(async (glob: string, flags) => {
+    const silent = await whyRedisIsSilent(flags.redisConnection);
+    if (silent) return fail(`no Redis answers at ${flags.redisConnection}: ${silent}`);
+    const redis = connectRedis(flags.redisConnection, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+    redis.on('error', () => {});
+    try {
+      const { registered, already, refused } = await registerFiles(redis, new Keys(flags.keyPrefix), { datadir: resolve(flags.datadir), node: flags.nodeName, glob, fmt: flags.fmt, say: (line) => console.log(line) });
+      console.log(`${registered.length} registered, ${already.length} already known (holder added), ${refused.length} refused`);
+      if (refused.length) process.exitCode = 1;
+    } catch (error) {
+      fail((error as Error).message);
     } finally {
       redis.disconnect();
     }
