@@ -90,6 +90,15 @@ describe('zero-copy reads in Python, ndarray data, and the obj() cache', functio
     // Another url is another object.
     const other = await dobj({ rows: [1, 2, 3] }, { client }).save();
     assert.equal(Math.min(...(await counts(client, other))), 1);
+    // The same url with other bytes (deleted, saved again) is decoded afresh.
+    const url = small.dataUrl!;
+    await small.delete();
+    const again = await dobj({ rows: [4] }, { client }).save({ url });
+    const fresh = await client.call<[number, number[]]>(py`
+      def f(d):
+          o = d.obj()
+          return [o.get("calls", 0), o["rows"]]`, [again], {}, { async: false });
+    assert.deepEqual(fresh, [0, [4]]);
   });
 
   it('keeps nothing bigger than --data-cache-mb', async function () {
