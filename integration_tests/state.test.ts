@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, NodeRequestError, RemoteError, type AllOutcome } from '../src/index.js';
-import { Capture, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, repoRoot, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('interpreter state: eval, exec and scripts in a persistent namespace', function () {
   let redis: TestRedis;
@@ -226,6 +226,19 @@ describe('persisted ALL calls, replayed on every interpreter that starts later',
     nodes.push(await startNode(redis.url, 'late', ['--num-workers', '1']));
     const [outcome] = await everywhere('setup', { host: 'late' });
     assert.ok(!outcome.ok && outcome.error.pythonType === 'NameError');
+  });
+
+  it("replays a job queue's persisted calls on a node that loads the job, from its first interpreters", async function () {
+    const modelJob = `model=${join(repoRoot, 'integration_tests', 'jobs', 'model', 'model.py')}`;
+    nodes.push(await startNode(redis.url, 'jobkeeper', ['--entrypoint', modelJob, '--num-workers', '1']));
+    await client.call({ exec: 'tuned = 5' }, [], {}, { on: 'all', persist: true, queue: 'job.model' });
+    nodes.push(await startNode(redis.url, 'jobjoiner', ['--entrypoint', modelJob, '--num-workers', '1']));
+    const seen = await client.call<AllOutcome<number>[]>({ eval: 'tuned' }, [], {}, { on: 'all', queue: 'job.model' });
+    assert.deepEqual(seen.map((o) => [o.host, o.ok && o.value]).sort(), [
+      ['jobjoiner', 5],
+      ['jobkeeper', 5],
+    ]);
+    for (const { id, queue } of await client.persisted()) if (queue === 'job.model') await client.forget(id);
   });
 
   it('refuses persist without on: all', async function () {

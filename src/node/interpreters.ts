@@ -7,6 +7,7 @@ import { replayPersisted } from './replay.js';
 import type { NodeMetrics } from './metrics.js';
 import { Autoscaler } from '../worker/autoscaler.js';
 import { ExecutorPool } from '../worker/pool.js';
+import type { JobDescription } from '../types.js';
 
 /** `--env NAME=PYTHON`: interpreters of another Python, serving the queue `env.NAME`. */
 export interface PythonEnvironment {
@@ -49,8 +50,8 @@ export interface InterpretersOptions {
   retireIdleS: number;
   maxRequests: number;
   maxMemoryMb?: number;
-  /** The queues whose persisted ALL calls a fresh interpreter replays (read when it starts). */
-  replayQueues: () => string[];
+  /** The queues whose persisted ALL calls a fresh interpreter replays, given the jobs it loaded. */
+  replayQueues: (jobs: Record<string, JobDescription>) => string[];
   persisted: PersistedCalls;
   metrics: NodeMetrics;
   log(message: string): void;
@@ -72,7 +73,7 @@ export async function startInterpreters(o: InterpretersOptions): Promise<Interpr
       o.metrics.restarted(kind);
       o.log(`${label(slot)}: ${reason}; starting a fresh interpreter`);
     },
-    prepare: (run) => replayPersisted(o.persisted, o.replayQueues(), run, o.log),
+    prepare: (run, jobs) => replayPersisted(o.persisted, o.replayQueues(jobs), run, o.log),
   });
   try {
     await pool.start();

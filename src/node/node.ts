@@ -187,7 +187,7 @@ export class KsNode {
     if (ownToken) env.KS_NODE_TOKEN = ownToken;
     const started = { pythonPath: [join(packageRoot, 'python')], vars: env, modules: o.modules, persisted, metrics, log };
     const limits = { numWorkers: o.numWorkers, minWorkers: o.minWorkers, maxWorkers: o.maxWorkers, scaleUpAfterMs: o.scaleUpAfterMs, retireIdleS: o.retireIdleS, maxRequests: o.maxRequests, maxMemoryMb: o.maxMemoryMb };
-    const own = await startInterpreters({ ...started, ...limits, env: '', python: o.python, entrypoints: o.entrypoints, replayQueues: () => (this.queueNames.length ? this.queueNames : [defaultQueue, ...o.queues]) });
+    const own = await startInterpreters({ ...started, ...limits, env: '', python: o.python, entrypoints: o.entrypoints, replayQueues: (jobs) => [...new Set([defaultQueue, ...o.queues, ...Object.keys(jobs).map(jobQueue)])] });
     this.interpreters = [own];
     this.pool = own.pool;
     try {

@@ -19,7 +19,7 @@ export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
    * ALL calls there); rejects when that failed. The interpreter is then replaced and prepared
    * again later, and takes no call meanwhile.
    */
-  prepare?: (run: (request: RunRequest) => Promise<RunOutcome>) => Promise<void>;
+  prepare?: (run: (request: RunRequest) => Promise<RunOutcome>, jobs: Record<string, JobDescription>) => Promise<void>;
 }
 
 /** Why an interpreter was replaced: killed for a timeout or a cancellation, died, or recycled. */
@@ -90,7 +90,7 @@ export class ExecutorPool {
     if (!this.opts.prepare) return true;
     const executor = this.executors[slot]!;
     try {
-      await this.opts.prepare((request) => executor.run(request));
+      await this.opts.prepare((request) => executor.run(request), executor.jobs);
       // Replays are not the interpreter's calls: --max-requests counts from here.
       executor.calls = 0;
       this.failedPrepares.delete(slot);
