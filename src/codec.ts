@@ -23,18 +23,19 @@ export const remoteDataExtType = 1;
 export const ndarrayExtType = 2;
 
 /**
- * Reads an ext 2 payload `[dtype, shape, bytes]` by hand: msgpackr's unpack called inside an
- * extension saves its state by copying the whole message being read (0.7 s for 64 MB here).
- */
-/**
  * Bytes sent as one msgpack bin without being copied into the packed message: `encodePieces`
  * leaves them as they are, to be written after the bytes before them.
  */
 export class Spliced {
   readonly byteLength: number;
   constructor(readonly pieces: Uint8Array[]) {
-    this.byteLength = pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
+    this.byteLength = byteLengthOf(pieces);
   }
+}
+
+/** How many bytes the pieces hold together (a Content-Length, a frame's length). */
+export function byteLengthOf(pieces: readonly Uint8Array[]): number {
+  return pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
 }
 
 /** Bytes this long or longer are spliced rather than copied (`spliceable`, big arrays). */
@@ -123,6 +124,10 @@ function splicedNdarray([dtype, shape, bytes]: [string, number[], Uint8Array]): 
   return placeholder(Buffer.concat([extHeader, headBytes]), [bytes]);
 }
 
+/**
+ * Reads an ext 2 payload `[dtype, shape, bytes]` by hand: msgpackr's unpack called inside an
+ * extension saves its state by copying the whole message being read (0.7 s for 64 MB here).
+ */
 function unpackNdarray(payload: Uint8Array): NDArray {
   const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
   let at = 0;

@@ -8,7 +8,7 @@ is written there (print, os.write, C extensions, subprocesses) to the running ca
                     raw frame of its own, read into one buffer without copies.
                     fn: "mod:func", [source, name], {job, endpoint}, {eval, keep},
                     {exec, returns, keep} or {script, returns, keep};
-                    data: {url: [local path, fmt]} of the call's RemoteData arguments
+                    data: {url: [local path, fmt, checksum]} of the call's RemoteData arguments
                     ["exit"]
   executor -> node: ["ready", pid, {job name: description}, {environment, prefix, executable, version}]
                     | ["fatal", message]

@@ -15,6 +15,8 @@ import uuid
 from collections import OrderedDict
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from . import arrays
+
 FORMATS = ("msgpack", "json", "pickle", "raw", "ndarray")
 
 # url -> (local path, fmt, checksum) of the running call's RemoteData arguments; set by the executor.
@@ -27,7 +29,7 @@ _decoded: "OrderedDict[Tuple[str, str], Tuple[Any, int]]" = OrderedDict()
 
 def set_call_data(data: Dict[str, Any]) -> None:
     _call_data.clear()
-    _call_data.update({url: (entry[0], entry[1], entry[2] if len(entry) > 2 else "") for url, entry in data.items()})
+    _call_data.update({url: (path, fmt, checksum) for url, (path, fmt, checksum) in data.items()})
 
 
 def _cache_budget() -> int:
@@ -61,7 +63,7 @@ class RemoteData:
         self._obj = obj
         self._raw = raw
         self._path = local_path
-        self.fmt = fmt or ("raw" if obj is None else "ndarray" if type(obj).__module__ == "numpy" and hasattr(obj, "dtype") and hasattr(obj, "shape") else "msgpack")
+        self.fmt = fmt or ("raw" if obj is None else "ndarray" if arrays.is_numpy(obj) and hasattr(obj, "shape") else "msgpack")
         if self.fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {', '.join(FORMATS)}")
         if data_url is None and obj is None and raw is None and local_path is None:

@@ -8,7 +8,7 @@ import { crcHeader, crcHex } from '../data/checksum.js';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { config } from '../config.js';
-import { decode, encodePieces } from '../codec.js';
+import { byteLengthOf, decode, encodePieces } from '../codec.js';
 import { answerError, NodeRequestError } from '../errors.js';
 import { answerFailure, socketGet, type SocketAnswer } from '../socket-get.js';
 import { bearerHeader } from '../keys.js';
@@ -59,7 +59,7 @@ export class NodeHttp {
     const headers: Record<string, string | number> = { accept: msgpackType };
     if (pieces.length) {
       headers['content-type'] = msgpackType;
-      headers['content-length'] = pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
+      headers['content-length'] = byteLengthOf(pieces);
     }
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
     const target = nodeRoute(this.url, path);

@@ -6,7 +6,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import got from 'got';
-import { decode, encode, registerRemoteDataClass } from '../codec.js';
+import { byteLengthOf, decode, encode, registerRemoteDataClass } from '../codec.js';
 import { answerError, NodeRequestError } from '../errors.js';
 import { dataRoute, sameNode } from '../node-url.js';
 import type { DataFormat, HostInfo } from '../types.js';
@@ -121,7 +121,7 @@ export class RemoteData {
     // A file streams from disk; never the whole of it in memory. An array goes as its .npy
     // header, then its elements from where they are.
     const pieces = this.path ? [] : this.serialize();
-    if (pieces.length > 1) headers['content-length'] = String(pieces.reduce((sum, piece) => sum + piece.byteLength, 0));
+    if (pieces.length > 1) headers['content-length'] = String(byteLengthOf(pieces));
     const body = this.path ? createReadStream(this.path) : pieces.length > 1 ? Readable.from(pieces) : asBuffer(pieces[0]);
     const res = await got.put(target, { headers, body, retry: { limit: 0 }, throwHttpErrors: false });
     if (res.statusCode !== 201) throw answerError(res.statusCode, res.body, target);

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { link, mkdir, open, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -27,6 +27,12 @@ export function validateDataUrl(url: unknown): string {
     if (!segment || segment === '.' || segment === '..') throw new BadRequest(`data url ${JSON.stringify(url)} has an empty, '.' or '..' segment`);
   }
   return url;
+}
+
+/** The urls of the files under a data root (`<datadir>/data`), `/`-separated. */
+export async function urlsUnder(root: string): Promise<string[]> {
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath ?? e.path, e.name).slice(root.length + 1));
 }
 
 /** A copy whose bytes fail the registry's checksum. */

@@ -1,7 +1,6 @@
-import { readdir } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../keys.js';
-import type { Catalog } from './catalog.js';
+import { urlsUnder, type Catalog } from './catalog.js';
 import type { DataRegistry } from './registry.js';
 
 export interface Reconciled {
@@ -39,8 +38,7 @@ export async function reconcileData(redis: Redis, keys: Keys, registry: DataRegi
       if ((await registry.unregister(url, nodeName)) === 0) lost.push(url);
     }
   } while (cursor !== '0');
-  const files = (await readdir(catalog.root, { recursive: true, withFileTypes: true })).filter((f) => f.isFile());
-  const urls = files.map((f) => `${f.parentPath ?? f.path}/${f.name}`.slice(catalog.root.length + 1));
+  const urls = await urlsUnder(catalog.root);
   let unregistered = 0;
   for (let k = 0; k < urls.length; k += 1000) {
     const pipe = redis.pipeline();

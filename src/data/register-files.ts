@@ -1,10 +1,9 @@
 import { createReadStream } from 'node:fs';
-import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../keys.js';
 import { dataFormats } from '../types.js';
-import { validateDataUrl } from './catalog.js';
+import { urlsUnder, validateDataUrl } from './catalog.js';
 import { StreamChecksum } from './checksum.js';
 import { DataRegistry } from './registry.js';
 
@@ -34,15 +33,11 @@ export interface RegisterResult {
 export async function registerFiles(redis: Redis, keys: Keys, opts: { datadir: string; node: string; glob: string; fmt?: string; say(line: string): void }): Promise<RegisterResult> {
   if (opts.fmt !== undefined && !(dataFormats as readonly string[]).includes(opts.fmt)) throw new Error(`--fmt must be one of ${dataFormats.join(', ')}`);
   const root = join(opts.datadir, 'data');
-  const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch((error: NodeJS.ErrnoException) => {
+  const files = await urlsUnder(root).catch((error: NodeJS.ErrnoException) => {
     throw new Error(error.code === 'ENOENT' ? `${root} does not exist: is ${opts.datadir} a node's --datadir?` : error.message);
   });
   const pattern = globPattern(opts.glob);
-  const urls = entries
-    .filter((e) => e.isFile())
-    .map((e) => join(e.parentPath ?? e.path, e.name).slice(root.length + 1))
-    .filter((url) => pattern.test(url))
-    .sort();
+  const urls = files.filter((url) => pattern.test(url)).sort();
   const registry = new DataRegistry(redis, keys);
   const known = await registry.info(urls, new Set());
   const result: RegisterResult = { registered: [], already: [], refused: [] };

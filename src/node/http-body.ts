@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'koa';
 import { Readable } from 'node:stream';
-import { decode, encodePieces, jsonSafe } from '../codec.js';
+import { byteLengthOf, decode, encodePieces, jsonSafe } from '../codec.js';
 import { BadRequest, PayloadTooLarge, UnsupportedMediaType } from '../errors.js';
 
 export const msgpackType = 'application/msgpack';
@@ -71,7 +71,7 @@ export function answerAfterBody(
   req.on('end', () => {
     void answer(body.bytes()).then(({ status, body, headers }) => {
       const pieces = typeof body === 'string' ? [Buffer.from(body)] : body;
-      res.writeHead(status, { ...headers, 'content-type': contentType, 'content-length': pieces.reduce((sum, piece) => sum + piece.byteLength, 0) });
+      res.writeHead(status, { ...headers, 'content-type': contentType, 'content-length': byteLengthOf(pieces) });
       res.cork();
       for (const piece of pieces) res.write(piece);
       res.end();
@@ -86,7 +86,7 @@ export function answerAfterBody(
  * chunks are kept and joined at the end.
  */
 class BodyBuffer {
-  private readonly buffer?: Buffer;
+  private buffer?: Buffer;
   private size = 0;
   private readonly chunks: Buffer[] = [];
 
@@ -95,15 +95,18 @@ class BodyBuffer {
   }
 
   add(chunk: Buffer): void {
-    if (this.buffer && this.size + chunk.length <= this.buffer.length) chunk.copy(this.buffer, this.size);
+    if (this.buffer && this.size + chunk.length > this.buffer.length) {
+      // More than declared: what came so far becomes the first chunk.
+      this.chunks.push(this.buffer.subarray(0, this.size));
+      this.buffer = undefined;
+    }
+    if (this.buffer) chunk.copy(this.buffer, this.size);
     else this.chunks.push(chunk);
     this.size += chunk.length;
   }
 
   bytes(): Buffer {
-    if (!this.buffer) return Buffer.concat(this.chunks);
-    if (this.chunks.length) return Buffer.concat([this.buffer.subarray(0, this.size - this.chunks.reduce((n, c) => n + c.length, 0)), ...this.chunks]);
-    return this.buffer.subarray(0, this.size);
+    return this.buffer ? this.buffer.subarray(0, this.size) : Buffer.concat(this.chunks);
   }
 }
 
@@ -120,7 +123,7 @@ export function reply(ctx: Context, body: unknown, status = 200): void {
     const pieces = encodePieces(body);
     // Big values (a direct call's array) go out from where they are, not copied into one buffer.
     ctx.body = pieces.length === 1 ? pieces[0] : Readable.from(pieces);
-    ctx.length = pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
+    ctx.length = byteLengthOf(pieces);
   } else {
     ctx.type = 'application/json';
     ctx.body = JSON.stringify(jsonSafe(body));

@@ -257,7 +257,7 @@ export class KsNode {
       const worker = new CallWorker(
         { redis, claims, connection: { ...redisOptions(o.redisConnection), connectionName: 'ks-worker' }, subscriber, keys, nodeName: this.name, pool, data: mover, log, metrics },
         {
-          queues: served.flatMap((q) => [queueName(q, this.name), q]),
+          queues: this.bullQueues(served),
           concurrency: o.maxWorkers,
           claimRefreshMs: config.claimRefreshMs,
           timeoutS: o.timeoutS,
@@ -340,9 +340,13 @@ export class KsNode {
     return undefined;
   }
 
-  /** Every BullMQ queue this node takes calls from: each served queue anywhere and pinned here. */
+  /** Every BullMQ queue this node takes calls from. */
   private servedQueues(): string[] {
-    const queues = [...this.queueNames, ...this.opts.environments.map((e) => envQueue(e.name))];
+    return this.bullQueues([...this.queueNames, ...this.opts.environments.map((e) => envQueue(e.name))]);
+  }
+
+  /** The BullMQ queues of served queues: each pinned to this node, and anywhere. */
+  private bullQueues(queues: string[]): string[] {
     return queues.flatMap((q) => [queueName(q, this.name), q]);
   }
 
