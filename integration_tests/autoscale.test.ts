@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Client, type AllOutcome } from '../src/index.js';
-import { Capture, runCli, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, runCli, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 interface Info {
   workers: number;
@@ -23,9 +23,7 @@ describe('autoscaling: --min-workers, --max-workers', function () {
   });
 
   after(async function () {
-    client?.close();
-    await node?.stop();
-    await redis?.stop();
+    await stopCluster(redis, [node], client);
   });
 
   const info = async () => (await (await fetch(`${node.url}/info`)).json()) as Info;

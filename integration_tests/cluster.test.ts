@@ -5,7 +5,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Client, py, RemoteError, NodeRequestError } from '../src/index.js';
 import { encode } from '../src/codec.js';
-import { Capture, rawRequest, runCli, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, rawRequest, runCli, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('cluster: three nodes, one worker each', function () {
   let redis: TestRedis;
@@ -27,9 +27,7 @@ describe('cluster: three nodes, one worker each', function () {
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes, client);
     rmSync(scratch, { recursive: true, force: true });
   });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { Client, dr, du, py, RemoteError, NodeRequestError } from '../src/index.js';
-import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, rawRequest, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('cancellation, token and --no-code', function () {
   let redis: TestRedis;
@@ -15,9 +15,7 @@ describe('cancellation, token and --no-code', function () {
     client = new Client(node.url, { output: new Capture() });
   });
   after(async function () {
-    client?.close();
-    await node?.stop();
-    await redis?.stop();
+    await stopCluster(redis, [node], client);
   });
 
   it('cancel(id) stops a running call and ends it cancelled; the node serves again', async function () {

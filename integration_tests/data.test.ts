@@ -6,7 +6,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, py, RemoteData, RemoteError, NodeRequestError, dobj, dr, dp, du } from '../src/index.js';
-import { Capture, exactPathRequest, rawRequest, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+import { Capture, exactPathRequest, rawRequest, startNode, startRedis, stopCluster, type TestNode, type TestRedis } from './harness.js';
 
 const hostOf = py`
   import os, time
@@ -35,9 +35,7 @@ describe('remote data on three nodes', function () {
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes, client);
     rmSync(scratch, { recursive: true, force: true });
   });
 

@@ -4,7 +4,7 @@ import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, ndarray, py, RemoteError, type AllOutcome } from '../src/index.js';
-import { startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+import { startNode, startRedis, stopCluster, type TestNode, type TestRedis } from './harness.js';
 
 interface EnvironmentInfo {
   name: string;
@@ -45,9 +45,7 @@ describe('environments: --env NAME=PYTHON and opts.env', function () {
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all([node, plain].filter(Boolean).map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, [node, plain], client);
     rmSync(root, { recursive: true, force: true });
   });
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Client, dr, NodeRequestError, py, RemoteError } from '../src/index.js';
 import { parseTaskId } from '../src/keys.js';
 import { dataPath } from '../src/node-url.js';
-import { Capture, rawRequest, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, rawRequest, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 /** The host whose claim holds a task, once one does. */
 function runningOn(redis: TestRedis, taskId: string): Promise<string> {
@@ -49,9 +49,7 @@ describe('dead nodes', function () {
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes, client);
   });
 
   it('re-runs the call of a node killed mid-call on another node', async function () {
@@ -238,8 +236,7 @@ describe('a call started at once on its node', function () {
   });
 
   after(async function () {
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes);
   });
 
   it('runs again on another node when its node is killed mid-call', async function () {
@@ -271,8 +268,7 @@ describe('a call claimed early on a node that stops', function () {
   });
 
   after(async function () {
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes);
   });
 
   it('runs on another node once the stopping node gives up on it', async function () {
@@ -314,8 +310,7 @@ describe('a long call started at once, and its copy on the same node', function 
   });
 
   after(async function () {
-    await node?.stop();
-    await redis?.stop();
+    await stopCluster(redis, [node]);
   });
 
   it('keeps refreshing the claim after the copy looked at it', async function () {

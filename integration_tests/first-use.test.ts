@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, dobj, py, RemoteData } from '../src/index.js';
-import { Capture, exactPathRequest, freePort, rawRequest, runCli, startNodeWith, startRedis, type TestNode, type TestRedis } from './harness.js';
+import { Capture, exactPathRequest, freePort, rawRequest, runCli, startNodeWith, startRedis, stopCluster, type TestNode, type TestRedis } from './harness.js';
 
 const whereAndSum = py`
   import os
@@ -69,9 +69,7 @@ describe("first use: three nodes started as kitchensink's README starts them", f
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes, client);
   });
 
   it('listens on the port of --node-url and registers that url', async function () {

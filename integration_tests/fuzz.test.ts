@@ -3,7 +3,7 @@ import { request } from 'node:http';
 import { Client } from '../src/index.js';
 import { decode, encode } from '../src/codec.js';
 import { join } from 'node:path';
-import { Capture, repoRoot, startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+import { Capture, repoRoot, startNode, startRedis, stopCluster, type TestNode, type TestRedis } from './harness.js';
 
 const modelJob = `model=${join(repoRoot, 'integration_tests', 'jobs', 'model', 'model.py')}`;
 
@@ -66,8 +66,7 @@ describe('fuzzing every route', function () {
     node = await startNode(redis.url, 'fuzzed', ['--max-request-size', '200000', '--timeout', '1', '--entrypoint', modelJob, '--entrypoint', 'mul=kstest_jobs:multiply']);
   });
   after(async function () {
-    await node?.stop();
-    await redis?.stop();
+    await stopCluster(redis, [node]);
   });
 
   it('answers malformed, oversized and wrongly typed input with 4xx only', async function () {

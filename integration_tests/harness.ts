@@ -152,6 +152,13 @@ export async function startNodeWith(name: string, args: string[], env: Record<st
   };
 }
 
+/** What a suite's after hook does: closes its client, stops its nodes (those that started), then its Redis. */
+export async function stopCluster(redis: TestRedis | undefined, nodes: (TestNode | undefined)[], client?: { close(): void }): Promise<void> {
+  client?.close();
+  await Promise.all(nodes.filter((n): n is TestNode => n !== undefined).map((n) => n.stop()));
+  await redis?.stop();
+}
+
 /** A writable that keeps what it receives, for a client's `output`. */
 export class Capture extends Writable {
   text = '';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { Client, RemoteError } from '../src/index.js';
-import { Capture, exactPathRequest, rawRequest, repoRoot, runCli, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, exactPathRequest, rawRequest, repoRoot, runCli, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 const modelJob = `model=${join(repoRoot, 'integration_tests', 'jobs', 'model', 'model.py')}`;
 
@@ -37,9 +37,7 @@ describe('jobs: Python entrypoints served over HTTP', function () {
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all([withJob, withoutJob, functionJob].filter(Boolean).map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, [withJob, withoutJob, functionJob], client);
   });
 
   it('lists every job of the cluster with its endpoints, parameters, docs, example and hosts', async function () {
@@ -243,8 +241,7 @@ describe('admission limits', function () {
     node = await startNode(redis.url, 'limited', ['--entrypoint', modelJob, '--num-workers', '2', '--max-concurrency', '1', '--max-concurrency-queue', '1']);
   });
   after(async function () {
-    await node?.stop();
-    await redis?.stop();
+    await stopCluster(redis, [node]);
   });
 
   it('runs one at a time, queues one, and answers 429 with Retry-After to the rest', async function () {
@@ -342,8 +339,7 @@ describe('jobs: named tokens, a public path, OpenAPI and Swagger UI', function (
     ]);
   });
   after(async function () {
-    await node?.stop();
-    await redis?.stop();
+    await stopCluster(redis, [node]);
   });
 
   const call = (path: string, token?: string) =>

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { Client, dr, du, py, RemoteData } from '../src/index.js';
-import { rawRequest, repoRoot, runCli, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { rawRequest, repoRoot, runCli, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 const crcOf = (bytes: Buffer) => crc32(bytes).toString(16).padStart(8, '0');
 
@@ -27,9 +27,7 @@ describe('the memory tier, and a starting node reconciling the registry with wha
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all([keeper, ramOnly].filter(Boolean).map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, [keeper, ramOnly], client);
     rmSync(datadir, { recursive: true, force: true });
     rmSync(memoryDir, { recursive: true, force: true });
   });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Client, NDArray, ndarray, py, RemoteError, type DataFrame, type Series } from '../src/index.js';
-import { startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+import { startNode, startRedis, stopCluster, type TestNode, type TestRedis } from './harness.js';
 
 /** Each numeric dtype: what Python makes of `np.arange(6).reshape(2, 3)`, and what TypeScript reads. */
 const dtypes: [dtype: string, numpy: string, Class: new (n: number) => ArrayLike<unknown>, elements: unknown[]][] = [
@@ -36,9 +36,7 @@ describe('numpy arrays and pandas frames between Python and TypeScript', functio
   });
 
   after(async function () {
-    client?.close();
-    await node?.stop();
-    await redis?.stop();
+    await stopCluster(redis, [node], client);
   });
 
   it('returns every numeric dtype as an NDArray whose data is the right TypedArray', async function () {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Client, py, RemoteError } from '../src/index.js';
-import { Capture, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 function rssMb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
@@ -31,9 +31,7 @@ describe('bounded resources and Redis restarts', function () {
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes, client);
   });
 
   beforeEach(() => {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, NodeRequestError, RemoteError, type AllOutcome } from '../src/index.js';
-import { Capture, repoRoot, startNode, startRedis, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, repoRoot, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('interpreter state: eval, exec and scripts in a persistent namespace', function () {
   let redis: TestRedis;
@@ -27,9 +27,7 @@ describe('interpreter state: eval, exec and scripts in a persistent namespace', 
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all([node, noCode].filter(Boolean).map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, [node, noCode], client);
     rmSync(scripts, { recursive: true, force: true });
   });
 
@@ -135,9 +133,7 @@ describe("calls on ALL interpreters (on: 'all')", function () {
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes, client);
   });
 
   it('runs once on every interpreter of every node and answers one outcome each, so state is set everywhere', async function () {
@@ -178,9 +174,7 @@ describe('persisted ALL calls, replayed on every interpreter that starts later',
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, nodes, client);
   });
 
   const everywhere = <T>(expression: string, opts = {}) => client.call<AllOutcome<T>[]>({ eval: expression }, [], {}, { on: 'all', ...opts });
@@ -263,9 +257,7 @@ describe('soft SLAs: the caller moves on, the straggler is still delivered', fun
   });
 
   after(async function () {
-    client?.close();
-    await node?.stop();
-    await redis?.stop();
+    await stopCluster(redis, [node], client);
   });
 
   const slow = { exec: 'import time\ntime.sleep(delay)\nprint("late but here")\nanswer = 42', returns: ['answer'] };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Client, dobj, dr, du, NDArray, py, RemoteError, type AllOutcome } from '../src/index.js';
-import { startNode, startRedis, type TestNode, type TestRedis } from './harness.js';
+import { startNode, startRedis, stopCluster, type TestNode, type TestRedis } from './harness.js';
 
 describe('zero-copy reads in Python, ndarray data, and the obj() cache', function () {
   let redis: TestRedis;
@@ -15,9 +15,7 @@ describe('zero-copy reads in Python, ndarray data, and the obj() cache', functio
   });
 
   after(async function () {
-    client?.close();
-    await Promise.all([node, tight].filter(Boolean).map((n) => n.stop()));
-    await redis?.stop();
+    await stopCluster(redis, [node, tight], client);
   });
 
   it('saves a TypedArray as .npy (fmt ndarray) that Python maps read-only and TypeScript reads back', async function () {
