@@ -41,6 +41,14 @@ export class Keys {
   get cancelChannel(): string {
     return `${this.prefix}:cancel`;
   }
+  /** The dashboard's feed: a tick from each node each second, while somebody watches (capped). */
+  get dashboard(): string {
+    return `${this.prefix}:dashboard`;
+  }
+  /** Exists while some node has dashboard viewers; nodes publish ticks only then. */
+  get dashboardWatched(): string {
+    return `${this.prefix}:dashboard:watched`;
+  }
   data(url: string): string {
     return `${this.prefix}:data:${url}`;
   }

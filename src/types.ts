@@ -115,6 +115,10 @@ export interface WireEvent {
   i: number;
   h?: string;
   d?: Uint8Array;
+  /** On a call's end: its profile field (`profileField()`). */
+  p?: string;
+  /** When Redis recorded a start or an end, ms since the epoch. */
+  at?: number;
 }
 
 /** Why a call failed; the payload of `error`, `timeout`, `cancelled` and `lost` events. */
@@ -214,4 +218,14 @@ export interface JobDescription {
   statics: { path: string; file: string; mimetype: string }[];
   /** It has a `metrics()` method. */
   metrics: boolean;
+}
+
+/** How metrics and the dashboard name a call's function: `module:function`, `job:<name><endpoint>`, `eval`, `exec`, `script[:<path>]`, or `py:<name>` for source. */
+export function functionLabel(fn: FnSpec): string {
+  if (typeof fn === 'string') return fn;
+  if (isJobSpec(fn)) return `job:${fn.job}${fn.endpoint ?? '/perform'}`;
+  if ('eval' in fn) return 'eval';
+  if ('exec' in fn) return 'exec';
+  if ('script' in fn) return 'path' in fn.script ? `script:${fn.script.path}` : 'script';
+  return `py:${fn.name || 'source'}`;
 }

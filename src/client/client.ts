@@ -11,6 +11,7 @@ import { NodeHttp } from './http.js';
 import { Progress } from './progress.js';
 import { Stragglers, type Straggler } from './stragglers.js';
 import { toFnSpec } from './py.js';
+import { readProfile, type CallProfile } from '../profile.js';
 
 export interface ClientOptions {
   /** Bearer token of nodes started with `--token`. */
@@ -24,7 +25,18 @@ export interface ClientOptions {
 export interface BrOptions {
   /** Resolve to every outcome instead of rejecting on the first failure (cancels nothing). */
   collect?: boolean;
+  /** Also answer where each call's time went (`{results, profiles}`). */
+  profile?: boolean;
 }
+
+/** `br({profile: true})`'s answer: the results as `br()` gives them, and each call's profile. */
+export interface Profiled<R> {
+  results: R[];
+  profiles: CallProfile[];
+}
+
+/** One call's outcome as `asCompleted()` yields it: its position among the calls awaited, and its task id. */
+export type Completed<T = unknown> = Outcome<T> & { index: number; taskId: string; profile: CallProfile };
 
 /** An ALL call recorded with `persist: true`, as `persisted()` lists it. */
 export interface PersistedCallInfo {
@@ -44,19 +56,23 @@ export type Outcome<T = unknown> = { ok: true; value: T } | { ok: false; error: 
 interface Batch {
   batchId: string;
   taskIds: string[];
-  /** When the client sent it, and each call's SLA in ms: a call still running then is reported late. */
+  /** When the client sent it (profiles' totals), and each call's SLA in ms: a call still running then is reported late. */
   sentAt?: number;
   slaMs?: (number | undefined)[];
 }
 
-/** Notes when a batch was sent and its calls' SLAs, for `waitFor`. */
 /** A call as the client sends it: a big payload as pieces written where they are. */
 type OutgoingCall = WireCall<Uint8Array | Spliced>;
 
+/** Notes when a batch was sent and its calls' SLAs, for `waitFor`. */
 function withSlas<B extends Batch>(batch: B, calls: OutgoingCall[], sentAt: number): B {
-  if (calls.some((c) => c.opts?.sla)) Object.assign(batch, { sentAt, slaMs: calls.map((c) => (c.opts?.sla ? c.opts.sla * 1000 : undefined)) });
+  batch.sentAt = sentAt;
+  if (calls.some((c) => c.opts?.sla)) batch.slaMs = calls.map((c) => (c.opts?.sla ? c.opts.sla * 1000 : undefined));
   return batch;
 }
+
+/** Told of each call of a batch as it ends (and not again when a late call's real end comes). */
+type OnEnd<T> = (index: number, outcome: Outcome<T>, profile: CallProfile) => void;
 
 interface PendingCall {
   fn: FnSpec;
@@ -162,14 +178,66 @@ export class Client {
    * arrives, and resolves to their results in call order. On the first failure it cancels the
    * rest and rejects with that `RemoteError`; with `{collect: true}` it resolves to every outcome.
    */
-  async br<T = unknown>(opts: { collect: true }): Promise<Outcome<T>[]>;
-  async br<T = unknown>(opts?: BrOptions): Promise<T[]>;
-  async br<T = unknown>(opts: BrOptions = {}): Promise<T[] | Outcome<T>[]> {
+  async br<T = unknown>(opts: { collect: true; profile: true }): Promise<Profiled<Outcome<T>>>;
+  async br<T = unknown>(opts: { collect?: false; profile: true }): Promise<Profiled<T>>;
+  async br<T = unknown>(opts: { collect: true; profile?: false }): Promise<Outcome<T>[]>;
+  async br<T = unknown>(opts?: { collect?: false; profile?: false }): Promise<T[]>;
+  async br<T = unknown>(opts: BrOptions = {}): Promise<T[] | Outcome<T>[] | Profiled<T | Outcome<T>>> {
+    if (opts === null || typeof opts !== 'object') throw new TypeError('br(opts): opts must be an object such as {collect: true}');
     const batches = this.unread;
     this.unread = [];
     const all: (T | Outcome<T>)[] = [];
-    for (const batch of batches) all.push(...(await this.waitFor<T>(batch, opts.collect ?? false)));
-    return all as T[] | Outcome<T>[];
+    const profiles: CallProfile[] = [];
+    for (const batch of batches) {
+      const offset = profiles.length;
+      all.push(...(await this.waitFor<T>(batch, opts.collect ?? false, undefined, (index, _outcome, profile) => (profiles[offset + index] = profile))));
+      profiles.length = all.length;
+    }
+    return opts.profile ? { results: all, profiles } : (all as T[] | Outcome<T>[]);
+  }
+
+  /**
+   * The calls sent by `execute()` since the last `br()`, each as soon as it ends (Dask's
+   * `as_completed`, Ray's `wait`): its outcome, its position among them, its task id and
+   * profile. A failure is yielded like any outcome and cancels nothing. Break out of the loop
+   * to stop waiting; the calls run on.
+   */
+  async *asCompleted<T = unknown>(): AsyncGenerator<Completed<T>> {
+    const batches = this.unread;
+    this.unread = [];
+    const ready: Completed<T>[] = [];
+    let wake: (() => void) | undefined;
+    let failure: { error: unknown } | undefined;
+    let abandoned = false;
+    let offset = 0;
+    const reading = batches.map((batch) => {
+      const first = offset;
+      offset += batch.taskIds.length;
+      return this.waitFor<T>(batch, true, undefined, (index, outcome, profile) => {
+        // The loop was left: stop reading at the next end (thrown out of waitFor, caught below).
+        if (abandoned) throw new Error('asCompleted() was left');
+        ready.push({ ...outcome, index: first + index, taskId: batch.taskIds[index], profile });
+        wake?.();
+      }).catch((error: unknown) => {
+        failure ??= { error };
+        wake?.();
+      });
+    });
+    try {
+      for (let yielded = 0; yielded < offset; ) {
+        if (!ready.length) {
+          if (failure) throw failure.error;
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          continue;
+        }
+        yield ready.shift()!;
+        yielded += 1;
+      }
+      await Promise.all(reading);
+    } finally {
+      abandoned = true;
+    }
   }
 
   /**
@@ -353,7 +421,7 @@ export class Client {
   }
 
   /** Long-polls a batch's events until every call has ended, starting with `first` if given. */
-  private async waitFor<T>(batch: Batch, collect: boolean, first?: ResultsPage): Promise<(T | Outcome<T>)[]> {
+  private async waitFor<T>(batch: Batch, collect: boolean, first?: ResultsPage, onEnd?: OnEnd<T>): Promise<(T | Outcome<T>)[]> {
     const total = batch.taskIds.length;
     const outcomes: (Outcome<T> | undefined)[] = new Array(total);
     const progress = new Progress(total);
@@ -380,10 +448,12 @@ export class Client {
             this.deliverLate(batch.batchId, event, late);
             continue;
           }
-          const outcome = toOutcome<T>(this, event, taskIdOf(batch.batchId, event.i));
+          const taskId = taskIdOf(batch.batchId, event.i);
+          const outcome = toOutcome<T>(this, event, taskId);
           outcomes[event.i] = outcome;
           ended += 1;
           progress.advance();
+          onEnd?.(event.i, outcome, readProfile(taskId, event.h, event.p, Date.now() - batch.sentAt!));
           if (!outcome.ok && !collect) {
             await this.cancelBatch(batch.batchId).catch(() => 0);
             throw outcome.error;
@@ -398,6 +468,7 @@ export class Client {
           this.late.expect(taskId);
           ended += 1;
           progress.advance();
+          onEnd?.(i, outcomes[i]!, readProfile(taskId, undefined, undefined, Date.now() - batch.sentAt!));
           if (!collect) {
             // The calls still running, but for those past their SLA, are cancelled, as a failure does.
             const others = batch.taskIds.filter((_, k) => !outcomes[k]);

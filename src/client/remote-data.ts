@@ -23,6 +23,8 @@ export interface DataInfo {
   md5?: string;
   fmt: DataFormat;
   holders: string[];
+  /** The holders that keep it in their memory tier (the others keep it on disk). */
+  tiers?: Record<string, 'memory'>;
 }
 
 export interface RemoteDataSource {

@@ -42,6 +42,8 @@ export interface StoredFile {
   size: number;
   /** CRC-32, 8 hex digits. */
   crc32: string;
+  /** The memory tier (not fsynced) or the disk. */
+  tier: 'memory' | 'disk';
 }
 
 /**
@@ -270,7 +272,7 @@ export class Catalog {
         if (code === 'EEXIST' || code === 'ENOTDIR') throw new Conflict(`data ${JSON.stringify(url)} exists, or clashes with data whose url is a prefix of it or starts with it`);
         throw error;
       }
-      return { size, crc32 };
+      return { size, crc32, tier: tier.durable ? 'disk' : 'memory' };
     } finally {
       await unlink(tmp).catch(() => {});
     }
@@ -292,7 +294,7 @@ export class Catalog {
   }
 
   /** Streams into `tmp`, checksumming on the way, fsyncs, and checks the checksum when one is expected. */
-  private async receive(url: string, source: Readable, tmp: string, expected?: Checksum, durable = true): Promise<StoredFile> {
+  private async receive(url: string, source: Readable, tmp: string, expected?: Checksum, durable = true): Promise<Omit<StoredFile, 'tier'>> {
     const file = await open(tmp, 'wx');
     const sink = new FileSink(file, new StreamChecksum(expected));
     try {

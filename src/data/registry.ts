@@ -13,10 +13,13 @@ export interface DataInfo {
   md5?: string;
   fmt: string;
   holders: string[];
+  /** The holders that keep it in their memory tier, by name (the others keep it on disk). */
+  tiers?: Record<string, 'memory'>;
 }
 
 /**
- * KEYS: info, holders. ARGV: size, crc32, fmt, createdAt, host. Records a copy of a url; a
+ * KEYS: info, holders. ARGV: size, crc32, fmt, createdAt, host, tier. Records a copy of a url
+ * (a memory-tier copy as `tier:<host>` in the info); a
  * copy whose CRC differs from the registered one is refused (returns the registered CRC). An
  * entry with only an md5 (written before CRCs; the caller checked the copy against it) gets
  * the CRC in its place.
@@ -33,16 +36,18 @@ if not known then
   end
 end
 redis.call('SADD', KEYS[2], ARGV[5])
+if ARGV[6] == 'memory' then redis.call('HSET', KEYS[1], 'tier:' .. ARGV[5], 'memory') else redis.call('HDEL', KEYS[1], 'tier:' .. ARGV[5]) end
 return 'ok'`;
 
 /** KEYS: info, holders. ARGV: host. Forgets a copy; the url itself when it was the last. */
 const unregisterScript = `
 redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], 'tier:' .. ARGV[1])
 if redis.call('SCARD', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
 return redis.call('SCARD', KEYS[2])`;
 
 interface RegistryCommands {
-  ksDataRegister(info: string, holders: string, size: number, crc32: string, fmt: string, createdAt: number, host: string): Promise<string>;
+  ksDataRegister(info: string, holders: string, size: number, crc32: string, fmt: string, createdAt: number, host: string, tier: string): Promise<string>;
   ksDataUnregister(info: string, holders: string, host: string): Promise<number>;
 }
 
@@ -62,8 +67,8 @@ export class DataRegistry {
   }
 
   /** Records that `host` holds `url`; a different CRC than the registered one is a Conflict. */
-  async register(url: string, host: string, file: { size: number; crc32: string; fmt: string }): Promise<void> {
-    const answer = await this.redis.ksDataRegister(this.keys.data(url), this.keys.dataHosts(url), file.size, file.crc32, file.fmt, Date.now(), host);
+  async register(url: string, host: string, file: { size: number; crc32: string; fmt: string; tier?: 'memory' | 'disk' }): Promise<void> {
+    const answer = await this.redis.ksDataRegister(this.keys.data(url), this.keys.dataHosts(url), file.size, file.crc32, file.fmt, Date.now(), host, file.tier ?? 'disk');
     if (answer !== 'ok') throw new Conflict(`data ${JSON.stringify(url)} is registered with crc32 ${answer}, this copy has ${file.crc32}`);
   }
 
@@ -84,7 +89,9 @@ export class DataRegistry {
       const holders = (replies[2 * k + 1]?.[1] as string[] | undefined) ?? [];
       if (!fields?.crc32 && !fields?.md5) return;
       const checksum = fields.crc32 ? { crc32: fields.crc32 } : { md5: fields.md5 };
-      out[url] = { size: Number(fields.size), ...checksum, fmt: fields.fmt, holders: holders.filter((h) => liveHosts.has(h)).sort() };
+      const live = holders.filter((h) => liveHosts.has(h)).sort();
+      const inMemory = live.filter((h) => fields[`tier:${h}`] === 'memory');
+      out[url] = { size: Number(fields.size), ...checksum, fmt: fields.fmt, holders: live, ...(inMemory.length ? { tiers: Object.fromEntries(inMemory.map((h) => [h, 'memory' as const])) } : {}) };
     });
     return out;
   }

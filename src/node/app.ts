@@ -19,6 +19,9 @@ import type { JobCatalog } from '../jobs/catalog.js';
 import { jobRoutes } from '../jobs/routes.js';
 import { docsRoutes } from '../jobs/docs.js';
 import type { JobService } from '../jobs/service.js';
+import { readProfile } from '../profile.js';
+import type { DashboardHub } from '../dashboard/hub.js';
+import { dashboardEvents, dashboardPage } from '../dashboard/routes.js';
 
 /** What the routes need from the node: one function per piece of work. */
 export interface AppContext {
@@ -34,6 +37,8 @@ export interface AppContext {
   runOnAllHere(call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]>;
   /** The ALL calls recorded to replay on interpreters that start later. */
   persisted: PersistedCalls;
+  /** This node's dashboard viewers and the feed they read. */
+  dashboard: DashboardHub;
   liveHosts(): Promise<HostInfo[]>;
   info(): Record<string, unknown>;
   /** kitchensink's version. */
@@ -80,11 +85,18 @@ async function errors(ctx: Context, next: Next): Promise<void> {
  */
 function eventsFor(json: boolean, events: WireEvent[] | undefined): unknown {
   if (!events || !json) return events;
-  return events.map(({ t, i, h, d }) => {
-    if (!d) return { t, i, h };
+  return events.map(({ t, i, h, d, p, at }) => {
+    const profile = p ? { profile: nodeSpans(p) } : {};
+    if (!d) return { t, i, h, at, ...profile };
     if (t === 'stdout' || t === 'stderr') return { t, i, h, text: Buffer.from(d).toString('utf8') };
-    return { t, i, h, [t === 'result' ? 'value' : 'failure']: decode(d) };
+    return { t, i, h, at, [t === 'result' ? 'value' : 'failure']: decode(d), ...profile };
   });
+}
+
+/** The node's spans of a profile field, for JSON readers of events. */
+function nodeSpans(field: string): { queueWaitMs: number; dataMs: number; runMs: number } {
+  const { queueWaitMs, dataMs, runMs } = readProfile('', undefined, field, 0);
+  return { queueWaitMs, dataMs, runMs };
 }
 
 /** A direct call's answer; for JSON clients with the value decoded and the output as text. */
@@ -327,6 +339,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
   koa.use(errors);
   // The docs page and its assets hold no data: they answer without the token (the page asks for it).
   koa.use(docsRoutes());
+  koa.use(dashboardPage());
   if (opts.gate.closed) {
     koa.use(async (ctx, next) => {
       const caller = opts.gate.callerOf(ctx.get('authorization'));
@@ -335,6 +348,7 @@ export function createApp(app: AppContext, opts: AppOptions): Koa {
       await next();
     });
   }
+  koa.use(dashboardEvents(app.dashboard));
   koa.use(dataRoutes(app.data, app.dataMoved, app.log));
   koa.use(jobRoutes({ ...app.jobs, hostUrl: app.hostUrl, ownToken: opts.ownToken, body, clientGone: (ctx) => clientGone(ctx.res), caller: (ctx) => ctx.state.caller as string | undefined, version: app.version, bearer: opts.gate.closed }));
   koa.use(router.routes());

@@ -51,6 +51,11 @@ function eventType(entry: StreamEntry): WireEvent['t'] {
   return entry.fields.get('t')!.toString() as WireEvent['t'];
 }
 
+function isOutput(entry: StreamEntry): boolean {
+  const type = eventType(entry);
+  return type === 'stdout' || type === 'stderr';
+}
+
 function endsIn(entries: StreamEntry[]): number {
   return entries.filter((e) => terminalEventTypes.has(eventType(e))).length;
 }
@@ -223,6 +228,9 @@ export class CallService {
         i: Number(e.fields.get('i')),
         h: e.fields.get('h')?.toString(),
         d: e.fields.get('d'),
+        p: e.fields.get('p')?.toString(),
+        // When Redis recorded a start or an end (the dashboard's waterfall); output goes without.
+        at: isOutput(e) ? undefined : Number(e.id.slice(0, e.id.indexOf('-'))),
       })),
     };
   }

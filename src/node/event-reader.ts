@@ -64,9 +64,19 @@ export class EventReader {
     }
     if (this.closed || signal?.aborted) return [];
     return new Promise((resolve) => {
-      const waiter: Waiter = { key, cursor, deadline: Date.now() + waitMs, resolve };
+      // A caller that reads again and again with one signal (the dashboard) must not pile up listeners on it.
+      const onAbort = () => this.settle(waiter, []);
+      const waiter: Waiter = {
+        key,
+        cursor,
+        deadline: Date.now() + waitMs,
+        resolve: (entries) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(entries);
+        },
+      };
       this.waiters.add(waiter);
-      signal?.addEventListener('abort', () => this.settle(waiter, []), { once: true });
+      signal?.addEventListener('abort', onAbort, { once: true });
       this.kick();
     });
   }

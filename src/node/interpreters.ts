@@ -6,7 +6,7 @@ import type { PersistedCalls } from './persisted.js';
 import { replayPersisted } from './replay.js';
 import type { NodeMetrics } from './metrics.js';
 import { Autoscaler } from '../worker/autoscaler.js';
-import { ExecutorPool } from '../worker/pool.js';
+import { ExecutorPool, type RunObserver } from '../worker/pool.js';
 import type { JobDescription } from '../types.js';
 
 /** `--env NAME=PYTHON`: interpreters of another Python, serving the queue `env.NAME`. */
@@ -54,6 +54,8 @@ export interface InterpretersOptions {
   replayQueues: (jobs: Record<string, JobDescription>) => string[];
   persisted: PersistedCalls;
   metrics: NodeMetrics;
+  /** Sees every call on these interpreters (the dashboard). */
+  observer?: RunObserver;
   log(message: string): void;
 }
 
@@ -74,6 +76,7 @@ export async function startInterpreters(o: InterpretersOptions): Promise<Interpr
       o.log(`${label(slot)}: ${reason}; starting a fresh interpreter`);
     },
     prepare: (run, jobs) => replayPersisted(o.persisted, o.replayQueues(jobs), run, o.log),
+    observer: o.observer,
   });
   try {
     await pool.start();

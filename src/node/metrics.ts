@@ -1,15 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { isJobSpec, type FailureKind, type FnSpec } from '../types.js';
-
-/** What a call's metrics name it by: `module:function`, `job:<name><endpoint>`, `eval`, `exec`, `script[:<path>]`, or `py:<name>` for source. */
-export function functionLabel(fn: FnSpec): string {
-  if (typeof fn === 'string') return fn;
-  if (isJobSpec(fn)) return `job:${fn.job}${fn.endpoint ?? '/perform'}`;
-  if ('eval' in fn) return 'eval';
-  if ('exec' in fn) return 'exec';
-  if ('script' in fn) return 'path' in fn.script ? `script:${fn.script.path}` : 'script';
-  return `py:${fn.name || 'source'}`;
-}
+import { functionLabel, type FailureKind, type FnSpec } from '../types.js';
 
 /** Why an interpreter was replaced, as the `reason` label counts it. */
 export type RestartReason = 'timeout' | 'cancelled' | 'crash' | 'max_requests' | 'memory' | 'replay_failed';

@@ -35,7 +35,10 @@ import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
 import { connectRedis, startRedisServer, whyRedisIsSilent } from './redis.js';
 import { redisOptions } from './redis-connection.js';
-import { HostRegistry } from './registry.js';
+import { HostRegistry, readHosts } from './registry.js';
+import { ActivityLog, laneId } from '../dashboard/activity.js';
+import { FeedPublisher } from '../dashboard/feed.js';
+import { DashboardHub } from '../dashboard/hub.js';
 import { Gate, type NamedToken } from './tokens.js';
 import { QueueCache } from './queues.js';
 import { IdleCollector } from './idle-gc.js';
@@ -122,6 +125,10 @@ export class KsNode {
   private queues?: QueueCache;
   private sweeper?: DeadHostSweeper;
   private idleCollector?: IdleCollector;
+  /** What the interpreters run, the feed that publishes it, and this node's dashboard viewers. */
+  private readonly activity = new ActivityLog();
+  private feed?: FeedPublisher;
+  private hub?: DashboardHub;
   private server?: Server;
   private stopping?: Promise<void>;
   private readonly startedAt = Date.now();
@@ -187,12 +194,12 @@ export class KsNode {
     if (ownToken) env.KS_NODE_TOKEN = ownToken;
     const started = { pythonPath: [join(packageRoot, 'python')], vars: env, modules: o.modules, persisted, metrics, log };
     const limits = { numWorkers: o.numWorkers, minWorkers: o.minWorkers, maxWorkers: o.maxWorkers, scaleUpAfterMs: o.scaleUpAfterMs, retireIdleS: o.retireIdleS, maxRequests: o.maxRequests, maxMemoryMb: o.maxMemoryMb };
-    const own = await startInterpreters({ ...started, ...limits, env: '', python: o.python, entrypoints: o.entrypoints, replayQueues: (jobs) => [...new Set([defaultQueue, ...o.queues, ...Object.keys(jobs).map(jobQueue)])] });
+    const own = await startInterpreters({ ...started, ...limits, env: '', observer: this.activity.observer(), python: o.python, entrypoints: o.entrypoints, replayQueues: (jobs) => [...new Set([defaultQueue, ...o.queues, ...Object.keys(jobs).map(jobQueue)])] });
     this.interpreters = [own];
     this.pool = own.pool;
     try {
       for (const { name, python } of o.environments) {
-        this.interpreters.push(await startInterpreters({ ...started, ...limits, env: name, python, entrypoints: {}, replayQueues: () => [envQueue(name)] }));
+        this.interpreters.push(await startInterpreters({ ...started, ...limits, env: name, observer: this.activity.observer(name), python, entrypoints: {}, replayQueues: () => [envQueue(name)] }));
       }
     } catch (error) {
       await Promise.all(this.interpreters.map((i) => i.pool.close()));
@@ -271,6 +278,10 @@ export class KsNode {
       this.workers.push(worker);
     }
     const jobCatalog = new JobCatalog({ redis, keys, liveHosts: () => registry.liveHosts() }, localJobs, config.hostCacheMs);
+    const events = this.events;
+    this.hub = new DashboardHub({ redis, keys, read: (key, cursor, waitMs, signal) => events.read(key, cursor, waitMs, signal), hosts: () => readHosts(redis, keys), log });
+    this.feed = new FeedPublisher({ redis, keys, host: this.name, version, activity: this.activity, lanes: () => this.interpreters.flatMap((i) => i.pool.slots().map((slot) => laneId(i.env, slot))), log });
+    this.feed.start();
     this.serve(this.server, { calls: this.calls, data, registry: this.registry, mover, catalog: jobCatalog, metrics, admission, persisted });
     await this.registry.register();
     this.sweeper = new DeadHostSweeper(
@@ -297,6 +308,8 @@ export class KsNode {
       }
     };
     this.sweeper?.close();
+    this.feed?.stop();
+    this.hub?.close();
     for (const { autoscaler } of this.interpreters) autoscaler.stop();
     this.idleCollector?.close();
     await quietly('deregistering', () => this.registry?.deregister());
@@ -444,6 +457,7 @@ export class KsNode {
       runEverywhere: (call, stop) =>
         runEverywhere({ nodeName: this.name, token: this.ownToken, liveHosts: () => registry.liveHosts(true), runOnAllHere, record: (queue, c) => persisted.record(queue, c) }, call, stop),
       persisted,
+      dashboard: this.hub!,
       liveHosts: () => registry.liveHosts(true),
       hostUrl: async (name) => (await registry.liveHosts()).find((h) => h.name === name)?.url,
       info: () => ({

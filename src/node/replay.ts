@@ -1,5 +1,5 @@
 import type { RunOutcome, RunRequest } from '../worker/executor.js';
-import { functionLabel } from './metrics.js';
+import { functionLabel } from '../types.js';
 import type { PersistedCalls } from './persisted.js';
 
 /**

@@ -4,6 +4,7 @@ import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
 import { encode } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
+import { profileField } from '../profile.js';
 import type { CallJobData, FailureInfo, FailureKind, FnSpec, JobCall } from '../types.js';
 import { ClaimAnswer, type ClaimLock } from './claim.js';
 import { StopSwitch, type CallData, type RunOutcome } from './executor.js';
@@ -186,13 +187,19 @@ export class CallWorker {
       const startedAt = Date.now();
       this.ctx.metrics?.queueWaited((startedAt - queuedAt) / 1000);
       const output = new StreamedOutput(redis, keys.batchEvents(batchId), index, this.opts.maxOutputBytes, call.o.intermediateResults !== false, this.opts.outputCoalesceMs);
-      const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => this.runWithRetries(taskId, call, lease!, data, running.stop, output));
+      let ranAt = startedAt;
+      const outcome = await withLocalData(this.ctx.data, call.d ?? [], (data) => {
+        ranAt = Date.now();
+        return this.runWithRetries(taskId, call, lease!, data, running.stop, output);
+      });
+      const endedAt = Date.now();
       const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
-      this.ctx.metrics?.callEnded(call.f, outcome.ok ? 'ok' : outcome.failure.kind, (Date.now() - startedAt) / 1000, call.o.c);
+      this.ctx.metrics?.callEnded(call.f, outcome.ok ? 'ok' : outcome.failure.kind, (endedAt - startedAt) / 1000, call.o.c);
       // The interpreter is free now: the call waiting for it sends its claim in this same
       // turn, right behind this finish, so Redis reads both and answers both at once.
       lease.current.release();
-      await claims.finish(batchId, index, this.owner, nodeName, type, event, output.takeRest());
+      const profile = profileField(startedAt - queuedAt, ranAt - startedAt, endedAt - ranAt);
+      await claims.finish(batchId, index, this.owner, nodeName, type, event, profile, output.takeRest());
       return ClaimAnswer.drop;
     } finally {
       // An early claim still in flight (the pool closed under it) must not leave an entry behind.
@@ -216,6 +223,7 @@ export class CallWorker {
         timeoutMs: timeoutS ? timeoutS * 1000 : undefined,
         stop,
         onOutput: (stream, chunk) => output.write(stream, chunk),
+        taskId,
       });
       if (outcome.ok || outcome.failure.kind !== 'crashed' || attempt >= (call.o.retries ?? 0)) return outcome;
       this.ctx.log(`task ${taskId} crashed its interpreter; re-running (attempt ${attempt + 2})`);

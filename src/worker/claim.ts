@@ -24,12 +24,14 @@ export const ClaimAnswer = {
 } as const;
 
 /**
- * Shared by the scripts: a call of the batch ended. KEYS[1] is the stream, KEYS[2] the meta;
- * `resultTtl` and `safetyTtl` in seconds.
+ * Shared by the scripts: `count` calls of the batch ended, `failed` of them without a result
+ * (the dashboard's counts). KEYS[1] is the stream, KEYS[2] the meta; `resultTtl` and
+ * `safetyTtl` in seconds.
  */
 const endedLua = `
-local function ended(count, resultTtl, safetyTtl)
+local function ended(count, resultTtl, safetyTtl, failed)
   local total = redis.call('HINCRBY', KEYS[2], 'ended', count)
+  if failed > 0 then redis.call('HINCRBY', KEYS[2], 'failed', failed) end
   local n = tonumber(redis.call('HGET', KEYS[2], 'n'))
   if n and total >= n then
     redis.call('EXPIRE', KEYS[1], resultTtl)
@@ -63,7 +65,7 @@ redis.call('PEXPIRE', KEYS[4], ARGV[5])
 if tries > tonumber(ARGV[9]) then
   redis.call('SET', KEYS[3], 'done', 'PX', ARGV[5])
   redis.call('XADD', KEYS[1], '*', 't', 'lost', 'i', ARGV[3], 'd', ARGV[10])
-  ended(1, ARGV[6], ARGV[7])
+  ended(1, ARGV[6], ARGV[7], 1)
   return 0
 end
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
@@ -71,7 +73,7 @@ return start()`;
 
 /**
  * KEYS: stream, meta, claim. ARGV: owner, doneTtlMs, resultTtlS, safetyTtlS, type, index,
- * host, data, then the call's last output as (stream, chunk) pairs. Records output and
+ * host, data, profile, then the call's last output as (stream, chunk) pairs. Records output and
  * outcome only if this owner still holds the claim (or it lapsed unclaimed); a cancellation
  * that came first has already written the call's last event.
  */
@@ -79,11 +81,11 @@ const finishScript = `${endedLua}
 local current = redis.call('GET', KEYS[3])
 if current and current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[3], 'done', 'PX', ARGV[2])
-for k = 9, #ARGV, 2 do
+for k = 10, #ARGV, 2 do
   redis.call('XADD', KEYS[1], '*', 't', ARGV[k], 'i', ARGV[6], 'd', ARGV[k + 1])
 end
-redis.call('XADD', KEYS[1], '*', 't', ARGV[5], 'i', ARGV[6], 'h', ARGV[7], 'd', ARGV[8])
-ended(1, ARGV[3], ARGV[4])
+redis.call('XADD', KEYS[1], '*', 't', ARGV[5], 'i', ARGV[6], 'h', ARGV[7], 'd', ARGV[8], 'p', ARGV[9])
+ended(1, ARGV[3], ARGV[4], ARGV[5] == 'result' and 0 or 1)
 return 1`;
 
 /** KEYS: claim... ARGV: owner, ttlMs. Extends every claim this owner still holds. */
@@ -112,7 +114,7 @@ for k = 4, #KEYS do
     count = count + 1
   end
 end
-if count > 0 then ended(count, ARGV[3], ARGV[4]) end
+if count > 0 then ended(count, ARGV[3], ARGV[4], count) end
 return count`;
 
 /** KEYS: meta. ARGV: number of calls, safetyTtlS. A new batch's count, before any of its jobs exists. */
@@ -193,9 +195,9 @@ export class ClaimLock {
 
   /**
    * Records a call's last output (`stream, chunk` pairs) and outcome event if `owner` still
-   * holds it; false when it had ended already.
+   * holds it; false when it had ended already. `profile`: `profileField()` of the call.
    */
-  async finish(batchId: string, index: number, owner: string, host: string, type: string, data: Buffer, output: (string | Buffer)[] = []): Promise<boolean> {
+  async finish(batchId: string, index: number, owner: string, host: string, type: string, data: Buffer, profile: string, output: (string | Buffer)[] = []): Promise<boolean> {
     const { keys, times } = this;
     this.holdWrites();
     const recorded = await this.redis.ksFinish(
@@ -210,6 +212,7 @@ export class ClaimLock {
       index,
       host,
       data,
+      profile,
       ...output,
     );
     return recorded === 1;

@@ -47,6 +47,8 @@ export interface RunRequest {
   stop?: StopSwitch;
   /** Receives the call's output; returning a promise pauses the interpreter's pipes until it settles. */
   onOutput(stream: OutputStream, chunk: Buffer): void | Promise<void>;
+  /** The queued call's task id, for the dashboard; none for direct calls and replays. */
+  taskId?: string;
 }
 
 export type RunOutcome = { ok: true; value: Buffer } | { ok: false; failure: FailureInfo };

@@ -20,6 +20,14 @@ export interface PoolOptions extends Omit<ExecutorOptions, 'env'> {
    * again later, and takes no call meanwhile.
    */
   prepare?: (run: (request: RunRequest) => Promise<RunOutcome>, jobs: Record<string, JobDescription>) => Promise<void>;
+  /** Told of every call an interpreter starts and ends (the dashboard's task stream). */
+  observer?: RunObserver;
+}
+
+/** Sees each call on each interpreter: when it starts and how it ends. */
+export interface RunObserver {
+  started(slot: number, request: RunRequest): void;
+  ended(slot: number, request: RunRequest, outcome: RunOutcome): void;
 }
 
 /** Why an interpreter was replaced: killed for a timeout or a cancellation, died, or recycled. */
@@ -290,7 +298,15 @@ export class ExecutorPool {
     let released = false;
     return {
       slot,
-      run: (request) => this.executors[slot]!.run(request),
+      run: (request) => {
+        const observer = this.opts.observer;
+        if (!observer) return this.executors[slot]!.run(request);
+        observer.started(slot, request);
+        return this.executors[slot]!.run(request).then((outcome) => {
+          observer.ended(slot, request, outcome);
+          return outcome;
+        });
+      },
       release: () => {
         if (released) return;
         released = true;

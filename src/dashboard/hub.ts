@@ -1,0 +1,208 @@
+import type { Redis } from 'ioredis';
+import { queueName, type Keys } from '../keys.js';
+import type { HostInfo } from '../types.js';
+import { Fanout, sseMessage, type Sink } from './fanout.js';
+import type { LaneState } from './activity.js';
+
+/** A stream entry as the node's event reader gives it. */
+interface FeedEntry {
+  id: string;
+  fields: Map<string, Buffer>;
+}
+
+export interface HubContext {
+  redis: Redis;
+  keys: Keys;
+  /** Reads the feed: entries after `cursor`, waiting up to `waitMs` (the node's one blocking reader). */
+  read(key: string, cursor: string, waitMs: number, signal?: AbortSignal): Promise<FeedEntry[]>;
+  /** Every registered host, alive or not. */
+  hosts(): Promise<HostInfo[]>;
+  log(message: string): void;
+}
+
+/** A queue as the dashboard shows it. */
+export interface QueueShown {
+  name: string;
+  depth: number;
+  /** How long its oldest waiting call has waited, ms; 0 when none waits. */
+  oldestWaitMs: number;
+}
+
+/** A batch the feed has seen calls of, with its progress from Redis. */
+export interface BatchShown {
+  id: string;
+  /** Calls in it, how many ended, and how many of those failed (from its meta in Redis). */
+  n: number;
+  ended: number;
+  failed: number;
+  /** When the feed first and last saw a call of it. */
+  seenAt: number;
+  lastAt: number;
+}
+
+/** What a viewer gets once a second besides the nodes' ticks. */
+export interface ClusterView {
+  at: number;
+  hosts: HostInfo[];
+  queues: QueueShown[];
+  batches: BatchShown[];
+}
+
+/** Ticks a new viewer gets at once (its charts' history): two minutes of a ten-node cluster. */
+const historyLength = 1_200;
+/** A viewer whose connection holds this much unsent misses messages (and then gets a gap). */
+const maxBufferedBytes = 4 << 20;
+/** Batches the view follows at most; finished ones leave after a minute. */
+const maxBatches = 50;
+const finishedBatchKeptMs = 60_000;
+
+/**
+ * One per node: reads the cluster's feed once, however many viewers (`GET /api/v1/events`)
+ * this node has, and only while it has some; hands each tick to every viewer and adds, each
+ * second, the hosts (dead ones too), queues and batches in progress.
+ */
+export class DashboardHub {
+  private readonly fanout = new Fanout(maxBufferedBytes);
+  /** The last ticks read, as SSE messages, for viewers that come later. */
+  private readonly history: string[] = [];
+  private readonly batches = new Map<string, BatchShown>();
+  private lastView?: ClusterView;
+  private running?: Promise<void>;
+  private stopReading = new AbortController();
+  private closed = false;
+
+  constructor(private readonly ctx: HubContext) {}
+
+  get viewers(): number {
+    return this.fanout.size;
+  }
+
+  /** Adds a viewer: it gets the recent ticks and the cluster at once, then everything live. Call the answer to remove it. */
+  attach(sink: Sink): () => void {
+    sink.write(sseMessage('hello', { history: this.history.length, view: this.lastView ?? null }));
+    for (const tick of this.history) sink.write(tick);
+    this.fanout.add(sink);
+    if (!this.running && !this.closed) {
+      this.stopReading = new AbortController();
+      this.running = this.run().finally(() => (this.running = undefined));
+    }
+    return () => {
+      this.fanout.remove(sink);
+      if (!this.fanout.size) this.stopReading.abort();
+    };
+  }
+
+  close(): void {
+    this.closed = true;
+    this.stopReading.abort();
+  }
+
+  private async run(): Promise<void> {
+    const { keys } = this.ctx;
+    const signal = this.stopReading.signal;
+    try {
+      await this.markWatched();
+      let cursor = await this.loadHistory();
+      let nextView = 0;
+      while (this.fanout.size && !signal.aborted) {
+        if (Date.now() >= nextView) {
+          nextView = Date.now() + 1_000;
+          await this.markWatched();
+          this.publish(sseMessage('cluster', await this.view()));
+        }
+        const entries = await this.ctx.read(keys.dashboard, cursor, Math.max(0, nextView - Date.now()), signal);
+        for (const entry of entries) {
+          cursor = entry.id;
+          const tick = entry.fields.get('tick')?.toString();
+          if (tick) this.onTick(tick);
+        }
+      }
+    } catch (error) {
+      if (!signal.aborted) this.ctx.log(`dashboard: ${(error as Error).message}`);
+    }
+  }
+
+  /** Tells every node to publish ticks, for the next few seconds. */
+  private markWatched(): Promise<unknown> {
+    return this.ctx.redis.set(this.ctx.keys.dashboardWatched, '1', 'PX', 5_000);
+  }
+
+  /** The feed's last ticks, into the history; answers the cursor to read on from. */
+  private async loadHistory(): Promise<string> {
+    const raw = (await this.ctx.redis.xrevrange(this.ctx.keys.dashboard, '+', '-', 'COUNT', historyLength)) as [string, string[]][];
+    if (!raw.length) return '0-0';
+    this.history.length = 0;
+    for (const [, fields] of raw.reverse()) {
+      const at = fields.indexOf('tick');
+      if (at >= 0) this.remember(sseMessage('tick', JSON.parse(fields[at + 1])));
+    }
+    return raw[raw.length - 1][0];
+  }
+
+  private onTick(json: string): void {
+    const tick = JSON.parse(json) as { at: number; lanes?: LaneState[]; batches?: string[] };
+    for (const id of tick.batches ?? []) this.followBatch(id, tick.at);
+    for (const lane of tick.lanes ?? []) {
+      const id = lane.taskId?.split('-')[0];
+      if (id) this.followBatch(id, tick.at);
+    }
+    const message = `event: tick\ndata: ${json}\n\n`;
+    this.remember(message);
+    this.publish(message);
+  }
+
+  private followBatch(id: string, at: number): BatchShown {
+    let batch = this.batches.get(id);
+    if (batch) batch.lastAt = Math.max(batch.lastAt, at);
+    else {
+      batch = { id, n: 0, ended: 0, failed: 0, seenAt: at, lastAt: at };
+      this.batches.set(id, batch);
+      if (this.batches.size > maxBatches) this.batches.delete(this.batches.keys().next().value!);
+    }
+    return batch;
+  }
+
+  private remember(message: string): void {
+    this.history.push(message);
+    if (this.history.length > historyLength) this.history.shift();
+  }
+
+  private publish(message: string): void {
+    this.fanout.publish(message);
+  }
+
+  /** Hosts, queues and batches now: one pipeline for the queues and batches. */
+  private async view(): Promise<ClusterView> {
+    const { redis, keys } = this.ctx;
+    const hosts = await this.ctx.hosts();
+    const names = [...new Set(hosts.filter((h) => h.alive).flatMap((h) => h.queues.flatMap((q) => [q, queueName(q, h.name)])))].sort();
+    const batches = [...this.batches.values()];
+    const pipe = redis.pipeline();
+    for (const name of names) {
+      const base = `${keys.prefix}:${name}`;
+      pipe.llen(`${base}:wait`).zcard(`${base}:prioritized`).lindex(`${base}:wait`, -1);
+    }
+    for (const batch of batches) pipe.hmget(keys.batchMeta(batch.id), 'n', 'ended', 'failed');
+    const replies = ((await pipe.exec()) ?? []).map(([, value]) => value);
+    // The oldest waiting job's timestamp, for each queue with one: a second round trip, only for those.
+    const oldestIds = names.map((_, k) => replies[3 * k + 2] as string | null);
+    const stamps = oldestIds.some(Boolean)
+      ? await Promise.all(names.map((name, k) => (oldestIds[k] ? redis.hget(`${keys.prefix}:${name}:${oldestIds[k]}`, 'timestamp') : null)))
+      : [];
+    const now = Date.now();
+    const queues = names
+      .map((name, k) => ({ name, depth: Number(replies[3 * k]) + Number(replies[3 * k + 1]), oldestWaitMs: stamps[k] ? Math.max(0, now - Number(stamps[k])) : 0 }))
+      // A host's own queues only while calls wait there: they would crowd out the rest.
+      .filter((q) => q.depth > 0 || !(q.name.includes('.host.') || q.name.startsWith('host.')));
+    for (const [k, batch] of batches.entries()) {
+      const [n, ended, failed] = (replies[3 * names.length + k] as (string | null)[] | null) ?? [];
+      if (n) batch.n = Number(n);
+      if (ended) batch.ended = Number(ended);
+      if (failed) batch.failed = Number(failed);
+      const done = batch.n > 0 && batch.ended >= batch.n;
+      if ((done || !n) && now - batch.lastAt > finishedBatchKeptMs) this.batches.delete(batch.id);
+    }
+    this.lastView = { at: now, hosts, queues, batches };
+    return this.lastView;
+  }
+}
