@@ -15,6 +15,7 @@ import { parseTokens } from './tokens.js';
 import { parseEnvironments } from './interpreters.js';
 import { readHosts } from './registry.js';
 import { registerFiles } from '../data/register-files.js';
+import { runTop } from '../dashboard/top.js';
 
 // The malloc setting is read at start; the interpreters and redis-server this node starts keep their own.
 if (process.env.KS_NODE_MALLOC === '1') {
@@ -232,6 +233,22 @@ program
     } finally {
       redis.disconnect();
     }
+  });
+
+program
+  .command('top')
+  .description("the cluster live in a terminal: hosts, queues, throughput, batches and running calls (q quits); the same feed as GET /dashboard")
+  .option('--node-url <url>', 'any node of the cluster', `http://127.0.0.1:${config.nodePort}`)
+  .option('--token <secret>', "the node's --token, if it has one")
+  .action(async (flags) => {
+    let url: URL;
+    try {
+      url = new URL(flags.nodeUrl);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http');
+    } catch {
+      return fail(`--node-url must be an http:// or https:// url, not ${JSON.stringify(flags.nodeUrl)}`);
+    }
+    await runTop({ url: url.href, token: flags.token, out: process.stdout, input: process.stdin });
   });
 
 /** Ends a command on a user error: one line on stderr, a non-zero exit, no stack trace. */
