@@ -227,5 +227,12 @@ export function functionLabel(fn: FnSpec): string {
   if ('eval' in fn) return 'eval';
   if ('exec' in fn) return 'exec';
   if ('script' in fn) return 'path' in fn.script ? `script:${fn.script.path}` : 'script';
-  return `py:${fn.name || 'source'}`;
+  return `py:${fn.name || lastDef(fn.src) || 'source'}`;
+}
+
+/** The function a source's call runs without a name: its last top-level `def` (the executor's rule). */
+function lastDef(src: string): string | undefined {
+  let name: string | undefined;
+  for (const match of src.matchAll(/^(?:async\s+)?def\s+([A-Za-z_]\w*)/gm)) name = match[1];
+  return name;
 }

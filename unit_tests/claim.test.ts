@@ -45,8 +45,8 @@ describe('claim lock', function () {
 
   it('finishes only for the owner, then drops every later copy', async function () {
     await claimAs('a/1');
-    assert.equal(await claims.finish(batch, 0, 'b/1', 'b', 'result', Buffer.from('x')), false);
-    assert.equal(await claims.finish(batch, 0, 'a/1', 'a', 'result', Buffer.from('x')), true);
+    assert.equal(await claims.finish(batch, 0, 'b/1', 'b', 'result', Buffer.from('x'), '0 0 0'), false);
+    assert.equal(await claims.finish(batch, 0, 'a/1', 'a', 'result', Buffer.from('x'), '0 0 0'), true);
     assert.equal(await r.get(keys.claim(`${batch}-0`)), 'done');
     assert.ok((await r.ttl(keys.claim(`${batch}-0`))) >= 599, 'a done claim outlives queued copies');
     assert.equal(await claimAs('c/1'), ClaimAnswer.drop);
@@ -56,11 +56,11 @@ describe('claim lock', function () {
   it('keeps a batch until its last call ended, then expires it after --result-ttl', async function () {
     for (const index of [0, 1]) {
       await claimAs('a/1', index);
-      await claims.finish(batch, index, 'a/1', 'a', 'result', Buffer.from('x'));
+      await claims.finish(batch, index, 'a/1', 'a', 'result', Buffer.from('x'), '0 0 0');
     }
     assert.ok((await r.ttl(stream)) > 60, 'two of three ended: only the safety expiry');
     await claimAs('a/1', 2);
-    await claims.finish(batch, 2, 'a/1', 'a', 'result', Buffer.from('x'));
+    await claims.finish(batch, 2, 'a/1', 'a', 'result', Buffer.from('x'), '0 0 0');
     const ttl = await r.ttl(stream);
     assert.ok(ttl > 0 && ttl <= 60, `the last ended: stream expires in ${ttl} s`);
     assert.ok((await r.ttl(meta)) <= 60);
@@ -84,7 +84,7 @@ describe('claim lock', function () {
     await claimAs('a/1', 1);
     assert.equal(await claims.endCalls(batch, [0, 1], 'cancelled', encode({ kind: 'cancelled' })), 2);
     assert.equal(await claimAs('b/1', 0), ClaimAnswer.drop, 'a cancelled call never runs');
-    assert.equal(await claims.finish(batch, 1, 'a/1', 'a', 'result', Buffer.from('x')), false, 'no result after a cancel');
+    assert.equal(await claims.finish(batch, 1, 'a/1', 'a', 'result', Buffer.from('x'), '0 0 0'), false, 'no result after a cancel');
     for (let k = 0; k < 100 && !announced.length; k++) await new Promise((res) => setTimeout(res, 10));
     assert.deepEqual(announced, [`${batch}-1`]);
     assert.deepEqual((await eventTypes()).sort(), ['cancelled', 'cancelled', 'started']);

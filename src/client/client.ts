@@ -216,7 +216,7 @@ export class Client {
       return this.waitFor<T>(batch, true, undefined, (index, outcome, profile) => {
         // The loop was left: stop reading at the next end (thrown out of waitFor, caught below).
         if (abandoned) throw new Error('asCompleted() was left');
-        ready.push({ ...outcome, index: first + index, taskId: batch.taskIds[index], profile });
+        ready.push({ ...outcome, index: first + index, taskId: taskIdOf(batch.batchId, index), profile });
         wake?.();
       }).catch((error: unknown) => {
         failure ??= { error };

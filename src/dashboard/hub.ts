@@ -48,6 +48,9 @@ export interface ClusterView {
   batches: BatchShown[];
 }
 
+/** What the hub reads of a tick. */
+type TickBatches = { at: number; lanes?: LaneState[]; batches?: string[] };
+
 /** Ticks a new viewer gets at once (its charts' history): two minutes of a ten-node cluster. */
 const historyLength = 1_200;
 /** A viewer whose connection holds this much unsent misses messages (and then gets a gap). */
@@ -134,21 +137,28 @@ export class DashboardHub {
     this.history.length = 0;
     for (const [, fields] of raw.reverse()) {
       const at = fields.indexOf('tick');
-      if (at >= 0) this.remember(sseMessage('tick', JSON.parse(fields[at + 1])));
+      if (at < 0) continue;
+      const json = fields[at + 1];
+      this.followBatches(JSON.parse(json) as TickBatches);
+      this.remember(`event: tick\ndata: ${json}\n\n`);
     }
     return raw[raw.length - 1][0];
   }
 
   private onTick(json: string): void {
-    const tick = JSON.parse(json) as { at: number; lanes?: LaneState[]; batches?: string[] };
+    this.followBatches(JSON.parse(json) as TickBatches);
+    const message = `event: tick\ndata: ${json}\n\n`;
+    this.remember(message);
+    this.publish(message);
+  }
+
+  /** The batches a tick names: those with calls that ended, and those with calls running. */
+  private followBatches(tick: TickBatches): void {
     for (const id of tick.batches ?? []) this.followBatch(id, tick.at);
     for (const lane of tick.lanes ?? []) {
       const id = lane.taskId?.split('-')[0];
       if (id) this.followBatch(id, tick.at);
     }
-    const message = `event: tick\ndata: ${json}\n\n`;
-    this.remember(message);
-    this.publish(message);
   }
 
   private followBatch(id: string, at: number): BatchShown {

@@ -124,7 +124,7 @@ export class TopState {
     for (const s of this.ended.keys()) if (s < second - 60) this.ended.delete(s);
     const queues = this.view?.queues ?? [];
     const waiting = queues.reduce((sum, q) => sum + q.depth, 0);
-    const lines = [`kitchensink top  ${url}  ${new Date(now).toLocaleTimeString()}`, `calls/s ${(recent / 10).toFixed(1)} (last 10 s)   waiting ${waiting}${problem ? `   ${problem}` : ''}`, ''];
+    const lines = [`kitchensink top  ${url}  ${new Date(now).toLocaleTimeString()}`, `calls/s ${(recent / 10).toFixed(1)} (last 10 s)   jobs waiting ${waiting}${problem ? `   ${problem}` : ''}`, ''];
     lines.push(row(['HOST', 24], ['STATE', 6], ['BUSY/ALL', 9, true], ['RSS MB', 7, true], ['VERSION', 10]));
     const hosts: HostInfo[] = [...(this.view?.hosts ?? [])];
     for (const name of this.gone) if (!hosts.some((h) => h.name === name)) hosts.push({ name, alive: false } as HostInfo);
@@ -134,7 +134,7 @@ export class TopState {
       const busy = lanes.filter((l) => l.busy).length;
       lines.push(row([host.name, 24], [host.alive === false ? 'dead' : 'alive', 6], [lanes.length ? `${busy}/${lanes.length}` : '', 9, true], [tick ? String(tick.rssMb) : '', 7, true], [host.version ?? tick?.version ?? '', 10]));
     }
-    lines.push('', row(['QUEUE', 40], ['WAITING', 9, true], ['OLDEST', 9, true]));
+    lines.push('', row(['QUEUE', 40], ['JOBS', 9, true], ['OLDEST', 9, true]));
     for (const q of queues) lines.push(row([q.name, 40], [String(q.depth), 9, true], [q.oldestWaitMs ? `${(q.oldestWaitMs / 1000).toFixed(1)} s` : '-', 9, true]));
     const batches = (this.view?.batches ?? []).slice().sort((a, b) => b.seenAt - a.seenAt).slice(0, 5);
     if (batches.length) {
@@ -146,9 +146,9 @@ export class TopState {
       }
     }
     const running = [...this.ticks.values()].flatMap((t) => (this.gone.has(t.host) ? [] : t.lanes.filter((l) => l.busy).map((l) => ({ host: t.host, ...l }))));
-    lines.push('', row(['RUNNING ON', 16], ['FUNCTION', 30], ['TASK', 20], ['FOR', 8, true]));
+    lines.push('', row(['RUNNING ON', 16], ['FUNCTION', 28], ['TASK', 22], ['FOR', 8, true]));
     if (!running.length) lines.push('  (nothing)');
-    for (const r of running.slice(0, 12)) lines.push(row([`${r.host}/${r.lane}`, 16], [r.fn ?? '', 30], [r.taskId ?? 'direct', 20], [r.since ? `${((now - r.since) / 1000).toFixed(1)} s` : '', 8, true]));
+    for (const r of running.slice(0, 12)) lines.push(row([`${r.host}/${r.lane}`, 16], [r.fn ?? '', 28], [r.taskId ?? 'direct', 22], [r.since ? `${((now - r.since) / 1000).toFixed(1)} s` : '', 8, true]));
     if (running.length > 12) lines.push(`  … and ${running.length - 12} more`);
     lines.push('', 'q quits');
     return lines.map((line) => line.slice(0, width));

@@ -23,8 +23,11 @@
   }
   async function api(path, init = {}) {
     for (;;) {
+      const sent = token;
       const answer = await fetch(path, { ...init, headers: { ...(init.headers || {}), ...auth() } });
-      if (answer.status !== 401 || !askToken()) return answer;
+      if (answer.status !== 401) return answer;
+      // Refused with a token another request has replaced since: try the new one before asking.
+      if (sent === token && !askToken()) return answer;
     }
   }
   function setStatus(state, text) {
@@ -208,10 +211,19 @@
   }
 
   const charts = {};
+  /** Both charts show the same span: the last minute at least, ten at most. */
+  const span = { from: 0, to: 1 };
   function chart(id, label, stroke) {
     if (charts[id]) return charts[id];
     const el = $(id);
-    charts[id] = new uPlot({ width: Math.max(300, el.clientWidth), height: 180, series: [{}, { label, stroke, fill: stroke + '22', width: 1.5 }], axes: [{}, { size: 50 }], legend: { show: false } }, [[], []], el);
+    charts[id] = new uPlot({
+      width: Math.max(300, el.clientWidth),
+      height: 180,
+      scales: { x: { time: true, range: () => [span.from, span.to] }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
+      series: [{}, { label, stroke, fill: stroke + '22', width: 1.5, points: { show: false } }],
+      axes: [{}, { size: 50 }],
+      legend: { show: false },
+    }, [[], []], el);
     return charts[id];
   }
 
@@ -226,6 +238,8 @@
       ys.push(ended.get(s) || 0);
     }
     for (const s of ended.keys()) if (s < now - chartWindowS) ended.delete(s);
+    span.from = Math.max(now - chartWindowS, Math.min(first, depths.length ? depths[0][0] : now, now - 60));
+    span.to = now;
     chart('#throughput-chart', 'calls/s', '#2b6cb0').setData([xs, ys]);
     chart('#depth-chart', 'waiting', '#b7791f').setData([depths.map((d) => d[0]), depths.map((d) => d[1])]);
   }
