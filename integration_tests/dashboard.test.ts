@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { Client, dr, py, type CallProfile } from '../src/index.js';
+import { Client, dr, py, type CallProfile, type Outcome, type Profiled } from '../src/index.js';
 import { Capture, repoRoot, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 const secret = 'dash-secret';
@@ -194,6 +194,16 @@ describe('dashboard, ks top, profiles and results as they finish (three nodes wi
     })();
     assert.deepEqual(collected.results, [{ ok: true, value: 0 }]);
     assert.equal(collected.profiles.length, 1);
+    // The overloads' types, checked when the tests compile (tsc -p tsconfig.test.json).
+    const typed = async () => {
+      const values: number[] = await client.br<number>();
+      const outcomes: Outcome<number>[] = await client.br<number>({ collect: true });
+      const profiled: Profiled<number> = await client.br<number>({ profile: true });
+      // @ts-expect-error br({collect: true}) resolves to outcomes, not values
+      const wrong: number[] = await client.br<number>({ collect: true });
+      return [values, outcomes, profiled, wrong];
+    };
+    assert.equal(typeof typed, 'function');
   });
 
   it('shows a node that died as dead', async function () {

@@ -227,8 +227,17 @@ export function functionLabel(fn: FnSpec): string {
   if ('eval' in fn) return 'eval';
   if ('exec' in fn) return 'exec';
   if ('script' in fn) return 'path' in fn.script ? `script:${fn.script.path}` : 'script';
-  return `py:${fn.name || lastDef(fn.src) || 'source'}`;
+  if (fn.name) return `py:${fn.name}`;
+  let label = sourceLabels.get(fn.src);
+  if (label === undefined) {
+    if (sourceLabels.size >= 1_000) sourceLabels.clear();
+    sourceLabels.set(fn.src, (label = `py:${lastDef(fn.src) ?? 'source'}`));
+  }
+  return label;
 }
+
+/** Labels of the sources seen lately: each call of one would otherwise scan its text again. */
+const sourceLabels = new Map<string, string>();
 
 /** The function a source's call runs without a name: its last top-level `def` (the executor's rule). */
 function lastDef(src: string): string | undefined {

@@ -189,9 +189,9 @@ export class Client {
     const all: (T | Outcome<T>)[] = [];
     const profiles: CallProfile[] = [];
     for (const batch of batches) {
-      const offset = profiles.length;
-      all.push(...(await this.waitFor<T>(batch, opts.collect ?? false, undefined, (index, _outcome, profile) => (profiles[offset + index] = profile))));
-      profiles.length = all.length;
+      const offset = all.length;
+      const onEnd: OnEnd<T> | undefined = opts.profile ? (index, _outcome, profile) => (profiles[offset + index] = profile) : undefined;
+      all.push(...(await this.waitFor<T>(batch, opts.collect ?? false, undefined, onEnd)));
     }
     return opts.profile ? { results: all, profiles } : (all as T[] | Outcome<T>[]);
   }
@@ -435,7 +435,7 @@ export class Client {
     try {
       while (ended < total) {
         const nextDeadline = deadlines?.reduce<number>((soonest, at, i) => (at !== undefined && !outcomes[i] && at < soonest ? at : soonest), Infinity) ?? Infinity;
-        const page = prefetched ?? (await this.poll(batch.batchId, cursor, total - ended, Math.max(0, Math.min(longPollMs, nextDeadline - Date.now()))));
+        const page = prefetched ?? (await this.poll(batch.batchId, cursor, total - ended, Math.max(0, Math.min(longPollMs, nextDeadline - Date.now())), onEnd !== undefined));
         prefetched = undefined;
         cursor = page.cursor;
         for (const event of page.events) {
@@ -535,11 +535,12 @@ export class Client {
    * is waited out with backoff for up to `pollOutageMs`; events are never lost meanwhile, the
    * cursor resumes where it was.
    */
-  private async poll(batchId: string, cursor: string, remaining: number, waitMs: number = longPollMs): Promise<ResultsPage> {
+  /** `profile`: ends carry their profiles (`br({profile})`, `asCompleted()`). */
+  private async poll(batchId: string, cursor: string, remaining: number, waitMs: number = longPollMs, profile = false): Promise<ResultsPage> {
     const giveUpAt = Date.now() + config.pollOutageMs;
     for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 2_000)) {
       try {
-        return await this.http.request<ResultsPage>('POST', '/api/v1/results', { batchId, cursor, waitMs, remaining });
+        return await this.http.request<ResultsPage>('POST', '/api/v1/results', profile ? { batchId, cursor, waitMs, remaining, profile } : { batchId, cursor, waitMs, remaining });
       } catch (error) {
         const transient = !(error instanceof NodeRequestError) || error.status >= 500;
         if (!transient || Date.now() + delayMs > giveUpAt) throw error;

@@ -42,7 +42,8 @@ export function laneId(env: string | undefined, slot: number): string {
   return env ? `${env}/${slot}` : String(slot);
 }
 
-const maxBars = 2_000;
+/** Bars a node sends a second at most (about 20 kB of JSON): enough to draw, bounded under any load. */
+const maxBars = 300;
 const maxFailures = 20;
 const maxTracebackChars = 8_000;
 
@@ -54,7 +55,8 @@ const maxTracebackChars = 8_000;
 export class ActivityLog {
   /** Set while some viewer watches the cluster; off, only the lanes' state is kept. */
   watching = false;
-  private readonly lanes = new Map<string, LaneState>();
+  /** What each busy interpreter runs, since when (labelled only when a tick asks). */
+  private readonly lanes = new Map<string, { request: RunRequest; since: number }>();
   private bars: Bar[] = [];
   private dropped = 0;
   private failures: FailureShown[] = [];
@@ -70,7 +72,10 @@ export class ActivityLog {
 
   /** What each of these interpreters runs now. */
   laneStates(lanes: string[]): LaneState[] {
-    return lanes.map((lane) => this.lanes.get(lane) ?? { lane, busy: false });
+    return lanes.map((lane) => {
+      const running = this.lanes.get(lane);
+      return running ? { lane, busy: true, fn: functionLabel(running.request.fn), taskId: running.request.taskId, since: running.since } : { lane, busy: false };
+    });
   }
 
   /** What ended since the last take; starts afresh. */
@@ -84,15 +89,14 @@ export class ActivityLog {
   }
 
   private started(lane: string, request: RunRequest): void {
-    this.lanes.set(lane, { lane, busy: true, fn: functionLabel(request.fn), taskId: request.taskId, since: Date.now() });
+    this.lanes.set(lane, { request, since: Date.now() });
   }
 
   private ended(lane: string, request: RunRequest, outcome: RunOutcome): void {
-    const state = this.lanes.get(lane);
-    const since = state?.since ?? Date.now();
+    const since = this.lanes.get(lane)?.since ?? Date.now();
     this.lanes.delete(lane);
     if (!this.watching) return;
-    const fn = state?.fn ?? functionLabel(request.fn);
+    const fn = functionLabel(request.fn);
     const taskId = request.taskId ?? '';
     const status = outcome.ok ? 'ok' : outcome.failure.kind;
     if (this.bars.length < maxBars) this.bars.push([lane, fn, taskId, since, Date.now(), status]);

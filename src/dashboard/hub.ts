@@ -49,12 +49,15 @@ export interface ClusterView {
 }
 
 /** What the hub reads of a tick. */
-type TickBatches = { at: number; lanes?: LaneState[]; batches?: string[] };
+type TickBatches = { at: number; lanes?: LaneState[]; batches?: string[]; bars?: unknown[]; dropped?: number };
 
-/** Ticks a new viewer gets at once (its charts' history): two minutes of a ten-node cluster. */
-const historyLength = 1_200;
+/** Whole ticks a new viewer gets at once (its task stream's last minute), at most. */
+const historyMs = 60_000;
+const historyLength = 300;
+/** Seconds of the charts' series a new viewer gets (calls ended, jobs waiting). */
+const seriesSeconds = 600;
 /** A viewer whose connection holds this much unsent misses messages (and then gets a gap). */
-const maxBufferedBytes = 4 << 20;
+const maxBufferedBytes = 1 << 20;
 /** Batches the view follows at most; finished ones leave after a minute. */
 const maxBatches = 50;
 const finishedBatchKeptMs = 60_000;
@@ -66,8 +69,11 @@ const finishedBatchKeptMs = 60_000;
  */
 export class DashboardHub {
   private readonly fanout = new Fanout(maxBufferedBytes);
-  /** The last ticks read, as SSE messages, for viewers that come later. */
-  private readonly history: string[] = [];
+  /** The last minute's ticks, as SSE messages with their time, for viewers that come later. */
+  private readonly history: { at: number; message: string }[] = [];
+  /** Calls ended each second, and jobs waiting, over the last ten minutes: the charts' history. */
+  private readonly ended = new Map<number, number>();
+  private readonly waiting: [number, number][] = [];
   private readonly batches = new Map<string, BatchShown>();
   private lastView?: ClusterView;
   private running?: Promise<void>;
@@ -82,8 +88,11 @@ export class DashboardHub {
 
   /** Adds a viewer: it gets the recent ticks and the cluster at once, then everything live. Call the answer to remove it. */
   attach(sink: Sink): () => void {
-    sink.write(sseMessage('hello', { history: this.history.length, view: this.lastView ?? null }));
-    for (const tick of this.history) sink.write(tick);
+    // The series before the first tick sent whole: the ticks count themselves again.
+    const firstSecond = this.history.length ? Math.floor(this.history[0].at / 1000) : Infinity;
+    const ended = [...this.ended].filter(([second]) => second < firstSecond).sort((a, b) => a[0] - b[0]);
+    sink.write(sseMessage('hello', { view: this.lastView ?? null, ended, waiting: this.waiting }));
+    for (const { message } of this.history) sink.write(message);
     this.fanout.add(sink);
     if (!this.running && !this.closed) {
       this.stopReading = new AbortController();
@@ -137,19 +146,26 @@ export class DashboardHub {
     this.history.length = 0;
     for (const [, fields] of raw.reverse()) {
       const at = fields.indexOf('tick');
-      if (at < 0) continue;
-      const json = fields[at + 1];
-      this.followBatches(JSON.parse(json) as TickBatches);
-      this.remember(`event: tick\ndata: ${json}\n\n`);
+      if (at >= 0) this.take(fields[at + 1]);
     }
     return raw[raw.length - 1][0];
   }
 
   private onTick(json: string): void {
-    this.followBatches(JSON.parse(json) as TickBatches);
+    this.publish(this.take(json));
+  }
+
+  /** Notes a tick (its batches, its calls in the series, itself in the history); answers its message. */
+  private take(json: string): string {
+    const tick = JSON.parse(json) as TickBatches;
+    this.followBatches(tick);
+    const second = Math.floor(tick.at / 1000);
+    this.ended.set(second, (this.ended.get(second) ?? 0) + (tick.bars?.length ?? 0) + (tick.dropped ?? 0));
+    for (const old of this.ended.keys()) if (old < second - seriesSeconds) this.ended.delete(old);
     const message = `event: tick\ndata: ${json}\n\n`;
-    this.remember(message);
-    this.publish(message);
+    this.history.push({ at: tick.at, message });
+    while (this.history.length > historyLength || (this.history.length && this.history[0].at < tick.at - historyMs)) this.history.shift();
+    return message;
   }
 
   /** The batches a tick names: those with calls that ended, and those with calls running. */
@@ -170,11 +186,6 @@ export class DashboardHub {
       if (this.batches.size > maxBatches) this.batches.delete(this.batches.keys().next().value!);
     }
     return batch;
-  }
-
-  private remember(message: string): void {
-    this.history.push(message);
-    if (this.history.length > historyLength) this.history.shift();
   }
 
   private publish(message: string): void {
@@ -213,6 +224,8 @@ export class DashboardHub {
       if ((done || !n) && now - batch.lastAt > finishedBatchKeptMs) this.batches.delete(batch.id);
     }
     this.lastView = { at: now, hosts, queues, batches };
+    this.waiting.push([Math.floor(now / 1000), queues.reduce((sum, q) => sum + q.depth, 0)]);
+    if (this.waiting.length > seriesSeconds) this.waiting.shift();
     return this.lastView;
   }
 }

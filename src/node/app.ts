@@ -86,10 +86,11 @@ async function errors(ctx: Context, next: Next): Promise<void> {
 function eventsFor(json: boolean, events: WireEvent[] | undefined): unknown {
   if (!events || !json) return events;
   return events.map(({ t, i, h, d, p, at }) => {
-    const profile = p ? { profile: nodeSpans(p) } : {};
-    if (!d) return { t, i, h, at, ...profile };
+    // Only when asked for (`profile: true`): when Redis recorded a start or an end, and an end's profile.
+    const times = at === undefined ? {} : { at, ...(p ? { profile: nodeSpans(p) } : {}) };
+    if (!d) return { t, i, h, ...times };
     if (t === 'stdout' || t === 'stderr') return { t, i, h, text: Buffer.from(d).toString('utf8') };
-    return { t, i, h, at, [t === 'result' ? 'value' : 'failure']: decode(d), ...profile };
+    return { t, i, h, [t === 'result' ? 'value' : 'failure']: decode(d), ...times };
   });
 }
 
@@ -183,7 +184,8 @@ function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute
     '/api/v1/results': async (body, json, res) => {
       const b = v.requireObject(body, 'body');
       const waitMs = v.waitMs(b.waitMs) ?? Infinity;
-      const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, { remaining: v.remaining(b.remaining), stop: clientGone(res) });
+      if (b.profile !== undefined && typeof b.profile !== 'boolean') throw new BadRequest('profile must be true or false');
+      const page = await app.calls.results(v.batchId(b.batchId), v.cursor(b.cursor), waitMs, { remaining: v.remaining(b.remaining), stop: clientGone(res), profile: b.profile === true });
       return { cursor: page.cursor, events: eventsFor(json, page.events) };
     },
   };

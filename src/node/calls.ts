@@ -188,7 +188,7 @@ export class CallService {
    * to answer with more at once: a 10,000-call batch then costs hundreds of polls, not thousands.
    * `justSubmitted`: this node has just queued the batch, so it need not check that it exists.
    */
-  async results(batchId: string, cursor: string, waitMs: number, how: { remaining?: number; stop?: StopSwitch; justSubmitted?: boolean } = {}): Promise<ResultsPage> {
+  async results(batchId: string, cursor: string, waitMs: number, how: { remaining?: number; stop?: StopSwitch; justSubmitted?: boolean; profile?: boolean } = {}): Promise<ResultsPage> {
     const { remaining } = how;
     const { keys, redis } = this.ctx;
     const wait = Math.max(0, Math.min(waitMs, this.opts.longPollMaxMs));
@@ -223,15 +223,12 @@ export class CallService {
     }
     return {
       cursor: entries.length ? entries[entries.length - 1].id : cursor,
-      events: entries.map((e) => ({
-        t: eventType(e),
-        i: Number(e.fields.get('i')),
-        h: e.fields.get('h')?.toString(),
-        d: e.fields.get('d'),
-        p: e.fields.get('p')?.toString(),
-        // When Redis recorded a start or an end (the dashboard's waterfall); output goes without.
-        at: isOutput(e) ? undefined : Number(e.id.slice(0, e.id.indexOf('-'))),
-      })),
+      events: entries.map((e) => {
+        const event: WireEvent = { t: eventType(e), i: Number(e.fields.get('i')), h: e.fields.get('h')?.toString(), d: e.fields.get('d') };
+        // Asked for (br({profile}), the dashboard): an end's profile, and when Redis recorded a start or an end.
+        if (how.profile && !isOutput(e)) Object.assign(event, { p: e.fields.get('p')?.toString(), at: Number(e.id.slice(0, e.id.indexOf('-'))) });
+        return event;
+      }),
     };
   }
 

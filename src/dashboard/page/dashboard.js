@@ -56,7 +56,12 @@
 
   const on = {
     hello(message) {
-      if (message.view) on.cluster(message.view);
+      // The charts' history before the ticks that follow; the view of now.
+      for (const [second, calls] of message.ended || []) ended.set(second, (ended.get(second) || 0) + calls);
+      depths.length = 0;
+      depths.push(...(message.waiting || []));
+      if (message.view) takeView(message.view);
+      dirty();
     },
     tick(tick) {
       const host = hosts.get(tick.host) || { info: null, alive: true };
@@ -73,16 +78,7 @@
       dirty();
     },
     cluster(cluster) {
-      view = cluster;
-      const named = new Set();
-      for (const info of cluster.hosts) {
-        named.add(info.name);
-        const host = hosts.get(info.name) || {};
-        Object.assign(host, { info, alive: info.alive !== false });
-        hosts.set(info.name, host);
-      }
-      // A host that left the registry (swept after it died, or stopped) stays listed, dead.
-      for (const [name, host] of hosts) if (!named.has(name)) host.alive = false;
+      takeView(cluster);
       depths.push([Math.floor(cluster.at / 1000), cluster.queues.reduce((sum, q) => sum + q.depth, 0)]);
       while (depths.length > chartWindowS) depths.shift();
       dirty();
@@ -91,6 +87,19 @@
       setStatus('live', `live (missed ${message.missed} updates: this browser fell behind)`);
     },
   };
+
+  /** The hosts, queues and batches now; a host that left the registry stays listed, dead. */
+  function takeView(cluster) {
+    view = cluster;
+    const named = new Set();
+    for (const info of cluster.hosts) {
+      named.add(info.name);
+      const host = hosts.get(info.name) || {};
+      Object.assign(host, { info, alive: info.alive !== false });
+      hosts.set(info.name, host);
+    }
+    for (const [name, host] of hosts) if (!named.has(name)) host.alive = false;
+  }
 
   function handle(block) {
     let event = 'message';
@@ -310,7 +319,7 @@
     const calls = new Map();
     let cursor = '0-0';
     while (batchShown === batchId) {
-      const answer = await api('api/v1/results', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ batchId, cursor, waitMs: 0 }) });
+      const answer = await api('api/v1/results', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ batchId, cursor, waitMs: 0, profile: true }) });
       if (!answer.ok) {
         $('#batch-summary').textContent = (await answer.json()).detail;
         return;
