@@ -111,5 +111,7 @@ export function newBatchId(): string {
 }
 
 export const batchIdPattern = /^b[0-9a-f]{16}$/;
+/** Every batch id's length: a task id's first characters are its batch's id. */
+export const batchIdLength = 17;
 /** Host and queue names: safe inside Redis keys and BullMQ queue names (no `:`). */
 export const namePattern = /^[A-Za-z0-9_.-]{1,100}$/;

@@ -12,6 +12,10 @@ class SlowViewer implements Sink {
   drain(): void {
     this.buffered = 0;
   }
+  ended = false;
+  end(): void {
+    this.ended = true;
+  }
 }
 
 describe('the dashboard feed fan-out', function () {
@@ -52,6 +56,15 @@ describe('the dashboard feed fan-out', function () {
     fanout.publish(message);
     assert.equal(slow.received[slow.received.length - 1], message);
     assert.equal(slow.received.length, 5);
+  });
+
+  it('ends every viewer when the node stops', function () {
+    const fanout = new Fanout(100);
+    const viewers = [new SlowViewer(), new SlowViewer()];
+    viewers.forEach((v) => fanout.add(v));
+    fanout.endAll();
+    assert.deepEqual(viewers.map((v) => v.ended), [true, true]);
+    assert.equal(fanout.size, 0);
   });
 
   it('forgets a viewer that left', function () {

@@ -1,5 +1,5 @@
 import { functionLabel } from '../types.js';
-import { parseTaskId } from '../keys.js';
+import { batchIdLength } from '../keys.js';
 import type { RunObserver } from '../worker/pool.js';
 import type { RunOutcome, RunRequest } from '../worker/executor.js';
 
@@ -96,17 +96,15 @@ export class ActivityLog {
     const since = this.lanes.get(lane)?.since ?? Date.now();
     this.lanes.delete(lane);
     if (!this.watching) return;
-    const fn = functionLabel(request.fn);
     const taskId = request.taskId ?? '';
-    const status = outcome.ok ? 'ok' : outcome.failure.kind;
-    if (this.bars.length < maxBars) this.bars.push([lane, fn, taskId, since, Date.now(), status]);
+    if (this.bars.length < maxBars) this.bars.push([lane, functionLabel(request.fn), taskId, since, Date.now(), outcome.ok ? 'ok' : outcome.failure.kind]);
     else this.dropped += 1;
     if (!outcome.ok) {
       const { kind, pythonType, message, traceback } = outcome.failure;
-      this.failures.push({ at: Date.now(), lane, fn, taskId, kind, pythonType, message: message.slice(0, 2_000), traceback: traceback?.slice(-maxTracebackChars) });
+      this.failures.push({ at: Date.now(), lane, fn: functionLabel(request.fn), taskId, kind, pythonType, message: message.slice(0, 2_000), traceback: traceback?.slice(-maxTracebackChars) });
       if (this.failures.length > maxFailures) this.failures.shift();
     }
-    const batchId = taskId ? parseTaskId(taskId)?.batchId : undefined;
-    if (batchId) this.batches.add(batchId);
+    // A task id is `<batch id>-<index>`, the batch id of fixed length.
+    if (taskId.length > batchIdLength) this.batches.add(taskId.slice(0, batchIdLength));
   }
 }

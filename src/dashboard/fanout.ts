@@ -4,6 +4,8 @@ export interface Sink {
   write(text: string): void;
   /** Bytes written but not yet taken by the viewer's connection. */
   readonly buffered: number;
+  /** Ends the viewer's connection (the node stops). */
+  end(): void;
 }
 
 /** A Server-Sent Events message. */
@@ -32,6 +34,12 @@ export class Fanout {
 
   remove(sink: Sink): void {
     this.viewers.delete(sink);
+  }
+
+  /** Ends every viewer's connection and forgets them. */
+  endAll(): void {
+    for (const sink of this.viewers.keys()) sink.end();
+    this.viewers.clear();
   }
 
   /** Sends `text` (one whole message) to every viewer that keeps up. */

@@ -104,9 +104,11 @@ export class DashboardHub {
     };
   }
 
+  /** The node stops: its viewers' connections end (their pages reconnect to another node or later). */
   close(): void {
     this.closed = true;
     this.stopReading.abort();
+    this.fanout.endAll();
   }
 
   private async run(): Promise<void> {

@@ -65,11 +65,10 @@ export function dashboardEvents(hub: DashboardHub) {
       get buffered() {
         return res.writableLength;
       },
+      // The node stops: the connection goes too, or the server would wait for it to end.
+      end: () => res.destroy(),
     });
-    await new Promise<void>((resolve) => {
-      res.once('close', resolve);
-      ctx.req.once('close', resolve);
-    });
+    await new Promise<void>((resolve) => res.once('close', resolve));
     detach();
   };
 }
