@@ -4,17 +4,14 @@ import type { HostInfo } from '../types.js';
 import { Fanout, sseMessage, type Sink } from './fanout.js';
 import type { LaneState } from './activity.js';
 
-/** A stream entry as the node's event reader gives it. */
-interface FeedEntry {
-  id: string;
-  fields: Map<string, Buffer>;
-}
-
 export interface HubContext {
   redis: Redis;
   keys: Keys;
-  /** Reads the feed: entries after `cursor`, waiting up to `waitMs` (the node's one blocking reader). */
-  read(key: string, cursor: string, waitMs: number, signal?: AbortSignal): Promise<FeedEntry[]>;
+  /**
+   * Opens the connection the hub blocks on while it has viewers: its own, so that watching
+   * never interrupts the blocked reads that answer clients' long-polls.
+   */
+  connect(): Redis;
   /** Every registered host, alive or not. */
   hosts(): Promise<HostInfo[]>;
   log(message: string): void;
@@ -54,6 +51,8 @@ type TickBatches = { at: number; lanes?: LaneState[]; batches?: string[]; bars?:
 /** Whole ticks a new viewer gets at once (its task stream's last minute), at most. */
 const historyMs = 60_000;
 const historyLength = 300;
+/** ... and at most this many bytes: every new viewer gets them at once (ten viewers, ten copies). */
+const historyBytes = 512 << 10;
 /** Seconds of the charts' series a new viewer gets (calls ended, jobs waiting). */
 const seriesSeconds = 600;
 /** A viewer whose connection holds this much unsent misses messages (and then gets a gap). */
@@ -71,11 +70,13 @@ export class DashboardHub {
   private readonly fanout = new Fanout(maxBufferedBytes);
   /** The last minute's ticks, as SSE messages with their time, for viewers that come later. */
   private readonly history: { at: number; message: string }[] = [];
+  private historySize = 0;
   /** Calls ended each second, and jobs waiting, over the last ten minutes: the charts' history. */
   private readonly ended = new Map<number, number>();
   private readonly waiting: [number, number][] = [];
   private readonly batches = new Map<string, BatchShown>();
   private lastView?: ClusterView;
+  private blocking?: Redis;
   private running?: Promise<void>;
   private stopReading = new AbortController();
   private closed = false;
@@ -94,10 +95,7 @@ export class DashboardHub {
     sink.write(sseMessage('hello', { view: this.lastView ?? null, ended, waiting: this.waiting }));
     for (const { message } of this.history) sink.write(message);
     this.fanout.add(sink);
-    if (!this.running && !this.closed) {
-      this.stopReading = new AbortController();
-      this.running = this.run().finally(() => (this.running = undefined));
-    }
+    this.keepReading();
     return () => {
       this.fanout.remove(sink);
       if (!this.fanout.size) this.stopReading.abort();
@@ -109,11 +107,23 @@ export class DashboardHub {
     this.closed = true;
     this.stopReading.abort();
     this.fanout.endAll();
+    this.blocking?.disconnect();
   }
 
-  private async run(): Promise<void> {
-    const { keys } = this.ctx;
+  /** Reads the feed while there are viewers; a reader that is stopping (its viewers left a moment ago) is followed by a new one. */
+  private keepReading(): void {
+    if (this.closed || (this.running && !this.stopReading.signal.aborted)) return;
+    this.stopReading = new AbortController();
     const signal = this.stopReading.signal;
+    const running = (this.running ?? Promise.resolve()).then(() => this.run(signal));
+    this.running = running;
+    void running.finally(() => {
+      if (this.running === running) this.running = undefined;
+    });
+  }
+
+  private async run(signal: AbortSignal): Promise<void> {
+    const { keys } = this.ctx;
     try {
       await this.markWatched();
       let cursor = await this.loadHistory();
@@ -124,11 +134,12 @@ export class DashboardHub {
           await this.markWatched();
           this.publish(sseMessage('cluster', await this.view()));
         }
-        const entries = await this.ctx.read(keys.dashboard, cursor, Math.max(0, nextView - Date.now()), signal);
-        for (const entry of entries) {
-          cursor = entry.id;
-          const tick = entry.fields.get('tick')?.toString();
-          if (tick) this.onTick(tick);
+        this.blocking ??= this.ctx.connect();
+        const reply = (await this.blocking.xread('COUNT', 100, 'BLOCK', Math.max(1, nextView - Date.now()), 'STREAMS', keys.dashboard, cursor)) as [string, [string, string[]][]][] | null;
+        for (const [id, fields] of reply?.[0]?.[1] ?? []) {
+          cursor = id;
+          const at = fields.indexOf('tick');
+          if (at >= 0 && !signal.aborted) this.onTick(fields[at + 1]);
         }
       }
     } catch (error) {
@@ -166,7 +177,10 @@ export class DashboardHub {
     for (const old of this.ended.keys()) if (old < second - seriesSeconds) this.ended.delete(old);
     const message = `event: tick\ndata: ${json}\n\n`;
     this.history.push({ at: tick.at, message });
-    while (this.history.length > historyLength || (this.history.length && this.history[0].at < tick.at - historyMs)) this.history.shift();
+    this.historySize += message.length;
+    while (this.history.length > historyLength || this.historySize > historyBytes || this.history[0].at < tick.at - historyMs) {
+      this.historySize -= this.history.shift()!.message.length;
+    }
     return message;
   }
 

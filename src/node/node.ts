@@ -278,8 +278,7 @@ export class KsNode {
       this.workers.push(worker);
     }
     const jobCatalog = new JobCatalog({ redis, keys, liveHosts: () => registry.liveHosts() }, localJobs, config.hostCacheMs);
-    const events = this.events;
-    this.hub = new DashboardHub({ redis, keys, read: (key, cursor, waitMs, signal) => events.read(key, cursor, waitMs, signal), hosts: () => readHosts(redis, keys), log });
+    this.hub = new DashboardHub({ redis, keys, connect: () => this.connect({ connectionName: 'ks-dashboard' }), hosts: () => readHosts(redis, keys), log });
     this.feed = new FeedPublisher({ redis, keys, host: this.name, version, activity: this.activity, lanes: () => this.interpreters.flatMap((i) => i.pool.slots().map((slot) => laneId(i.env, slot))), log });
     this.feed.start();
     this.serve(this.server, { calls: this.calls, data, registry: this.registry, mover, catalog: jobCatalog, metrics, admission, persisted });
