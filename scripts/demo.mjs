@@ -57,7 +57,7 @@ client.close();
 if (exitAfter) {
   node.kill('SIGTERM');
 } else {
-  console.log(`the node keeps running at ${url}; Ctrl-C stops it`);
+  console.log(`the node keeps running at ${url}; watch it at ${url}/dashboard or with npx ks top; Ctrl-C stops it`);
   process.on('SIGINT', () => node.kill('SIGTERM'));
 }
 node.on('exit', () => process.exit(0));
