@@ -5,9 +5,9 @@ import { Fanout, sseMessage, type Sink } from '../src/dashboard/fanout.js';
 class SlowViewer implements Sink {
   received: string[] = [];
   buffered = 0;
-  write(text: string): void {
-    this.received.push(text);
-    this.buffered += text.length;
+  write(message: string | Buffer): void {
+    this.received.push(message.toString());
+    this.buffered += message.length;
   }
   drain(): void {
     this.buffered = 0;

@@ -1,7 +1,7 @@
 /** Where a viewer's messages go: an HTTP response, in the node. */
 export interface Sink {
-  /** Writes one whole message. */
-  write(text: string): void;
+  /** Writes one whole message (the same bytes go to every viewer). */
+  write(message: string | Buffer): void;
   /** Bytes written but not yet taken by the viewer's connection. */
   readonly buffered: number;
   /** Ends the viewer's connection (the node stops). */
@@ -42,8 +42,9 @@ export class Fanout {
     this.viewers.clear();
   }
 
-  /** Sends `text` (one whole message) to every viewer that keeps up. */
-  publish(text: string): void {
+  /** Sends one whole message to every viewer that keeps up: encoded once, not once per viewer. */
+  publish(message: string | Buffer): void {
+    const bytes = typeof message === 'string' ? Buffer.from(message) : message;
     for (const [sink, state] of this.viewers) {
       if (sink.buffered > this.maxBufferedBytes) {
         state.missed += 1;
@@ -53,7 +54,7 @@ export class Fanout {
         sink.write(sseMessage('gap', { missed: state.missed }));
         state.missed = 0;
       }
-      sink.write(text);
+      sink.write(bytes);
     }
   }
 }

@@ -52,7 +52,7 @@ type TickBatches = { at: number; lanes?: LaneState[]; batches?: string[]; bars?:
 const historyMs = 60_000;
 const historyLength = 300;
 /** ... and at most this many bytes: every new viewer gets them at once (ten viewers, ten copies). */
-const historyBytes = 512 << 10;
+const historyBytes = 256 << 10;
 /** Seconds of the charts' series a new viewer gets (calls ended, jobs waiting). */
 const seriesSeconds = 600;
 /** A viewer whose connection holds this much unsent misses messages (and then gets a gap). */
@@ -69,8 +69,10 @@ const finishedBatchKeptMs = 60_000;
 export class DashboardHub {
   private readonly fanout = new Fanout(maxBufferedBytes);
   /** The last minute's ticks, as SSE messages with their time, for viewers that come later. */
-  private readonly history: { at: number; message: string }[] = [];
+  private readonly history: { at: number; message: Buffer }[] = [];
   private historySize = 0;
+  /** The last feed entry read. */
+  private cursor?: string;
   /** Calls ended each second, and jobs waiting, over the last ten minutes: the charts' history. */
   private readonly ended = new Map<number, number>();
   private readonly waiting: [number, number][] = [];
@@ -126,7 +128,9 @@ export class DashboardHub {
     const { keys } = this.ctx;
     try {
       await this.markWatched();
-      let cursor = await this.loadHistory();
+      // Read on from where the last reader stopped while what it kept is recent; else start over from Redis.
+      const recent = this.cursor !== undefined && this.history.length > 0 && Date.now() - this.history[this.history.length - 1].at < historyMs;
+      let cursor = recent ? this.cursor! : await this.loadHistory();
       let nextView = 0;
       while (this.fanout.size && !signal.aborted) {
         if (Date.now() >= nextView) {
@@ -137,7 +141,7 @@ export class DashboardHub {
         this.blocking ??= this.ctx.connect();
         const reply = (await this.blocking.xread('COUNT', 100, 'BLOCK', Math.max(1, nextView - Date.now()), 'STREAMS', keys.dashboard, cursor)) as [string, [string, string[]][]][] | null;
         for (const [id, fields] of reply?.[0]?.[1] ?? []) {
-          cursor = id;
+          cursor = this.cursor = id;
           const at = fields.indexOf('tick');
           if (at >= 0 && !signal.aborted) this.onTick(fields[at + 1]);
         }
@@ -155,13 +159,15 @@ export class DashboardHub {
   /** The feed's last ticks, into the history; answers the cursor to read on from. */
   private async loadHistory(): Promise<string> {
     const raw = (await this.ctx.redis.xrevrange(this.ctx.keys.dashboard, '+', '-', 'COUNT', historyLength)) as [string, string[]][];
-    if (!raw.length) return '0-0';
     this.history.length = 0;
+    this.historySize = 0;
+    this.ended.clear();
     for (const [, fields] of raw.reverse()) {
       const at = fields.indexOf('tick');
       if (at >= 0) this.take(fields[at + 1]);
     }
-    return raw[raw.length - 1][0];
+    this.cursor = raw.length ? raw[raw.length - 1][0] : '0-0';
+    return this.cursor;
   }
 
   private onTick(json: string): void {
@@ -169,16 +175,16 @@ export class DashboardHub {
   }
 
   /** Notes a tick (its batches, its calls in the series, itself in the history); answers its message. */
-  private take(json: string): string {
+  private take(json: string): Buffer {
     const tick = JSON.parse(json) as TickBatches;
     this.followBatches(tick);
     const second = Math.floor(tick.at / 1000);
     this.ended.set(second, (this.ended.get(second) ?? 0) + (tick.bars?.length ?? 0) + (tick.dropped ?? 0));
     for (const old of this.ended.keys()) if (old < second - seriesSeconds) this.ended.delete(old);
-    const message = `event: tick\ndata: ${json}\n\n`;
+    const message = Buffer.from(`event: tick\ndata: ${json}\n\n`);
     this.history.push({ at: tick.at, message });
     this.historySize += message.length;
-    while (this.history.length > historyLength || this.historySize > historyBytes || this.history[0].at < tick.at - historyMs) {
+    while (this.history.length && (this.history.length > historyLength || this.historySize > historyBytes || this.history[0].at < tick.at - historyMs)) {
       this.historySize -= this.history.shift()!.message.length;
     }
     return message;
@@ -204,7 +210,7 @@ export class DashboardHub {
     return batch;
   }
 
-  private publish(message: string): void {
+  private publish(message: string | Buffer): void {
     this.fanout.publish(message);
   }
 

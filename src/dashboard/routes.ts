@@ -61,7 +61,7 @@ export function dashboardEvents(hub: DashboardHub) {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
     res.write(': kitchensink dashboard feed\n\n');
     const detach = hub.attach({
-      write: (text) => void res.write(text),
+      write: (message) => void res.write(message),
       get buffered() {
         return res.writableLength;
       },
