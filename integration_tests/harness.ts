@@ -62,6 +62,12 @@ export interface TestRedis {
   stop(): Promise<void>;
 }
 
+/** A `redis-server` (or Sentinel) with exactly `args`, in its own process group; `stop()` kills the group. */
+export function spawnRedisServer(args: string[]): { child: ChildProcess; stop(): Promise<void> } {
+  const child = spawn('redis-server', args, { stdio: 'ignore', detached: true });
+  return { child, stop: () => stopGroup(child, 'SIGKILL') };
+}
+
 /** A port nothing listens on at this moment. */
 export function freePort(): Promise<number> {
   return new Promise((resolvePromise) => {

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { dataRoute, nodeRoute, normalizeNodeUrl, parseNodeUrl, portOf, sameNode } from '../src/node-url.js';
-import { redisOptions } from '../src/node/redis-connection.js';
+import { isManagedRedis, redisOptions } from '../src/node/redis-connection.js';
 
 describe('node urls', function () {
   it('build every route without a double slash, with or without a trailing slash', function () {
@@ -57,6 +60,37 @@ describe('--redis-connection', function () {
     assert.deepEqual(redisOptions('/var/run/redis.sock'), { path: '/var/run/redis.sock' });
   });
 
+  it('takes rediss:// (TLS) with a CA file, and redis-sentinel:// with its sentinels and master', function () {
+    const dir = mkdtempSync(join(tmpdir(), 'ks-ca-'));
+    writeFileSync(join(dir, 'ca.pem'), 'PEM');
+    try {
+      assert.deepEqual(redisOptions(`rediss://u:p@redis.example:6380/2?ca=${join(dir, 'ca.pem')}`), {
+        host: 'redis.example',
+        port: 6380,
+        db: 2,
+        username: 'u',
+        password: 'p',
+        tls: { servername: 'redis.example', ca: Buffer.from('PEM') },
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assert.deepEqual(redisOptions('rediss://127.0.0.1:6380').tls, { servername: undefined });
+    assert.deepEqual(redisOptions('redis-sentinel://10.0.0.1:26379,10.0.0.2,[::1]:26380/mymaster?db=3'), {
+      sentinels: [
+        { host: '10.0.0.1', port: 26379 },
+        { host: '10.0.0.2', port: 26379 },
+        { host: '::1', port: 26380 },
+      ],
+      name: 'mymaster',
+      db: 3,
+      username: undefined,
+      password: undefined,
+    });
+    assert.equal(redisOptions('redis-sentinel://:s%40cret@h:1/m').password, 's@cret');
+    assert.ok(isManagedRedis('rediss://h') && isManagedRedis('redis-sentinel://h/m') && !isManagedRedis('redis://127.0.0.1'));
+  });
+
   it('refuses anything else in one line that names the accepted forms', function () {
     const bad: [string, RegExp][] = [
       ['localhost:6379', /unknown scheme/],
@@ -69,6 +103,14 @@ describe('--redis-connection', function () {
       ['unix://tmp/r.sock', /three slashes/],
       ['unix://', /no socket path/],
       ['tcp://:6379', /not a url|names no host/],
+      ['rediss://h?ca=/nope/ca.pem', /CA file that cannot be read \(ENOENT\)/],
+      ['redis://h?ca=/x.pem', /unknown parameter "ca"/],
+      ['redis-sentinel://h:1', /not redis-sentinel:\/\/host:port,host:port\/NAME/],
+      ['redis-sentinel://h:1/', /names no master/],
+      ['redis-sentinel://h:1,:2/m', /sentinel ":2", not host:port/],
+      ['redis-sentinel://h:99999/m', /sentinel port 99999/],
+      ['redis-sentinel://h:1/m?tls=1', /unknown parameter "tls"/],
+      ['redis-cluster://h:1,h:2', /Redis Cluster, which this version does not run on yet/],
     ];
     for (const [connection, why] of bad) {
       assert.throws(

@@ -34,7 +34,7 @@ import { fastPerform } from '../jobs/routes.js';
 import { CallService } from './calls.js';
 import { EventReader } from './event-reader.js';
 import { connectRedis, startRedisServer, whyRedisIsSilent } from './redis.js';
-import { redisOptions } from './redis-connection.js';
+import { isManagedRedis, redisOptions } from './redis-connection.js';
 import { HostRegistry, readHosts } from './registry.js';
 import { ActivityLog, laneId } from '../dashboard/activity.js';
 import { FeedPublisher } from '../dashboard/feed.js';
@@ -155,6 +155,7 @@ export class KsNode {
     mkdirSync(o.datadir, { recursive: true });
     const silent = await whyRedisIsSilent(o.redisConnection);
     if (silent && o.noRedis) throw new Error(`no Redis answers at ${o.redisConnection} (${silent}), and --no-redis says not to start one`);
+    if (silent && isManagedRedis(o.redisConnection)) throw new Error(`no Redis answers at ${o.redisConnection}: ${silent}`);
     if (silent) {
       log(`no Redis answers at ${o.redisConnection}: starting redis-server`);
       this.redisServer = await startRedisServer(o.redisConnection, join(o.datadir, '.redis'));

@@ -28,6 +28,7 @@ export async function whyRedisIsSilent(connection: string): Promise<string | und
     connectTimeout: 500,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
+    sentinelRetryStrategy: () => null,
     // ioredis otherwise keeps a 2 s timer for a socket that never connected, and a `ks` command waits for it.
     disconnectTimeout: 0,
   });
@@ -38,7 +39,7 @@ export async function whyRedisIsSilent(connection: string): Promise<string | und
     const pong = await probe.ping();
     return pong === 'PONG' ? undefined : `it answered PING with ${pong}`;
   } catch (error) {
-    return (lastError ?? (error as Error)).message;
+    return oneLine((lastError ?? (error as Error)).message);
   } finally {
     probe.disconnect();
   }
@@ -74,4 +75,12 @@ export async function startRedisServer(connection: string, dir: string): Promise
   }
   child.kill('SIGKILL');
   throw new Error(`redis-server did not answer at ${connection} within 10 s`);
+}
+
+/** An error message on one line (ioredis's Sentinel errors span several), saying what a Sentinel answered when one did. */
+function oneLine(message: string): string {
+  return message
+    .replace(/\s*\n\s*/g, ' ')
+    .replace(/^All sentinels are unreachable and retry is disabled\. Last error: (ERR .*)$/, 'the Sentinel answered: $1')
+    .trim();
 }
