@@ -130,11 +130,15 @@ export function startNode(redisUrl: string, name: string, args: string[] = [], e
   return startNodeWith(name, ['--no-redis', '--redis-connection', redisUrl, '--node-port', '0', '--node-name', name, '--num-workers', '1', ...args], env);
 }
 
-/** A real `ks start --datadir <fresh dir>` process with exactly `args` besides; `name` names its datadir. */
-export async function startNodeWith(name: string, args: string[], env: Record<string, string> = {}): Promise<TestNode> {
+/**
+ * A real `ks start --datadir <fresh dir>` process with exactly `args` besides; `name` names its
+ * datadir. `wrapper` runs it under another command (`['faketime', '+10 minutes']`).
+ */
+export async function startNodeWith(name: string, args: string[], env: Record<string, string> = {}, wrapper: string[] = []): Promise<TestNode> {
   const datadir = mkdtempSync(join(tmpdir(), `ks-${name}-`));
   // The bin itself, as `ks start` runs: its #! line carries the node's memory settings.
-  const child = spawn(cli, ['start', '--datadir', datadir, ...args], {
+  const command = [...wrapper, cli, 'start', '--datadir', datadir, ...args];
+  const child = spawn(command[0], command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
     env: { ...process.env, PYTHONPATH: testPythonPath, ...env },

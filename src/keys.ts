@@ -9,6 +9,10 @@ export class Keys {
   get hosts(): string {
     return `${this.prefix}:hosts`;
   }
+  /** Host name → when its last heartbeat reached Redis, by Redis's clock (ms): no two machines' clocks are compared. */
+  get beats(): string {
+    return `${this.prefix}:beats`;
+  }
   alive(host: string): string {
     return `${this.prefix}:alive:${host}`;
   }

@@ -13,6 +13,19 @@ export interface RegistryOptions {
   jobsJson?: string;
 }
 
+/** KEYS: beats. ARGV: host. Records the beat at Redis's time, in ms. */
+const beatScript = `
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[1], t[1] * 1000 + math.floor(t[2] / 1000))
+return 1`;
+
+/** Defines `ksBeat` on a connection (once). */
+function withBeatCommand(redis: Redis): Redis & { ksBeat(beats: string, host: string): Promise<number> } {
+  const r = redis as Redis & { ksBeat(beats: string, host: string): Promise<number> };
+  if (typeof r.ksBeat !== 'function') redis.defineCommand('ksBeat', { numberOfKeys: 1, lua: beatScript });
+  return r;
+}
+
 /** Reads every registered host and whether its heartbeat is still alive, in one round trip. */
 export async function readHosts(redis: Redis, keys: Keys): Promise<HostInfo[]> {
   const all = await redis.hgetall(keys.hosts);
@@ -36,7 +49,9 @@ export class HostRegistry {
     private readonly keys: Keys,
     private readonly self: HostInfo,
     private readonly opts: RegistryOptions,
-  ) {}
+  ) {
+    withBeatCommand(redis);
+  }
 
   async register(): Promise<void> {
     await this.beat();
@@ -59,7 +74,7 @@ export class HostRegistry {
 
   async deregister(): Promise<void> {
     clearInterval(this.timer);
-    await this.redis.multi().hdel(this.keys.hosts, this.self.name).del(this.keys.alive(this.self.name)).hdel(this.keys.jobs, this.self.name).exec();
+    await this.redis.multi().hdel(this.keys.hosts, this.self.name).del(this.keys.alive(this.self.name)).hdel(this.keys.jobs, this.self.name).hdel(this.keys.beats, this.self.name).exec();
   }
 
   close(): void {
@@ -67,11 +82,13 @@ export class HostRegistry {
   }
 
   private async beat(): Promise<void> {
-    const replies = await this.redis
+    const multi = this.redis
       .multi()
       .hset(this.keys.hosts, this.self.name, JSON.stringify({ ...this.self, beatAt: Date.now() }))
-      .set(this.keys.alive(this.self.name), String(Date.now()), 'PX', this.opts.heartbeatTtlMs)
-      .exec();
+      .set(this.keys.alive(this.self.name), String(Date.now()), 'PX', this.opts.heartbeatTtlMs);
+    // By Redis's clock: the sweeper judges silence by it, whatever this machine's clock says.
+    (multi as unknown as { ksBeat(beats: string, host: string): void }).ksBeat(this.keys.beats, this.self.name);
+    const replies = await multi.exec();
     // HSET answers 1 when the entry was new: after the first beat, Redis forgot this host.
     const created = replies?.[0]?.[1] === 1;
     if (created && this.registered) this.opts.onForgotten?.();

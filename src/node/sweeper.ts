@@ -50,13 +50,16 @@ export class DeadHostSweeper {
     const lock = await redis.set(`${keys.prefix}:sweep`, this.ctx.nodeName, 'PX', this.opts.intervalMs, 'NX');
     if (!lock) return 0;
     const hosts = await readHosts(redis, keys);
-    const now = Date.now();
     const silent = hosts.filter((h) => !h.alive);
+    if (!silent.length) return 0;
+    // Silence is measured by Redis's clock (the beats and TIME), never this machine's against the dead host's.
+    const [beats, [seconds, micros]] = await Promise.all([redis.hgetall(keys.beats), redis.time()]);
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     const deadQueues = new Set(silent.flatMap((h) => h.queues.map((q) => queueName(q, h.name))));
     let lost = 0;
-    for (const host of silent.filter((h) => now - (h.beatAt ?? 0) > this.opts.deadAfterMs)) {
+    for (const host of silent.filter((h) => now - Number(beats[h.name] ?? 0) > this.opts.deadAfterMs)) {
       for (const queue of host.queues.map((q) => queueName(q, host.name))) lost += await this.sweepQueue(queue, host, deadQueues);
-      await redis.hdel(keys.hosts, host.name);
+      await redis.multi().hdel(keys.hosts, host.name).hdel(keys.beats, host.name).exec();
       this.ctx.log(`host ${host.name} is dead: its queues are swept and it is deregistered`);
     }
     return lost;
