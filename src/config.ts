@@ -13,6 +13,8 @@ export const config = {
   heartbeatIntervalMs: 1_000,
   /** ...and is dead for routing once it has not for this long. */
   heartbeatTtlMs: 10_000,
+  /** A node whose heartbeat has not reached Redis for this long takes no work (503): it could not record it. */
+  redisCutAfterMs: 3_000,
   /** A claim expires unless its owner refreshes it, so a dead node's calls can run elsewhere. */
   claimTtlMs: 30_000,
   claimRefreshMs: 10_000,

@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { hostname, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -331,6 +331,22 @@ export class KsNode {
     }
   }
 
+  /**
+   * Answers 503 to the API and `/health` while this node's heartbeats do not reach Redis (a
+   * partition between it and Redis only): it would take work it cannot record, and a load
+   * balancer should send callers to another node. True when it answered.
+   */
+  private cutFromRedis(req: IncomingMessage, res: ServerResponse): boolean {
+    const silentMs = this.registry?.silentFor ?? 0;
+    if (silentMs < config.redisCutAfterMs) return false;
+    const path = req.url ?? '';
+    if (!path.startsWith('/api/') && !path.startsWith('/health')) return false;
+    const body = JSON.stringify({ error: 'redis_unreachable', detail: `this node has not reached Redis for ${Math.round(silentMs / 1000)} s: it takes no work it could not record; call another node` });
+    res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+    return true;
+  }
+
   /** The interpreters a call runs on here: those of its `env`, else the node's own. */
   private poolFor(call: WireCall): ExecutorPool {
     const env = call.opts?.env;
@@ -513,6 +529,7 @@ export class KsNode {
       idle.touch();
       // `http://host:port/` + `/api/v1/...`, as users glue them in curl, is the same route.
       if (req.url?.startsWith('//')) req.url = req.url.replace(/^\/+/, '/');
+      if (this.cutFromRedis(req, res)) return;
       if (fastRoutes(req, res) || fastJobs(req, res)) return;
       if (req.method === 'PUT' && Number(req.headers['content-length']) >= config.bigUploadBytes) idle.makeRoom();
       void handle(req, res);

@@ -42,6 +42,9 @@ export async function readHosts(redis: Redis, keys: Keys): Promise<HostInfo[]> {
 export class HostRegistry {
   private timer?: NodeJS.Timeout;
   private registered = false;
+  /** When a heartbeat last reached Redis; one still on its way is not sent again. */
+  private lastBeat = Date.now();
+  private beating = false;
   private cache?: { at: number; hosts: Promise<HostInfo[]> };
 
   constructor(
@@ -55,7 +58,13 @@ export class HostRegistry {
 
   async register(): Promise<void> {
     await this.beat();
-    this.timer = setInterval(() => void this.beat().catch(() => {}), this.opts.heartbeatIntervalMs);
+    this.timer = setInterval(() => {
+      if (this.beating) return;
+      this.beating = true;
+      void this.beat()
+        .catch(() => {})
+        .finally(() => (this.beating = false));
+    }, this.opts.heartbeatIntervalMs);
     this.timer.unref();
   }
 
@@ -70,6 +79,11 @@ export class HostRegistry {
       this.cache = { at: now, hosts };
     }
     return this.cache.hosts;
+  }
+
+  /** How long since a heartbeat last reached Redis (ms). */
+  get silentFor(): number {
+    return Date.now() - this.lastBeat;
   }
 
   async deregister(): Promise<void> {
@@ -89,6 +103,7 @@ export class HostRegistry {
     // By Redis's clock: the sweeper judges silence by it, whatever this machine's clock says.
     (multi as unknown as { ksBeat(beats: string, host: string): void }).ksBeat(this.keys.beats, this.self.name);
     const replies = await multi.exec();
+    this.lastBeat = Date.now();
     // HSET answers 1 when the entry was new: after the first beat, Redis forgot this host.
     const created = replies?.[0]?.[1] === 1;
     if (created && this.registered) this.opts.onForgotten?.();
