@@ -1,0 +1,121 @@
+// npm run bench:locality: what routing by data saves. Five nodes on this machine, one Redis;
+// 30 RemoteData of 1-50 MB saved round the hosts; 300 calls each reading 1-3 of them. The
+// bytes the nodes copy to each other (ks_data_bytes_total{direction="in"} during the calls)
+// with routing, against the same calls on a fresh copy of the same data with noRouteData
+// (each call goes to whichever host takes it). Goal: routed at most 20 % of random's bytes,
+// and no host left without calls. Prints one JSON line with the figures.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, dr, py } from '../dist/index.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const work = mkdtempSync(join(tmpdir(), 'ks-locality-'));
+const hostCount = 5;
+const children = [];
+const say = (line) => process.stderr.write(`${line}\n`);
+
+function freePort() {
+  return new Promise((resolvePort) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** A small seeded generator: the same data and calls in both runs. */
+function random(seed) {
+  let state = seed >>> 0;
+  return () => {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+async function bytesIn(urls) {
+  let total = 0;
+  for (const url of urls) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    total += Number(/^ks_data_bytes_total\{[^}]*direction="in"[^}]*\} (\S+)/m.exec(text)?.[1] ?? 0);
+  }
+  return total;
+}
+
+try {
+  const redisPort = await freePort();
+  const redisUrl = `redis://127.0.0.1:${redisPort}`;
+  children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work], { stdio: 'ignore', detached: true }));
+  const urls = [];
+  for (let k = 0; k < hostCount; k++) {
+    const child = spawn(join(root, 'dist/node/cli.js'), ['start', '--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, `h${k}`), '--num-workers', '1', '--node-port', '0', '--node-name', `h${k}`], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+    children.push(child);
+    urls.push(
+      await new Promise((resolveUrl, reject) => {
+        let out = '';
+        child.stdout.on('data', (c) => {
+          out += c;
+          const m = /ready at (\S+)/.exec(out);
+          if (m) resolveUrl(m[1]);
+        });
+        child.once('exit', () => reject(new Error(`node h${k} exited at start`)));
+      }),
+    );
+  }
+  const client = new Client(urls[0], { output: process.stderr });
+  /** Saves the 30 data round the hosts, runs the 300 calls, answers the bytes copied and the calls per host. */
+  async function run(routed) {
+    const rand = random(42);
+    const data = [];
+    for (let k = 0; k < 30; k++) {
+      const size = Math.round((1 + rand() * 49) * 1e6);
+      data.push(await dr(Buffer.alloc(size, k), { client }).save({ host: `h${k % hostCount}` }));
+    }
+    const before = await bytesIn(urls);
+    const started = performance.now();
+    const whereOf = py`
+      import os
+      def where(*data): return os.environ["KS_NODE_NAME"]`;
+    for (let c = 0; c < 300; c++) {
+      const n = 1 + Math.floor(rand() * 3);
+      const args = Array.from({ length: n }, () => data[Math.floor(rand() * data.length)]);
+      client.bc(whereOf, args, {}, routed ? {} : { noRouteData: true });
+    }
+    await client.execute();
+    const hosts = await client.br();
+    const seconds = (performance.now() - started) / 1000;
+    const copied = (await bytesIn(urls)) - before;
+    const perHost = Object.fromEntries(urls.map((_, k) => [`h${k}`, hosts.filter((h) => h === `h${k}`).length]));
+    await Promise.all(data.map((d) => d.delete()));
+    return { copied, seconds, perHost };
+  }
+
+  const routed = await run(true);
+  say(`routed: ${(routed.copied / 1e6).toFixed(0)} MB copied in ${routed.seconds.toFixed(1)} s, calls per host ${JSON.stringify(routed.perHost)}`);
+  const random_ = await run(false);
+  say(`random (noRouteData): ${(random_.copied / 1e6).toFixed(0)} MB copied in ${random_.seconds.toFixed(1)} s, calls per host ${JSON.stringify(random_.perHost)}`);
+  const ratio = routed.copied / random_.copied;
+  say(`routed copies ${(ratio * 100).toFixed(1)} % of random's bytes (goal: at most 20 %)`);
+  console.log(JSON.stringify({ locality_routed_mb: routed.copied / 1e6, locality_random_mb: random_.copied / 1e6, locality_ratio: ratio, locality_routed_s: routed.seconds, locality_random_s: random_.seconds, routed_calls_per_host: routed.perHost }));
+  client.close();
+} finally {
+  for (const child of children.reverse()) {
+    try {
+      process.kill(-child.pid, 'SIGTERM');
+    } catch {
+      // gone
+    }
+  }
+  await new Promise((r) => setTimeout(r, 3_000));
+  for (const child of children) {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  rmSync(work, { recursive: true, force: true });
+}
