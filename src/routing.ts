@@ -20,3 +20,21 @@ export function rankHosts(dataUrls: string[], data: Record<string, RoutedData>, 
   const kept = scored.filter((s) => s.bytesToCopy < thresholdBytes);
   return (kept.length ? kept : scored.slice(0, 1)).map((s) => s.name);
 }
+
+/**
+ * Ranks hosts for each call of a batch in turn (`rankHosts`), counting the copies the batch's
+ * earlier calls will make: once a call is routed, its first host will hold the call's data, so
+ * later calls on the same data go where it gathers instead of copying it again elsewhere.
+ * `hosts[k]` are the hosts that may run call k; a call without data gets no ranking ([]).
+ */
+export function routeCalls(urlsPerCall: string[][], data: Record<string, RoutedData>, hosts: string[][], thresholdBytes: number): string[][] {
+  const holders = new Map(Object.entries(data).map(([url, info]) => [url, new Set(info.holders)]));
+  const view: Record<string, RoutedData> = {};
+  return urlsPerCall.map((urls, k) => {
+    if (!urls.length) return [];
+    for (const url of urls) if (data[url]) view[url] = { size: data[url].size, holders: [...holders.get(url)!] };
+    const route = rankHosts(urls, view, hosts[k], thresholdBytes);
+    if (route.length) for (const url of urls) holders.get(url)?.add(route[0]);
+    return route;
+  });
+}

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { rankHosts } from '../src/routing.js';
+import { rankHosts, routeCalls } from '../src/routing.js';
 import { parseRange } from '../src/data/service.js';
 import { validateDataUrl } from '../src/data/catalog.js';
 
@@ -47,5 +47,19 @@ describe('data urls and ranges', function () {
     for (const bad of ['bytes=10-12', 'bytes=5-2', 'bytes=-', 'items=1-2', 'bytes=1-2,4-5']) {
       assert.throws(() => parseRange(bad, 10), (e: { status?: number }) => e.status === 416, bad);
     }
+  });
+
+  it("counts the copies a batch's earlier calls make: later calls go where the data gathers", function () {
+    const data = { p: { size: 10_000_000, holders: ['a'] }, q: { size: 1_000_000, holders: ['c'] } };
+    const everywhere = ['a', 'b', 'c'];
+    // Call 0 reads p and q: a copies 1 MB. Call 1 reads q: a holds it by then, as c does (tie by name).
+    assert.deepEqual(routeCalls([['p', 'q'], ['q'], []], data, [everywhere, everywhere, everywhere], 200_000_000), [
+      ['a', 'c', 'b'],
+      ['a', 'c', 'b'],
+      [],
+    ]);
+    // Alone, call 1 goes to c, the only holder; the input is not changed.
+    assert.deepEqual(routeCalls([['q']], data, [everywhere], 200_000_000), [['c', 'a', 'b']]);
+    assert.deepEqual(data.q.holders, ['c']);
   });
 });

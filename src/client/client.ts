@@ -3,7 +3,7 @@ import { config } from '../config.js';
 import { decode, encodePieces, Spliced } from '../codec.js';
 import { inspectArguments } from './arguments.js';
 import { NodeRequestError, RemoteError } from '../errors.js';
-import { rankHosts } from '../routing.js';
+import { routeCalls } from '../routing.js';
 import { decodeWith, RemoteData, setDefaultClientResolver, type DataInfo } from './remote-data.js';
 import { callQueue, taskIdOf } from '../keys.js';
 import { isPatternSpec, type CallOptions, type FailureInfo, type FnSpec, type HostInfo, type WireAllOutcome, type WireCall, type WireEvent } from '../types.js';
@@ -366,6 +366,17 @@ export class Client {
     const urlsOf = found.map((list) => [...new Set(list.map((d) => d.dataUrl!))]);
     const allUrls = [...new Set(urlsOf.flat())];
     const routing = allUrls.length ? await this.dataInfoAndHosts(allUrls) : undefined;
+    const routes = routing
+      ? routeCalls(
+          calls.map((call, k) => (call.opts.noRouteData || call.opts.host ? [] : urlsOf[k])),
+          routing.data,
+          calls.map((call) => {
+            const queue = callQueue({ fn: call.fn, opts: call.opts });
+            return routing.hosts.filter((h) => h.queues.includes(queue)).map((h) => h.name);
+          }),
+          this.dataThreshold,
+        )
+      : [];
     return calls.map((call, k) => {
       const { async: _async, ...opts } = call.opts;
       const urls = urlsOf[k];
@@ -373,11 +384,7 @@ export class Client {
       const wire: OutgoingCall = { fn: call.fn, payload: pieces.length === 1 ? pieces[0] : new Spliced(pieces), opts };
       if (!urls.length) return wire;
       wire.data = urls;
-      if (routing && !opts.noRouteData && !opts.host) {
-        const queue = callQueue(wire);
-        const candidates = routing.hosts.filter((h) => h.queues.includes(queue)).map((h) => h.name);
-        wire.route = rankHosts(urls, routing.data, candidates, this.dataThreshold);
-      }
+      if (routing && !opts.noRouteData && !opts.host) wire.route = routes[k];
       return wire;
     });
   }
