@@ -1,0 +1,106 @@
+// npm run bench:scale: w2 (10,000 bulk calls) on 1, 2, 4 and 8 nodes of one interpreter each,
+// on one Redis: calls/s, Redis commands per call and Redis CPU per call (from INFO), so the
+// point where one Redis saturates can be projected to machines with more cores than this one.
+// Nodes run on this machine's loopback. Prints one JSON line per node count.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { Client } from '../dist/index.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const say = (line) => process.stderr.write(`${line}\n`);
+
+function freePort() {
+  return new Promise((resolvePort) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** Redis's commands processed and CPU seconds so far. */
+async function redisCounters(redis) {
+  const stats = await redis.info('stats');
+  const cpu = await redis.info('cpu');
+  const field = (text, name) => Number(new RegExp(`^${name}:(\\S+)`, 'm').exec(text)[1]);
+  return { commands: field(stats, 'total_commands_processed'), cpu: field(cpu, 'used_cpu_sys') + field(cpu, 'used_cpu_user') };
+}
+
+async function measure(nodeCount) {
+  const work = mkdtempSync(join(tmpdir(), 'ks-scale-'));
+  const children = [];
+  try {
+    const port = await freePort();
+    children.push(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work], { stdio: 'ignore', detached: true }));
+    const redisUrl = `redis://127.0.0.1:${port}`;
+    const urls = [];
+    for (let k = 0; k < nodeCount; k++) {
+      const child = spawn(join(root, 'dist/node/cli.js'), ['start', '--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, `n${k}`), '--num-workers', '1', '--node-port', '0', '--node-name', `n${k}`], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+      children.push(child);
+      urls.push(
+        await new Promise((resolveUrl, reject) => {
+          let out = '';
+          child.stdout.on('data', (c) => {
+            out += c;
+            const m = /ready at (\S+)/.exec(out);
+            if (m) resolveUrl(m[1]);
+          });
+          child.once('exit', () => reject(new Error(`node n${k} exited at start`)));
+        }),
+      );
+    }
+    const client = new Client(urls[0]);
+    const redis = new Redis(port);
+    // Warm every node's interpreter and the client.
+    for (let i = 0; i < 2_000; i++) client.bc('operator:add', [i, 1]);
+    await client.execute();
+    await client.br();
+    const before = await redisCounters(redis);
+    const t0 = performance.now();
+    for (let i = 0; i < 10_000; i++) client.bc('operator:add', [i, 1]);
+    await client.execute();
+    const sums = await client.br();
+    const seconds = (performance.now() - t0) / 1000;
+    const after = await redisCounters(redis);
+    if (sums[9_999] !== 10_000) throw new Error('w2 results wrong');
+    client.close();
+    redis.disconnect();
+    // The INFO calls themselves are 2 commands, and the heartbeats a few a second: both left in.
+    return {
+      nodes: nodeCount,
+      calls_per_s: Math.round(10_000 / seconds),
+      // Counted by Redis, the commands inside Lua scripts too (a claim is 3, a finish about 8).
+      redis_commands_per_call: Number(((after.commands - before.commands) / 10_000).toFixed(2)),
+      redis_cpu_us_per_call: Number((((after.cpu - before.cpu) * 1e6) / 10_000).toFixed(1)),
+      redis_max_calls_per_s_per_core: Math.round(1e6 / (((after.cpu - before.cpu) * 1e6) / 10_000)),
+    };
+  } finally {
+    for (const child of children.reverse()) {
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        // gone
+      }
+    }
+    await new Promise((r) => setTimeout(r, 2_000));
+    for (const child of children) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+for (const count of [1, 2, 4, 8]) {
+  const figures = await measure(count);
+  say(`${count} node(s): ${figures.calls_per_s} calls/s, ${figures.redis_commands_per_call} Redis commands (those inside scripts too) and ${figures.redis_cpu_us_per_call} µs of Redis CPU per call (one Redis core: ~${figures.redis_max_calls_per_s_per_core} calls/s)`);
+  console.log(JSON.stringify(figures));
+}
