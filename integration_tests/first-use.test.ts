@@ -158,6 +158,29 @@ describe('nodes behind a proxy that adds a path prefix (--node-url and --node-po
     assert.deepEqual(urls, [0, 1, 2].map((k) => `http://127.0.0.1:${proxy.port}/n${k}`));
     await exerciseCluster(client);
   });
+
+  it('serves the dashboard, its assets and its live feed through the prefix, by relative urls', async function () {
+    const page = `http://127.0.0.1:${proxy.port}/n1/dashboard`;
+    const redirect = await fetch(`${page}/`, { redirect: 'manual' });
+    assert.equal(redirect.status, 301);
+    assert.equal(new URL(redirect.headers.get('location')!, `${page}/`).href, page);
+    const html = await (await fetch(page)).text();
+    const assets = [...html.matchAll(/(?:href|src)="(dashboard\/[^"]+)"/g)].map((m) => new URL(m[1], page).href);
+    assert.equal(assets.length, 4);
+    for (const asset of assets) {
+      assert.ok(asset.startsWith(`http://127.0.0.1:${proxy.port}/n1/dashboard/`), asset);
+      assert.equal((await fetch(asset)).status, 200, asset);
+    }
+    // The page reads its feed at 'api/v1/events', relative to itself.
+    const stop = new AbortController();
+    const feed = await fetch(new URL('api/v1/events', page), { signal: stop.signal });
+    assert.match(feed.headers.get('content-type')!, /text\/event-stream/);
+    const reader = feed.body!.getReader();
+    let text = '';
+    while (!text.includes('event: cluster')) text += new TextDecoder().decode((await reader.read()).value);
+    assert.match(text, new RegExp(`"url":"http://127\\.0\\.0\\.1:${proxy.port}/n2"`));
+    stop.abort();
+  });
 });
 
 describe('ks: user errors end in one line and a non-zero exit', function () {
