@@ -126,6 +126,11 @@ describe('dashboard, ks top, profiles and results as they finish (three nodes wi
     writeFileSync(join(artifacts, 'ks-top.txt'), screen);
     execFileSync('tmux', ['send-keys', '-t', tmuxSession, 'q']);
     await waitFor(() => spawnSync('tmux', ['has-session', '-t', tmuxSession], { stdio: 'ignore' }).status !== 0, '`ks top` to quit on q');
+    // And on Ctrl-C.
+    execFileSync('tmux', ['new-session', '-d', '-s', tmuxSession, '-x', '80', '-y', '40', `${cli} top --node-url ${nodes[0].url} --token ${secret}`]);
+    await waitFor(() => execFileSync('tmux', ['capture-pane', '-p', '-t', tmuxSession]).toString().includes('dash-a'), '`ks top` again');
+    execFileSync('tmux', ['send-keys', '-t', tmuxSession, 'C-c']);
+    await waitFor(() => spawnSync('tmux', ['has-session', '-t', tmuxSession], { stdio: 'ignore' }).status !== 0, '`ks top` to quit on Ctrl-C');
 
     writeFileSync(gate, '');
     const outcomes = await client.br({ collect: true });
