@@ -4,28 +4,16 @@
 // with routing, against the same calls on a fresh copy of the same data with noRouteData
 // (each call goes to whichever host takes it). Goal: routed at most 20 % of random's bytes,
 // and no host left without calls. Prints one JSON line with the figures.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Client, dr, py } from '../dist/index.js';
+import { startLocalNode, startLocalRedis, stopGroups } from './local-cluster.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const work = mkdtempSync(join(tmpdir(), 'ks-locality-'));
 const hostCount = 5;
 const children = [];
 const say = (line) => process.stderr.write(`${line}\n`);
-
-function freePort() {
-  return new Promise((resolvePort) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 /** A small seeded generator: the same data and calls in both runs. */
 function random(seed) {
@@ -46,24 +34,13 @@ async function bytesIn(urls) {
 }
 
 try {
-  const redisPort = await freePort();
-  const redisUrl = `redis://127.0.0.1:${redisPort}`;
-  children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work], { stdio: 'ignore', detached: true }));
+  const redis = await startLocalRedis(work);
+  children.push(redis.child);
   const urls = [];
   for (let k = 0; k < hostCount; k++) {
-    const child = spawn(join(root, 'dist/node/cli.js'), ['start', '--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, `h${k}`), '--num-workers', '1', '--node-port', '0', '--node-name', `h${k}`], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
-    children.push(child);
-    urls.push(
-      await new Promise((resolveUrl, reject) => {
-        let out = '';
-        child.stdout.on('data', (c) => {
-          out += c;
-          const m = /ready at (\S+)/.exec(out);
-          if (m) resolveUrl(m[1]);
-        });
-        child.once('exit', () => reject(new Error(`node h${k} exited at start`)));
-      }),
-    );
+    const node = startLocalNode(['--no-redis', '--redis-connection', redis.url, '--datadir', join(work, `h${k}`), '--num-workers', '1', '--node-port', '0', '--node-name', `h${k}`]);
+    children.push(node.child);
+    urls.push((await node.ready).url);
   }
   const client = new Client(urls[0], { output: process.stderr });
   /** Saves the 30 data round the hosts, runs the 300 calls, answers the bytes copied and the calls per host. */
@@ -102,20 +79,6 @@ try {
   console.log(JSON.stringify({ locality_routed_mb: routed.copied / 1e6, locality_random_mb: random_.copied / 1e6, locality_ratio: ratio, locality_routed_s: routed.seconds, locality_random_s: random_.seconds, routed_calls_per_host: routed.perHost }));
   client.close();
 } finally {
-  for (const child of children.reverse()) {
-    try {
-      process.kill(-child.pid, 'SIGTERM');
-    } catch {
-      // gone
-    }
-  }
-  await new Promise((r) => setTimeout(r, 3_000));
-  for (const child of children) {
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  await stopGroups(children, 3_000);
   rmSync(work, { recursive: true, force: true });
 }

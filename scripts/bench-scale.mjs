@@ -2,26 +2,14 @@
 // on one Redis: calls/s, Redis commands per call and Redis CPU per call (from INFO), so the
 // point where one Redis saturates can be projected to machines with more cores than this one.
 // Nodes run on this machine's loopback. Prints one JSON line per node count.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Client } from '../dist/index.js';
+import { startLocalNode, startLocalRedis, stopGroups } from './local-cluster.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const say = (line) => process.stderr.write(`${line}\n`);
-
-function freePort() {
-  return new Promise((resolvePort) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 /** Redis's commands processed and CPU seconds so far. */
 async function redisCounters(redis) {
@@ -35,27 +23,16 @@ async function measure(nodeCount) {
   const work = mkdtempSync(join(tmpdir(), 'ks-scale-'));
   const children = [];
   try {
-    const port = await freePort();
-    children.push(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work], { stdio: 'ignore', detached: true }));
-    const redisUrl = `redis://127.0.0.1:${port}`;
+    const redisServer = await startLocalRedis(work);
+    children.push(redisServer.child);
     const urls = [];
     for (let k = 0; k < nodeCount; k++) {
-      const child = spawn(join(root, 'dist/node/cli.js'), ['start', '--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, `n${k}`), '--num-workers', '1', '--node-port', '0', '--node-name', `n${k}`], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
-      children.push(child);
-      urls.push(
-        await new Promise((resolveUrl, reject) => {
-          let out = '';
-          child.stdout.on('data', (c) => {
-            out += c;
-            const m = /ready at (\S+)/.exec(out);
-            if (m) resolveUrl(m[1]);
-          });
-          child.once('exit', () => reject(new Error(`node n${k} exited at start`)));
-        }),
-      );
+      const node = startLocalNode(['--no-redis', '--redis-connection', redisServer.url, '--datadir', join(work, `n${k}`), '--num-workers', '1', '--node-port', '0', '--node-name', `n${k}`], 'ignore');
+      children.push(node.child);
+      urls.push((await node.ready).url);
     }
     const client = new Client(urls[0]);
-    const redis = new Redis(port);
+    const redis = new Redis(redisServer.port);
     // Warm every node's interpreter and the client.
     for (let i = 0; i < 2_000; i++) client.bc('operator:add', [i, 1]);
     await client.execute();
@@ -80,21 +57,7 @@ async function measure(nodeCount) {
       redis_max_calls_per_s_per_core: Math.round(1e6 / (((after.cpu - before.cpu) * 1e6) / 10_000)),
     };
   } finally {
-    for (const child of children.reverse()) {
-      try {
-        process.kill(-child.pid, 'SIGTERM');
-      } catch {
-        // gone
-      }
-    }
-    await new Promise((r) => setTimeout(r, 2_000));
-    for (const child of children) {
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
+    await stopGroups(children, 2_000);
     rmSync(work, { recursive: true, force: true });
   }
 }

@@ -2,9 +2,7 @@
 // runs the workloads of ../shared/peers/README.md and prints a table (or one JSON line).
 // Figures are for a warm node and client (see the warm-up below); the first 1,000 calls of a
 // fresh process are printed too.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,24 +11,14 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
 import { Client, py, dr, du, dobj, ndarray } from '../dist/index.js';
+import { startLocalNode, startLocalRedis } from './local-cluster.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const asJson = process.argv.includes('--json');
 const say = (text) => asJson || console.error(text);
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 const work = mkdtempSync(join(tmpdir(), 'ks-bench-'));
-const redisPort = await freePort();
-const redisUrl = `redis://127.0.0.1:${redisPort}`;
-const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work], { stdio: 'ignore', detached: true });
+const { url: redisUrl, child: redis } = await startLocalRedis(work);
 const children = [redis];
 const stopAll = () => {
   for (const c of children) {
@@ -46,23 +34,11 @@ process.on('exit', stopAll);
 process.on('SIGINT', () => process.exit(130));
 await new Promise((r) => setTimeout(r, 300));
 
-/** Launches a node and resolves to its url once ready. */
+/** Launches the node and resolves to its url and process once ready. */
 function startNode() {
-  // Run as `ks start` runs: its #! line carries the node's memory settings.
-  const child = spawn(join(root, 'dist/node/cli.js'), ['start', '--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, 'data'), '--num-workers', '2', '--node-port', '0', '--node-name', 'bench', '--entrypoint', `mul=${join(root, 'scripts', 'bench_job.py')}:perform`], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    detached: true,
-  });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout.on('data', (c) => {
-      text += c;
-      const m = /ready at (\S+)/.exec(text);
-      if (m) resolve({ url: m[1], child });
-    });
-    child.on('exit', (code) => reject(new Error(`node exited ${code}`)));
-  });
+  const node = startLocalNode(['--no-redis', '--redis-connection', redisUrl, '--datadir', join(work, 'data'), '--num-workers', '2', '--node-port', '0', '--node-name', 'bench', '--entrypoint', `mul=${join(root, 'scripts', 'bench_job.py')}:perform`]);
+  children.push(node.child);
+  return node.ready;
 }
 
 const out = {};
