@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { Client, dr, py, type CallProfile, type Outcome, type Profiled } from '../src/index.js';
-import { Capture, repoRoot, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, launchChromium, repoRoot, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 const secret = 'dash-secret';
 const artifacts = join(repoRoot, 'artifacts');
@@ -39,11 +39,7 @@ describe('dashboard, ks top, profiles and results as they finish (three nodes wi
     redis = await startRedis();
     for (const name of ['dash-a', 'dash-b', 'dash-c']) nodes.push(await startNode(redis.url, name, ['--num-workers', '2', '--token', `tester=${secret}`]));
     client = new Client(nodes[0].url, { token: secret, output: new Capture() });
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
     page.on('dialog', (dialog) => {
       prompts += 1;

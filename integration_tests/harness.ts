@@ -68,6 +68,15 @@ export function spawnRedisServer(args: string[]): { child: ChildProcess; stop():
   return { child, stop: () => stopGroup(child, 'SIGKILL') };
 }
 
+/** Debian's Chromium, headless, driven by playwright-core (which downloads no browser), with the flags this closed network needs. */
+export async function launchChromium(): Promise<import('playwright-core').Browser> {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
 /** A port nothing listens on at this moment. */
 export function freePort(): Promise<number> {
   return new Promise((resolvePromise) => {

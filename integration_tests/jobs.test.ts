@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { Client, RemoteError } from '../src/index.js';
-import { Capture, exactPathRequest, rawRequest, repoRoot, runCli, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, exactPathRequest, launchChromium, rawRequest, repoRoot, runCli, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 const modelJob = `model=${join(repoRoot, 'integration_tests', 'jobs', 'model', 'model.py')}`;
 
@@ -388,11 +388,7 @@ describe('jobs: named tokens, a public path, OpenAPI and Swagger UI', function (
 
   it('serves Swagger UI from the package, and performs a call through "Try it out" in Chromium', async function () {
     this.timeout(60_000);
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       const outside: string[] = [];

@@ -1,7 +1,8 @@
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Context, Next } from 'koa';
+import { pageRoutes, sendFile } from '../node/page-routes.js';
 import type { DashboardHub } from './hub.js';
 
 /** The page and its assets, put beside this file by `npm run build` (scripts/build-dashboard.mjs). */
@@ -21,26 +22,19 @@ const assets = new Set(['dashboard.js', 'dashboard.css', 'uPlot.iife.min.js', 'u
  * without the token; the page asks for it once and the feed requires it.
  */
 export function dashboardPage() {
-  return async (ctx: Context, next: Next): Promise<void> => {
-    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return next();
-    if (ctx.path === '/dashboard/') {
-      // The page's urls are relative to /dashboard: send the browser there, relatively (a proxy may add a prefix).
-      ctx.status = 301;
-      ctx.set('location', '../dashboard');
-      return;
-    }
-    const asset = ctx.path === '/dashboard' ? 'index.html' : ctx.path.startsWith('/dashboard/') ? ctx.path.slice('/dashboard/'.length) : undefined;
-    if (!asset || (asset !== 'index.html' && !assets.has(asset))) return next();
-    const file = join(pageDir, asset);
+  return pageRoutes('dashboard', (ctx, asset) => {
+    if (asset && !assets.has(asset)) return false;
+    const name = asset || 'index.html';
+    const file = join(pageDir, name);
     if (!existsSync(file)) {
       ctx.status = 500;
-      ctx.body = { error: 'internal', detail: `the dashboard's ${asset} is missing from ${pageDir}: run npm run build` };
-      return;
+      ctx.body = { error: 'internal', detail: `the dashboard's ${name} is missing from ${pageDir}: run npm run build` };
+      return true;
     }
-    ctx.set('content-type', types[asset.slice(asset.lastIndexOf('.'))]);
-    ctx.set('cache-control', asset === 'index.html' ? 'no-cache' : 'public, max-age=3600');
-    ctx.body = createReadStream(file);
-  };
+    // The page is asked for again each time (a new build may change it); its assets are kept an hour.
+    sendFile(ctx, file, types[name.slice(name.lastIndexOf('.'))], asset ? 3_600 : 0);
+    return true;
+  });
 }
 
 /**

@@ -1,7 +1,6 @@
-import { createReadStream } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { Context, Next } from 'koa';
+import { pageRoutes, sendFile } from '../node/page-routes.js';
 
 const swaggerDir = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 
@@ -61,24 +60,14 @@ const page = `<!doctype html>
 
 /** `GET /docs`: Swagger UI of every job; its assets under `/docs/`. */
 export function docsRoutes() {
-  return async (ctx: Context, next: Next): Promise<void> => {
-    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return next();
-    if (ctx.path === '/docs/') {
-      // The page's urls are relative to /docs: send the browser there, relatively (a proxy may add a prefix).
-      ctx.status = 301;
-      ctx.set('location', '../docs');
-      return;
-    }
-    if (ctx.path === '/docs') {
+  return pageRoutes('docs', (ctx, asset) => {
+    if (!asset) {
       ctx.type = 'text/html; charset=utf-8';
       ctx.body = page;
-      return;
+      return true;
     }
-    const asset = ctx.path.startsWith('/docs/') ? ctx.path.slice('/docs/'.length) : undefined;
-    if (!asset || !(asset in assets)) return next();
-    ctx.set('content-type', assets[asset]);
-    ctx.set('cache-control', 'public, max-age=86400');
-    ctx.body = createReadStream(join(swaggerDir, asset));
-  };
+    if (!(asset in assets)) return false;
+    sendFile(ctx, join(swaggerDir, asset), assets[asset], 86_400);
+    return true;
+  });
 }
-
