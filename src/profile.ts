@@ -24,12 +24,18 @@ export function profileField(queueWaitMs: number, dataMs: number, runMs: number)
   return `${round(queueWaitMs)} ${round(dataMs)} ${round(runMs)}`;
 }
 
-/** A profile from an end event's `p` and the client's own total; spans an event lacks (cancelled, lost) are 0. */
+/** The node's spans in an end event's `p`; those it lacks (cancelled, lost) are 0. */
+export function profileSpans(field: string | undefined): Pick<CallProfile, 'queueWaitMs' | 'dataMs' | 'runMs'> {
+  const [queueWaitMs, dataMs, runMs] = (field ?? '').split(' ').map((x) => (Number.isFinite(Number(x)) ? Math.max(0, Number(x)) : 0));
+  return { queueWaitMs: queueWaitMs ?? 0, dataMs: dataMs ?? 0, runMs: runMs ?? 0 };
+}
+
+/** A profile from an end event's `p` and the client's own total. */
 export function readProfile(taskId: string, host: string | undefined, field: string | undefined, totalMs: number): CallProfile {
-  const [queueWaitMs, dataMs, runMs] = (field ?? '').split(' ').map(Number);
-  const spans = [queueWaitMs, dataMs, runMs].map((x) => (Number.isFinite(x) ? Math.max(0, x) : 0));
-  const total = round(Math.max(totalMs, spans[0] + spans[1] + spans[2]));
-  return { taskId, host, queueWaitMs: spans[0], dataMs: spans[1], runMs: spans[2], overheadMs: round(total - spans[0] - spans[1] - spans[2]), totalMs: total };
+  const spans = profileSpans(field);
+  const spent = spans.queueWaitMs + spans.dataMs + spans.runMs;
+  const total = round(Math.max(totalMs, spent));
+  return { taskId, host, ...spans, overheadMs: round(total - spent), totalMs: total };
 }
 
 function round(ms: number): number {

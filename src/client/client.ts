@@ -366,11 +366,14 @@ export class Client {
     const urlsOf = found.map((list) => [...new Set(list.map((d) => d.dataUrl!))]);
     const allUrls = [...new Set(urlsOf.flat())];
     const routing = allUrls.length ? await this.dataInfoAndHosts(allUrls) : undefined;
+    const routed = calls.map((call, k) => (routing && urlsOf[k].length && !call.opts.noRouteData && !call.opts.host ? urlsOf[k] : []));
     const routes = routing
       ? routeCalls(
-          calls.map((call, k) => (call.opts.noRouteData || call.opts.host ? [] : urlsOf[k])),
+          routed,
           routing.data,
-          calls.map((call) => {
+          // The hosts that serve each routed call's queue.
+          calls.map((call, k) => {
+            if (!routed[k].length) return [];
             const queue = callQueue({ fn: call.fn, opts: call.opts });
             return routing.hosts.filter((h) => h.queues.includes(queue)).map((h) => h.name);
           }),
@@ -384,7 +387,7 @@ export class Client {
       const wire: OutgoingCall = { fn: call.fn, payload: pieces.length === 1 ? pieces[0] : new Spliced(pieces), opts };
       if (!urls.length) return wire;
       wire.data = urls;
-      if (routing && !opts.noRouteData && !opts.host) wire.route = routes[k];
+      if (routed[k].length) wire.route = routes[k];
       return wire;
     });
   }

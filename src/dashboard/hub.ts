@@ -136,7 +136,7 @@ export class DashboardHub {
         if (Date.now() >= nextView) {
           nextView = Date.now() + 1_000;
           await this.markWatched();
-          this.publish(sseMessage('cluster', await this.view()));
+          this.fanout.publish(sseMessage('cluster', await this.view()));
         }
         this.blocking ??= this.ctx.connect();
         const reply = (await this.blocking.xread('COUNT', 100, 'BLOCK', Math.max(1, nextView - Date.now()), 'STREAMS', keys.dashboard, cursor)) as [string, [string, string[]][]][] | null;
@@ -171,7 +171,7 @@ export class DashboardHub {
   }
 
   private onTick(json: string): void {
-    this.publish(this.take(json));
+    this.fanout.publish(this.take(json));
   }
 
   /** Notes a tick (its batches, its calls in the series, itself in the history); answers its message. */
@@ -208,10 +208,6 @@ export class DashboardHub {
       if (this.batches.size > maxBatches) this.batches.delete(this.batches.keys().next().value!);
     }
     return batch;
-  }
-
-  private publish(message: string | Buffer): void {
-    this.fanout.publish(message);
   }
 
   /** Hosts, queues and batches now: one pipeline for the queues and batches. */

@@ -19,7 +19,7 @@ import type { JobCatalog } from '../jobs/catalog.js';
 import { jobRoutes } from '../jobs/routes.js';
 import { docsRoutes } from '../jobs/docs.js';
 import type { JobService } from '../jobs/service.js';
-import { readProfile } from '../profile.js';
+import { profileSpans } from '../profile.js';
 import type { DashboardHub } from '../dashboard/hub.js';
 import { dashboardEvents, dashboardPage } from '../dashboard/routes.js';
 
@@ -87,17 +87,11 @@ function eventsFor(json: boolean, events: WireEvent[] | undefined): unknown {
   if (!events || !json) return events;
   return events.map(({ t, i, h, d, p, at }) => {
     // Only when asked for (`profile: true`): when Redis recorded a start or an end, and an end's profile.
-    const times = at === undefined ? {} : { at, ...(p ? { profile: nodeSpans(p) } : {}) };
+    const times = at === undefined ? {} : { at, ...(p ? { profile: profileSpans(p) } : {}) };
     if (!d) return { t, i, h, ...times };
     if (t === 'stdout' || t === 'stderr') return { t, i, h, text: Buffer.from(d).toString('utf8') };
     return { t, i, h, [t === 'result' ? 'value' : 'failure']: decode(d), ...times };
   });
-}
-
-/** The node's spans of a profile field, for JSON readers of events. */
-function nodeSpans(field: string): { queueWaitMs: number; dataMs: number; runMs: number } {
-  const { queueWaitMs, dataMs, runMs } = readProfile('', undefined, field, 0);
-  return { queueWaitMs, dataMs, runMs };
 }
 
 /** A direct call's answer; for JSON clients with the value decoded and the output as text. */
