@@ -326,6 +326,24 @@ describe('cluster: three nodes, one worker each', function () {
     assert.equal(new Set(lines).size, 60);
   });
 
+  it("takes each host's bytes to copy with its route, and refuses byte counts that do not fit the route", async function () {
+    const submit = (call: Record<string, unknown>) =>
+      client.http.request<{ batchId: string; taskIds: string[] }>('POST', '/api/v1/calls', { calls: [{ fn: 'kstest_funcs:where', payload: encode([[], {}]), ...call }] }).catch((e: unknown) => e);
+    const routed = await submit({ route: ['node2', 'node1'], routeBytes: [0, 5_000_000] });
+    assert.ok(!(routed instanceof Error), String(routed));
+    for (const [routeBytes, detail] of [
+      [[0], /routeBytes must be an array of byte counts, one per host/],
+      [[0, -1], /routeBytes\[1\] must be a whole number of bytes, not -1/],
+      [[0, 1.5], /routeBytes\[1\] must be a whole number/],
+      ['many', /routeBytes must be an array/],
+    ] as const) {
+      const refused = await submit({ route: ['node2', 'node1'], routeBytes });
+      assert.ok(refused instanceof NodeRequestError, String(refused));
+      assert.equal(refused.status, 400);
+      assert.match(refused.detail, detail);
+    }
+  });
+
   it('runs 3,000 calls and returns them in order', async function () {
     for (let i = 0; i < 3000; i++) client.bc('operator:mul', [i, 2]);
     await client.execute();

@@ -64,6 +64,18 @@ export const config = {
    * its first-choice host has a head start and an idle host steals only from a busy one.
    */
   stealDelayMs: 200,
+  /**
+   * The rate routing expects a host to copy data at (bytes per ms: 100 MB/s). A call's copy on
+   * a host that would copy more than the first choice waits longer by the time the extra bytes
+   * would take, so a host steals a call only once it has waited about as long as the copy
+   * costs (as Dask's work stealing weighs transfer against waiting); the client spreads a
+   * batch's calls by when each host could start them (copies at this rate).
+   */
+  copyBytesPerMs: 100_000,
+  /** What routing counts each copy as besides its bytes (a request to the holder, the registry) when it spreads a batch ... */
+  routedCopyMs: 10,
+  /** ... and each call's run. */
+  routedCallMs: 1,
   /** Hosts that would copy this many bytes or more are not routed to. */
   dataThresholdBytes: 200_000_000,
   /** A copy between nodes fails when the holder sends no byte (or does not connect) for this long. */

@@ -94,6 +94,11 @@ export interface WireCall<Payload extends Uint8Array | Spliced = Uint8Array> {
   opts?: CallOptions;
   /** Hosts ranked by the client's routing; absent means the call's queue on any host. */
   route?: string[];
+  /**
+   * The bytes each host of `route` would copy to run the call: a host that would copy more
+   * than the first takes its copy of the call later (`stealBytesPerMs`). Absent: by rank only.
+   */
+  routeBytes?: number[];
   /** Data urls among the arguments (`RemoteData`), made local before the call runs. */
   data?: string[];
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { rankHosts, routeCalls } from '../src/routing.js';
+import { copyTiming, rankHosts, routeCalls, type RoutingCosts } from '../src/routing.js';
 import { parseRange } from '../src/data/service.js';
 import { validateDataUrl } from '../src/data/catalog.js';
 
@@ -53,13 +53,47 @@ describe('data urls and ranges', function () {
     const data = { p: { size: 10_000_000, holders: ['a'] }, q: { size: 1_000_000, holders: ['c'] } };
     const everywhere = ['a', 'b', 'c'];
     // Call 0 reads p and q: a copies 1 MB. Call 1 reads q: a holds it by then, as c does (tie by name).
+    // Each host comes with the bytes it would copy.
     assert.deepEqual(routeCalls([['p', 'q'], ['q'], []], data, [everywhere, everywhere, everywhere], 200_000_000), [
-      ['a', 'c', 'b'],
-      ['a', 'c', 'b'],
+      [
+        { name: 'a', bytesToCopy: 1_000_000, copies: 1 },
+        { name: 'c', bytesToCopy: 10_000_000, copies: 1 },
+        { name: 'b', bytesToCopy: 11_000_000, copies: 2 },
+      ],
+      [
+        { name: 'a', bytesToCopy: 0, copies: 0 },
+        { name: 'c', bytesToCopy: 0, copies: 0 },
+        { name: 'b', bytesToCopy: 1_000_000, copies: 1 },
+      ],
       [],
     ]);
     // Alone, call 1 goes to c, the only holder; the input is not changed.
-    assert.deepEqual(routeCalls([['q']], data, [everywhere], 200_000_000), [['c', 'a', 'b']]);
+    assert.deepEqual(
+      routeCalls([['q']], data, [everywhere], 200_000_000).map((route) => route.map((h) => h.name)),
+      [['c', 'a', 'b']],
+    );
     assert.deepEqual(data.q.holders, ['c']);
+  });
+
+  it('spreads a batch by when each host could start a call: a busy holder loses calls to an idle host that copies', function () {
+    const data = { p: { size: 10_000_000, holders: ['a'] } };
+    const both = ['a', 'b'];
+    const firstHosts = (options?: RoutingCosts) =>
+      routeCalls([['p'], ['p'], ['p'], ['p']], data, [both, both, both, both], 200_000_000, options).map((route) => route[0].name);
+    // Bytes alone: every call to a, the holder.
+    assert.deepEqual(firstHosts(), ['a', 'a', 'a', 'a']);
+    // Copying 10 MB at 100 MB/s takes 100 ms: once a has 100 ms of calls, b copies p and takes its share.
+    assert.deepEqual(firstHosts({ bytesPerMs: 100_000, copyMs: 0, callMs: 60 }), ['a', 'a', 'b', 'a']);
+    // Each copy's own cost counts too: with 50 ms for the request, b could start at 150 ms and takes only the fourth.
+    assert.deepEqual(firstHosts({ bytesPerMs: 100_000, copyMs: 50, callMs: 60 }), ['a', 'a', 'a', 'b']);
+  });
+
+  it("delays a host's copy of a call by its rank and by the time its extra bytes take to copy", function () {
+    const opts = { stealDelayMs: 200, copyBytesPerMs: 100_000 };
+    assert.deepEqual(copyTiming(0, 0, opts), {});
+    assert.deepEqual(copyTiming(1, 0, opts), { priority: 1, delay: 200 });
+    // 50 MB more than the first host copies: 500 ms later, and behind its cheaper copies.
+    assert.deepEqual(copyTiming(2, 50_000_000, opts), { priority: 52, delay: 900 });
+    assert.equal(copyTiming(1, 1e15, opts).priority, 2_097_152);
   });
 });

@@ -378,6 +378,7 @@ export class Client {
             return routing.hosts.filter((h) => h.queues.includes(queue)).map((h) => h.name);
           }),
           this.dataThreshold,
+          { bytesPerMs: config.copyBytesPerMs, copyMs: config.routedCopyMs, callMs: config.routedCallMs },
         )
       : [];
     return calls.map((call, k) => {
@@ -387,7 +388,10 @@ export class Client {
       const wire: OutgoingCall = { fn: call.fn, payload: pieces.length === 1 ? pieces[0] : new Spliced(pieces), opts };
       if (!urls.length) return wire;
       wire.data = urls;
-      if (routed[k].length) wire.route = routes[k];
+      if (routed[k].length) {
+        wire.route = routes[k].map((h) => h.name);
+        wire.routeBytes = routes[k].map((h) => h.bytesToCopy);
+      }
       return wire;
     });
   }

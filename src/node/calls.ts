@@ -11,6 +11,7 @@ import type { Lease } from '../worker/pool.js';
 import type { StopSwitch } from '../worker/executor.js';
 import type { EventReader, StreamEntry } from './event-reader.js';
 import type { QueueCache } from './queues.js';
+import { copyTiming } from '../routing.js';
 
 export interface CallServiceContext {
   redis: Redis;
@@ -36,6 +37,8 @@ export interface CallServiceOptions {
   chunksPerWorker: number;
   /** Head start of a call's first-choice host over the hosts ranked after it, per rank. */
   stealDelayMs: number;
+  /** ... and later still by the time copying its extra bytes would take at this rate. */
+  copyBytesPerMs: number;
   /** How long the queued copy of a call that started at once on this node waits before any worker may take it. */
   localCopyDelayMs: number;
   /** `--max-queued`: the most calls that may wait in one queue; a batch that would pass it is refused whole. */
@@ -60,6 +63,12 @@ function endsIn(entries: StreamEntry[]): number {
   return entries.filter((e) => terminalEventTypes.has(eventType(e))).length;
 }
 
+/** A queue a call goes to, and the bytes its host would copy beyond the first choice's. */
+interface Target {
+  queue: string;
+  extraBytes: number;
+}
+
 const cancelledByClient: FailureInfo = { kind: 'cancelled', message: 'cancelled before it ran' };
 
 /** Queues calls, reads their events, cancels them. Routes call into here and nothing else. */
@@ -82,17 +91,17 @@ export class CallService {
     const chunkSize = this.chunkSize(calls.length, hosts);
     const jobs: FlowJob[] = [];
     let chunk: JobCall[] = [];
-    let chunkTargets: string[] = [];
+    let chunkTargets: Target[] = [];
     let chunkKey = '';
     const flush = () => {
       if (!chunk.length) return;
-      const data: CallJobData = { b: batchId, c: chunk, q: chunkTargets };
-      chunkTargets.forEach((queue, rank) =>
+      const data: CallJobData = { b: batchId, c: chunk, q: chunkTargets.map((t) => t.queue) };
+      chunkTargets.forEach(({ queue, extraBytes }, rank) =>
         jobs.push({
           name: 'call',
           queueName: queue,
           data,
-          opts: { ...this.jobOpts, jobId: taskIdOf(batchId, chunk[0].i), priority: rank || undefined, delay: rank * this.opts.stealDelayMs || undefined },
+          opts: { ...this.jobOpts, jobId: taskIdOf(batchId, chunk[0].i), ...copyTiming(rank, extraBytes, this.opts) },
         }),
       );
       chunk = [];
@@ -100,7 +109,7 @@ export class CallService {
     for (let index = 0; index < calls.length; index++) {
       const call = calls[index];
       const targets = await this.targetQueues(call, hosts, index);
-      const targetsKey = targets.join();
+      const targetsKey = targets.map((t) => `${t.queue}/${t.extraBytes}`).join();
       if (chunk.length >= chunkSize || targetsKey !== chunkKey) flush();
       chunkTargets = targets;
       chunkKey = targetsKey;
@@ -285,7 +294,7 @@ export class CallService {
   }
 
   /** The queues a call goes to, in rank order; refuses hosts and queues nobody serves. */
-  private async targetQueues(call: WireCall, hosts: HostInfo[], index: number): Promise<string[]> {
+  private async targetQueues(call: WireCall, hosts: HostInfo[], index: number): Promise<Target[]> {
     // A job's calls go to the nodes that loaded it, unless the caller names a queue.
     const base = callQueue(call);
     const serves = (host: HostInfo) => host.queues.includes(base);
@@ -295,12 +304,14 @@ export class CallService {
       if (!host) host = (await this.ctx.liveHosts(true)).find((h) => h.name === call.opts!.host);
       if (!host) throw new BadRequest(`${where}: unknown or dead host ${JSON.stringify(call.opts.host)}`);
       if (!serves(host)) throw new BadRequest(`${where}: host ${host.name} does not serve queue ${JSON.stringify(base)}`);
-      return [queueName(base, host.name)];
+      return [{ queue: queueName(base, host.name), extraBytes: 0 }];
     }
     if (!hosts.some(serves) && !(await this.ctx.liveHosts(true)).some(serves)) throw unservedError(call, await this.ctx.liveHosts(true), `${where}: `);
     const live = new Set(hosts.filter(serves).map((h) => h.name));
-    const ranked = (call.route ?? []).filter((name) => live.has(name));
-    return ranked.length ? ranked.map((name) => queueName(base, name)) : [base];
+    const bytes = call.routeBytes;
+    const ranked = (call.route ?? []).flatMap((name, k) => (live.has(name) ? [{ name, bytes: bytes?.[k] ?? 0 }] : []));
+    if (!ranked.length) return [{ queue: base, extraBytes: 0 }];
+    return ranked.map(({ name, bytes }) => ({ queue: queueName(base, name), extraBytes: Math.max(0, bytes - ranked[0].bytes) }));
   }
 }
 

@@ -254,6 +254,7 @@ export class KsNode {
         maxCallsPerJob: config.maxCallsPerJob,
         chunksPerWorker: config.chunksPerWorker,
         stealDelayMs: config.stealDelayMs,
+        copyBytesPerMs: config.copyBytesPerMs,
         localCopyDelayMs: config.jobLockMs,
         maxQueued: o.maxQueued,
       },

@@ -140,12 +140,20 @@ export function wireCall(value: unknown, where: string): WireCall {
     if (!Array.isArray(c.route) || c.route.length > 10_000) throw new BadRequest(`${where}.route must be an array of host names`);
     route = c.route.map((h, k) => name(h, `${where}.route[${k}]`)!);
   }
+  let routeBytes: number[] | undefined;
+  if (c.routeBytes !== undefined && c.routeBytes !== null) {
+    if (!route || !Array.isArray(c.routeBytes) || c.routeBytes.length !== route.length) throw new BadRequest(`${where}.routeBytes must be an array of byte counts, one per host of ${where}.route`);
+    routeBytes = c.routeBytes.map((n, k) => {
+      if (!Number.isSafeInteger(n) || (n as number) < 0) throw new BadRequest(`${where}.routeBytes[${k}] must be a whole number of bytes, not ${JSON.stringify(n)}`);
+      return n as number;
+    });
+  }
   let data: string[] | undefined;
   if (c.data !== undefined && c.data !== null) {
     data = stringList(c.data, `${where}.data`, 10_000);
     data.forEach(validateDataUrl);
   }
-  return { fn: fnSpec(c.fn, where), payload, opts: callOptions(c.opts, `${where}.opts`), route, data };
+  return { fn: fnSpec(c.fn, where), payload, opts: callOptions(c.opts, `${where}.opts`), route, routeBytes, data };
 }
 
 export function wireCalls(body: unknown): WireCall[] {
