@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { decode, encode } from '../src/codec.js';
+import { decode, encode, joined, Spliced } from '../src/codec.js';
 import { PythonExecutor, type OutputStream } from '../src/worker/executor.js';
 import { repoRoot } from './harness.js';
 
@@ -45,7 +45,7 @@ def f():
         return new Promise<void>((resolve) => setTimeout(resolve, 300));
       },
     });
-    assert.deepEqual(outcome.ok && [...outcome.value], [...encode(3)]);
+    assert.deepEqual(outcome.ok && [...joined(outcome.value)], [...encode(3)]);
     assert.equal(received.join(''), 'one;two;three;');
   });
 
@@ -60,7 +60,15 @@ def f(b):
       const bytes = randomBytes(size);
       const outcome = await executor.run({ fn: { src, name: 'f' }, payload: encode([[bytes], {}]), onOutput: () => undefined });
       assert.ok(outcome.ok, `size ${size}`);
-      assert.deepEqual(decode(outcome.value), [size, createHash('md5').update(bytes).digest('hex')]);
+      assert.deepEqual(decode(joined(outcome.value)), [size, createHash('md5').update(bytes).digest('hex')]);
     }
+  });
+
+  it('hands a big result on as the pipe chunks it came in, not joined', async function () {
+    const bytes = randomBytes(5_000_000);
+    const outcome = await executor.run({ fn: { src: 'def f(b):\n    return b', name: 'f' }, payload: encode([[bytes], {}]), onOutput: () => undefined });
+    assert.ok(outcome.ok);
+    assert.ok(outcome.value instanceof Spliced && outcome.value.pieces.length > 1, 'the value is the chunks it came in');
+    assert.ok(Buffer.from(decode<Uint8Array>(joined(outcome.value))).equals(bytes));
   });
 });

@@ -33,6 +33,12 @@ export class Spliced {
   }
 }
 
+/** The bytes in one buffer: `Spliced` pieces joined (one copy), anything else as it is. */
+export function joined(bytes: Uint8Array | Spliced): Buffer {
+  if (bytes instanceof Spliced) return bytes.pieces.length === 1 ? Buffer.from(bytes.pieces[0].buffer, bytes.pieces[0].byteOffset, bytes.pieces[0].byteLength) : Buffer.concat(bytes.pieces, bytes.byteLength);
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 /** How many bytes the pieces hold together (a Content-Length, a frame's length). */
 export function byteLengthOf(pieces: readonly Uint8Array[]): number {
   return pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
@@ -42,7 +48,8 @@ export function byteLengthOf(pieces: readonly Uint8Array[]): number {
 export const spliceBytes = 1 << 20;
 
 /** `bytes` as a `Spliced` when it is big enough to be worth not copying, else itself. */
-export function spliceable(bytes: Uint8Array): Uint8Array | Spliced {
+export function spliceable(bytes: Uint8Array | Spliced): Uint8Array | Spliced {
+  if (bytes instanceof Spliced) return bytes;
   return bytes.byteLength >= spliceBytes ? new Spliced([bytes]) : bytes;
 }
 

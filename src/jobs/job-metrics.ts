@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { decode, encode } from '../codec.js';
+import { decode, encode, joined } from '../codec.js';
 import type { JobSpec } from '../types.js';
 import type { ExecutorPool } from '../worker/pool.js';
 import type { RunOutcome } from '../worker/executor.js';
@@ -36,7 +36,7 @@ export async function collectJobMetrics(pool: Pick<ExecutorPool, 'jobs' | 'acqui
       log(`job ${job.name}: metrics() failed: ${outcome.failure.pythonType ?? outcome.failure.kind}: ${outcome.failure.message}`);
       continue;
     }
-    const { metrics, skipped } = checkJobMetrics(decode(outcome.value));
+    const { metrics, skipped } = checkJobMetrics(decode(joined(outcome.value)));
     for (const why of skipped) log(`job ${job.name}: metrics() entry left out: ${why}`);
     collected.push({ job: job.name, metrics });
   }

@@ -1,4 +1,4 @@
-import { decode, encode } from '../codec.js';
+import { decode, encode, joined } from '../codec.js';
 import { NotFound } from '../errors.js';
 import { jobQueue } from '../keys.js';
 import { terminalEventTypes, type FailureInfo, type JobSpec, type WireCall, type WireEvent } from '../types.js';
@@ -97,7 +97,7 @@ function answer(outcome: RunOutcome, output: DirectCallResult['output'] | undefi
   if (outcome.ok) {
     let result: string;
     try {
-      result = jobJson(decode(outcome.value));
+      result = jobJson(decode(joined(outcome.value)));
     } catch (error) {
       if (!(error instanceof UnsendableResult)) throw error;
       return { status: 422, json: JSON.stringify({ error: 'unsendable_result', detail: error.message, ...(shown && { output: shown }) }) };

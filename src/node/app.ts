@@ -5,7 +5,7 @@ import { resolve, sep } from 'node:path';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { BadRequest, HttpError, Unauthorized, Forbidden } from '../errors.js';
-import { decode, encode, encodePieces, spliceable } from '../codec.js';
+import { decode, encode, encodePieces, joined, spliceable } from '../codec.js';
 import { carriesSource, type HostInfo, type WireAllOutcome, type WireCall, type WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
 import { StopSwitch } from '../worker/executor.js';
@@ -98,7 +98,7 @@ function eventsFor(json: boolean, events: WireEvent[] | undefined): unknown {
 function directAnswer(json: boolean, { outcome, output }: DirectCallResult): unknown {
   const shownOutput = json ? output.map(([stream, chunk]) => [stream, chunk.toString('utf8')]) : output;
   if (!outcome.ok) return { ok: false, failure: outcome.failure, output: shownOutput };
-  return { ok: true, value: json ? decode(outcome.value) : spliceable(outcome.value), output: shownOutput };
+  return { ok: true, value: json ? decode(joined(outcome.value)) : spliceable(outcome.value), output: shownOutput };
 }
 
 /** An `on: 'all'` call's outcomes; for JSON clients with values decoded and output as text. */

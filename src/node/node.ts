@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { hostname, totalmem } from 'node:os';
+import { joined } from '../codec.js';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
@@ -458,7 +459,7 @@ export class KsNode {
         host: this.name,
         worker,
         ok: outcome.ok,
-        ...(outcome.ok ? { value: outcome.value } : { failure: outcome.failure }),
+        ...(outcome.ok ? { value: joined(outcome.value) } : { failure: outcome.failure }),
         output,
       }));
     };

@@ -2,7 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
-import { encode } from '../codec.js';
+import { encode, joined } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
 import { profileField } from '../profile.js';
 import type { CallJobData, FailureInfo, FailureKind, FnSpec, JobCall } from '../types.js';
@@ -193,7 +193,7 @@ export class CallWorker {
         return this.runWithRetries(taskId, call, lease!, data, running.stop, output);
       });
       const endedAt = Date.now();
-      const [type, event] = outcome.ok ? ['result', outcome.value] : eventOf(outcome.failure);
+      const [type, event] = outcome.ok ? ['result', joined(outcome.value)] : eventOf(outcome.failure);
       this.ctx.metrics?.callEnded(call.f, outcome.ok ? 'ok' : outcome.failure.kind, (endedAt - startedAt) / 1000, call.o.c);
       // The interpreter is free now: the call waiting for it sends its claim in this same
       // turn, right behind this finish, so Redis reads both and answers both at once.

@@ -2,8 +2,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { config } from '../config.js';
-import { decode, encode } from '../codec.js';
-import { FrameReader } from './frames.js';
+import { decode, encode, joined, Spliced } from '../codec.js';
+import { FrameReader, resultPieces } from './frames.js';
 import { isJobSpec, isPatternSpec, type FailureInfo, type FnSpec, type JobDescription } from '../types.js';
 
 /** Must match `SENTINEL` in python/kitchensink/executor.py. */
@@ -51,7 +51,8 @@ export interface RunRequest {
   taskId?: string;
 }
 
-export type RunOutcome = { ok: true; value: Buffer } | { ok: false; failure: FailureInfo };
+/** A call's outcome; a big value may come as the pieces it arrived in (`joined()` makes one buffer). */
+export type RunOutcome = { ok: true; value: Buffer | Spliced } | { ok: false; failure: FailureInfo };
 
 export interface ExecutorOptions {
   python: string;
@@ -75,7 +76,7 @@ export interface PythonInfo {
 }
 
 /** A call's reply; `marked`: a sentinel follows the call's output on both pipes. */
-type CallReply = ['result', number, Buffer, boolean] | ['error', number, FailureInfo, boolean];
+type CallReply = ['result', number, Buffer | Spliced, boolean] | ['error', number, FailureInfo, boolean];
 type Reply = CallReply | ['ready', number, Record<string, JobDescription>, PythonInfo] | ['fatal', string];
 
 interface InFlight {
@@ -317,7 +318,8 @@ export class PythonExecutor {
 
   private readFrames(chunk: Buffer, onReady: () => void, onFatal: (error: Error) => void): void {
     for (const frame of this.frames.push(chunk)) {
-      const reply = decode<Reply>(frame);
+      const pieces = frame instanceof Spliced ? resultPieces(frame) : undefined;
+      const reply: Reply = pieces ? ['result', ...pieces] : decode<Reply>(joined(frame));
       if (reply[0] === 'ready') {
         this.jobs = reply[2];
         this.python = reply[3];
@@ -335,7 +337,7 @@ export class PythonExecutor {
     if (!current || current.seq !== reply[1]) return;
     current.marked = marked;
     current.reply =
-      reply[0] === 'result' ? { ok: true, value: ownBytes(reply[2]) } : { ok: false, failure: reply[2] };
+      reply[0] === 'result' ? { ok: true, value: reply[2] instanceof Spliced ? reply[2] : ownBytes(reply[2]) } : { ok: false, failure: reply[2] };
     this.maybeFinish();
   }
 
