@@ -20,7 +20,7 @@ export interface NodeMetricsContext {
   directCalls(): number;
   admissionRejected(): number;
   startedAt: number;
-  /** Calls waiting in each queue this node serves. */
+  /** Jobs waiting, prioritized or delayed in each queue this node serves. */
   queueDepths(): Promise<Record<string, number>>;
   /** Every job's own `metrics()`, already checked; garbage is left out (and logged) by the caller. */
   jobMetrics(): Promise<{ job: string; metrics: JobMetric[] }[]>;
@@ -67,7 +67,7 @@ export class NodeMetrics {
     gauge('ks_uptime_seconds', 'Seconds since the node started.', () => Math.round((Date.now() - ctx.startedAt) / 1000));
     new Gauge({
       name: 'ks_queue_depth',
-      help: 'Calls waiting in each queue this node serves.',
+      help: 'Jobs waiting, prioritized or delayed in each queue this node serves (a job holds one call or a chunk of a batch; a call queued on several hosts counts on each).',
       labelNames: ['queue'],
       registers,
       async collect() {
