@@ -1,13 +1,18 @@
 // npm run bench:scale: w2 (10,000 bulk calls) on 1, 2, 4 and 8 nodes of one interpreter each,
 // on one Redis: calls/s, Redis commands per call and Redis CPU per call (from INFO), so the
 // point where one Redis saturates can be projected to machines with more cores than this one.
-// Nodes run on this machine's loopback. Prints one JSON line per node count.
+// Each node and the Redis run on hosts of their own (network namespaces on a bridge, as the
+// tests' integration_tests/netns.ts makes them: needs root); `-- --loopback`, or a machine
+// where namespaces cannot be made, runs them all on this machine's loopback instead, and says
+// so. Prints one JSON line per node count.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Client } from '../dist/index.js';
 import { startLocalNode, startLocalRedis, stopGroups } from './local-cluster.mjs';
+import { makeNetwork, startNodeOn } from '../integration_tests/netns.ts';
+import { waitFor } from '../integration_tests/harness.ts';
 
 const say = (line) => process.stderr.write(`${line}\n`);
 
@@ -19,9 +24,14 @@ async function redisCounters(redis) {
   return { commands: field(stats, 'total_commands_processed'), cpu: field(cpu, 'used_cpu_sys') + field(cpu, 'used_cpu_user') };
 }
 
-async function measure(nodeCount) {
+/** Redis and `nodeCount` nodes, on loopback: their urls, and what stops them. */
+async function onLoopback(nodeCount) {
   const work = mkdtempSync(join(tmpdir(), 'ks-scale-'));
   const children = [];
+  const stop = async () => {
+    await stopGroups(children, 2_000);
+    rmSync(work, { recursive: true, force: true });
+  };
   try {
     const redisServer = await startLocalRedis(work);
     children.push(redisServer.child);
@@ -31,8 +41,42 @@ async function measure(nodeCount) {
       children.push(node.child);
       urls.push((await node.ready).url);
     }
-    const client = new Client(urls[0]);
-    const redis = new Redis(redisServer.port);
+    return { urls, redis: { port: redisServer.port }, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+const token = 'bench-scale';
+
+/** Redis on a host of its own and each node on another (network namespaces). */
+async function onHosts(nodeCount) {
+  const net = makeNetwork(nodeCount + 1);
+  try {
+    const [redisHost, ...nodeHosts] = net.hosts;
+    redisHost.spawn(['redis-server', '--port', '6379', '--bind', redisHost.address, '--protected-mode', 'no', '--save', '', '--appendonly', 'no']);
+    const redis = { host: redisHost.address, port: 6379 };
+    await waitFor(async () => {
+      const probe = new Redis({ ...redis, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+      probe.on('error', () => {});
+      const pong = await probe.connect().then(() => probe.ping(), () => undefined);
+      probe.disconnect();
+      return pong === 'PONG';
+    }, 'Redis on its host');
+    const urls = await Promise.all(nodeHosts.map(async (host) => (await startNodeOn(host, `redis://${redis.host}:6379`, ['--token', token])).url));
+    return { urls, redis, stop: () => net.destroy() };
+  } catch (error) {
+    await net.destroy();
+    throw error;
+  }
+}
+
+async function measure(nodeCount, hosts) {
+  const cluster = hosts ? await onHosts(nodeCount) : await onLoopback(nodeCount);
+  try {
+    const client = new Client(cluster.urls[0], { token: hosts ? token : undefined });
+    const redis = new Redis(cluster.redis);
     // Warm every node's interpreter and the client.
     for (let i = 0; i < 2_000; i++) client.bc('operator:add', [i, 1]);
     await client.execute();
@@ -57,13 +101,26 @@ async function measure(nodeCount) {
       redis_max_calls_per_s_per_core: Math.round(1e6 / (((after.cpu - before.cpu) * 1e6) / 10_000)),
     };
   } finally {
-    await stopGroups(children, 2_000);
-    rmSync(work, { recursive: true, force: true });
+    await cluster.stop();
   }
 }
 
+/** Whether this machine can make network namespaces (root, `ip`): tried, then removed. */
+async function canMakeHosts() {
+  try {
+    await makeNetwork(1).destroy();
+    return true;
+  } catch (error) {
+    say(`${error.message}: the nodes run on this machine's loopback instead`);
+    return false;
+  }
+}
+
+const hosts = !process.argv.includes('--loopback') && (await canMakeHosts());
+say(hosts ? 'each node and the Redis on a host of its own (network namespaces on a bridge)' : 'every node and the Redis on this machine\'s loopback');
+
 for (const count of [1, 2, 4, 8]) {
-  const figures = await measure(count);
+  const figures = { ...(await measure(count, hosts)), hosts: hosts ? 'namespaces' : 'loopback' };
   say(`${count} node(s): ${figures.calls_per_s} calls/s, ${figures.redis_commands_per_call} Redis commands (those inside scripts too) and ${figures.redis_cpu_us_per_call} µs of Redis CPU per call (one Redis core: ~${figures.redis_max_calls_per_s_per_core} calls/s)`);
   console.log(JSON.stringify(figures));
 }
