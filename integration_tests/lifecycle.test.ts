@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { Client, py } from '../src/index.js';
 import { withHugePages } from '../src/worker/executor.js';
 import { Capture, freePort, repoRoot, startNode, startRedis, testPythonPath, waitFor, type TestRedis } from './harness.js';
@@ -54,6 +55,26 @@ describe('node lifecycle', function () {
       await waitFor(() => !execFileSync('ps', ['-eo', 'args=']).toString().includes('sleep 31.5'), 'the call\'s subprocess to be gone');
     } finally {
       client.close();
+      await node.kill();
+    }
+  });
+
+  it('does not wait at stop for connections that carry no request (one never used, one left by an aborted feed)', async function () {
+    const node = await startNode(redis.url, 'unused-connections');
+    const idle = connect(Number(new URL(node.url).port), '127.0.0.1');
+    try {
+      await new Promise((resolve, reject) => idle.once('connect', resolve).once('error', reject));
+      const viewer = new AbortController();
+      const feed = await fetch(`${node.url}/api/v1/events`, { signal: viewer.signal });
+      await feed.body!.getReader().read();
+      viewer.abort();
+      process.kill(node.process.pid!, 'SIGTERM');
+      await waitFor(() => node.process.exitCode !== null, 'the node to exit');
+      assert.equal(node.process.exitCode, 0);
+      assert.doesNotMatch(node.logs(), /closing the web server: gave up/);
+      assert.ok(idle.destroyed || idle.readableEnded || (await new Promise((resolve) => idle.once('close', () => resolve(true)))), 'the unused connection was closed by the node');
+    } finally {
+      idle.destroy();
       await node.kill();
     }
   });

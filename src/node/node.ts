@@ -44,6 +44,7 @@ import { Gate, type NamedToken } from './tokens.js';
 import { QueueCache } from './queues.js';
 import { IdleCollector } from './idle-gc.js';
 import { DeadHostSweeper } from './sweeper.js';
+import { Connections } from './connections.js';
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
@@ -131,6 +132,8 @@ export class KsNode {
   private feed?: FeedPublisher;
   private hub?: DashboardHub;
   private server?: Server;
+  /** The web server's connections, for closing those that carry no request at stop. */
+  private httpConnections?: Connections;
   private stopping?: Promise<void>;
   private readonly startedAt = Date.now();
   private directCalls = 0;
@@ -177,6 +180,7 @@ export class KsNode {
     await this.warnOnEviction(redis);
 
     this.server = await this.listen(o.nodePort ?? (advertised ? portOf(advertised) : config.nodePort));
+    this.httpConnections = new Connections(this.server);
     const port = (this.server.address() as { port: number }).port;
     this.name = o.nodeName ?? `${hostname()}-${port}`;
     this.url = advertisedUrl(advertised, o.host, port);
@@ -317,7 +321,12 @@ export class KsNode {
     await quietly('deregistering', () => this.registry?.deregister());
     await quietly('stopping the queue workers', () => Promise.all(this.workers.map((w) => w.close(graceMs))), graceMs + config.stopStepMs);
     this.events?.close();
-    await quietly('closing the web server', () => new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r())));
+    await quietly('closing the web server', () => {
+      const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+      // Requests in flight finish (bounded by the step); connections that carry none go now.
+      this.httpConnections?.closeUnused();
+      return closed;
+    });
     this.server?.closeAllConnections();
     await quietly('closing the queues', async () => {
       await this.calls?.close();
