@@ -41,18 +41,22 @@ export function startLocalNode(args, stderr = 'inherit') {
   return { child, ready };
 }
 
-/** Stops each process's group, last started first: SIGTERM, then SIGKILL what is left after `graceMs`. */
+/**
+ * Stops each process's group, last started first, one after the other (so the nodes stop while
+ * their Redis still answers): SIGTERM, then SIGKILL if it has not exited after `graceMs`.
+ */
 export async function stopGroups(children, graceMs) {
-  const signal = (name) => {
-    for (const child of [...children].reverse()) {
+  for (const child of [...children].reverse()) {
+    const signal = (name) => {
       try {
         process.kill(-child.pid, name);
       } catch {
         // gone
       }
-    }
-  };
-  signal('SIGTERM');
-  await new Promise((r) => setTimeout(r, graceMs));
-  signal('SIGKILL');
+    };
+    const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', r));
+    signal('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, graceMs))]);
+    signal('SIGKILL');
+  }
 }
