@@ -35,7 +35,7 @@ export class Spliced {
 
 /** The bytes in one buffer: `Spliced` pieces joined (one copy), anything else as it is. */
 export function joined(bytes: Uint8Array | Spliced): Buffer {
-  if (bytes instanceof Spliced) return bytes.pieces.length === 1 ? Buffer.from(bytes.pieces[0].buffer, bytes.pieces[0].byteOffset, bytes.pieces[0].byteLength) : Buffer.concat(bytes.pieces, bytes.byteLength);
+  if (bytes instanceof Spliced) return bytes.pieces.length === 1 ? joined(bytes.pieces[0]) : Buffer.concat(bytes.pieces, bytes.byteLength);
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 

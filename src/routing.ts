@@ -29,10 +29,12 @@ export function scoreHosts(dataUrls: string[], data: Record<string, RoutedData>,
     const lacking = urls.filter((url) => !data[url].holders.includes(name));
     return { name, bytesToCopy: lacking.reduce((sum, url) => sum + data[url].size, 0), copies: lacking.length };
   });
-  scored.sort((a, b) => a.bytesToCopy - b.bytesToCopy || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  scored.sort((a, b) => a.bytesToCopy - b.bytesToCopy || byName(a, b));
   const kept = scored.filter((s) => s.bytesToCopy < thresholdBytes);
   return kept.length ? kept : scored.slice(0, 1);
 }
+
+const byName = (a: RankedHost, b: RankedHost): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 /** What `routeCalls` expects a copy and a call to cost, in ms. */
 export interface RoutingCosts {
@@ -46,13 +48,13 @@ export interface RoutingCosts {
 
 /**
  * Ranks hosts for each call of a batch in turn, as a list scheduler would: by when each host
- * could start the call, its calls routed so far in this batch (their copies and runs at
- * `costs`) and then this call's copies; ties by bytes, then name. Without costs: by bytes. Counts the copies the
- * batch's earlier calls will make: once a call is routed, its first host will hold the call's
- * data, so later calls on the same data go where it gathers instead of copying it again,
- * unless that host is so far behind that copying elsewhere starts sooner (Dask's worker
- * objective). Hosts at or over `thresholdBytes` are left out as in `rankHosts`. `hosts[k]`
- * are the hosts that may run call k; a call without data gets no ranking ([]).
+ * could start the call (its calls routed so far in this batch, their copies and runs at
+ * `costs`, then this call's copies), ties by bytes, then name; without costs, by bytes. Counts
+ * the copies the batch's earlier calls will make: once a call is routed, its first host will
+ * hold the call's data, so later calls on the same data go where it gathers instead of copying
+ * it again, unless that host is so far behind that copying elsewhere starts sooner (Dask's
+ * worker objective). Hosts at or over `thresholdBytes` are left out as in `rankHosts`.
+ * `hosts[k]` are the hosts that may run call k; a call without data gets no ranking ([]).
  */
 export function routeCalls(
   urlsPerCall: string[][],
@@ -69,7 +71,7 @@ export function routeCalls(
     if (!urls.length) return [];
     for (const url of urls) if (data[url]) view[url] = { size: data[url].size, holders: [...holders.get(url)!] };
     const route = scoreHosts(urls, view, hosts[k], thresholdBytes);
-    route.sort((a, b) => startMs(a) - startMs(b) || a.bytesToCopy - b.bytesToCopy || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    route.sort((a, b) => startMs(a) - startMs(b) || a.bytesToCopy - b.bytesToCopy || byName(a, b));
     if (!route.length) return route;
     const first = route[0];
     busyMs.set(first.name, startMs(first) + callMs);
@@ -90,6 +92,7 @@ const maxPriority = 2_097_152;
 export function copyTiming(rank: number, extraBytes: number, { stealDelayMs, copyBytesPerMs }: { stealDelayMs: number; copyBytesPerMs: number }): { priority?: number; delay?: number } {
   if (!rank) return {};
   return {
+    // One step of priority per extra megabyte.
     priority: Math.min(rank + Math.floor(extraBytes / 1e6), maxPriority),
     delay: rank * stealDelayMs + Math.round(extraBytes / copyBytesPerMs),
   };

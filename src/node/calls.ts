@@ -308,10 +308,9 @@ export class CallService {
     }
     if (!hosts.some(serves) && !(await this.ctx.liveHosts(true)).some(serves)) throw unservedError(call, await this.ctx.liveHosts(true), `${where}: `);
     const live = new Set(hosts.filter(serves).map((h) => h.name));
-    const bytes = call.routeBytes;
-    const ranked = (call.route ?? []).flatMap((name, k) => (live.has(name) ? [{ name, bytes: bytes?.[k] ?? 0 }] : []));
+    const ranked = (call.route ?? []).flatMap((name, k) => (live.has(name) ? [{ name, bytesToCopy: call.routeBytes?.[k] ?? 0 }] : []));
     if (!ranked.length) return [{ queue: base, extraBytes: 0 }];
-    return ranked.map(({ name, bytes }) => ({ queue: queueName(base, name), extraBytes: Math.max(0, bytes - ranked[0].bytes) }));
+    return ranked.map(({ name, bytesToCopy }) => ({ queue: queueName(base, name), extraBytes: Math.max(0, bytesToCopy - ranked[0].bytesToCopy) }));
   }
 }
 

@@ -47,22 +47,11 @@ export class FrameReader {
 
   /** The next n bytes: a view when one chunk holds them, else one copy. */
   private take(n: number): Buffer {
-    this.size -= n;
-    const first = this.chunks[0];
-    if (first.length >= n) {
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
+    const pieces = this.takePieces(n);
+    if (pieces.length === 1) return pieces[0];
     const out = Buffer.allocUnsafeSlow(n);
-    for (let at = 0; at < n; ) {
-      const chunk = this.chunks[0];
-      const k = Math.min(chunk.length, n - at);
-      chunk.copy(out, at, 0, k);
-      at += k;
-      if (k === chunk.length) this.chunks.shift();
-      else this.chunks[0] = chunk.subarray(k);
-    }
+    let at = 0;
+    for (const piece of pieces) at += piece.copy(out, at);
     return out;
   }
 }
