@@ -77,7 +77,7 @@ if (!peers) {
 // For times lower is better: the ratio is theirs / ours, so above 1 means we are faster.
 const lowerIsBetter = new Set(['cold_start_s', 'w1_p50_ms', 'w1_p99_ms', 'w5_perform_p50_ms', 'w5_perform_p99_ms', 'w6_eval_p50_ms', 'w6_all_ms']);
 const rows = [];
-for (const key of ['cold_start_s', 'w1_p50_ms', 'w1_p99_ms', 'w1_direct_p50_ms', 'w2_calls_per_s', 'w2_watched_calls_per_s', 'w2_watched_vs_unwatched', 'w2_watched_rss_delta_mb', 'w2_watched_node_cpu_ratio', 'w3_calls_per_s', 'w4_mb_per_s', 'w4_node_rss_peak_mb', 'w4n_mb_per_s', 'w4n_node_rss_peak_mb', 'w5_perform_rps', 'w5_perform_p50_ms', 'w5_perform_p99_ms', 'w5_node_rss_peak_mb', 'w6_eval_p50_ms', 'w6_all_ms', 'w6_ndarray_mb_per_s', 'w6_raw_mb_per_s']) {
+for (const key of ['cold_start_s', 'w1_p50_ms', 'w1_p99_ms', 'w1_direct_p50_ms', 'w2_calls_per_s', 'w2_watched_calls_per_s', 'w2_watched_vs_unwatched', 'w2_watched_rss_delta_mb', 'w2_watched_node_cpu_ratio', 'w3_calls_per_s', 'w4_mb_per_s', 'w4_node_rss_peak_mb', 'w4n_mb_per_s', 'w4n_node_rss_peak_mb', 'w5_perform_rps', 'w5_perform_p50_ms', 'w5_perform_p99_ms', 'w5_node_rss_peak_mb', 'w6_eval_p50_ms', 'w6_eval_vs_direct', 'w6_all_ms', 'w6_all_vs_two_direct', 'w6_ndarray_mb_per_s', 'w6_raw_mb_per_s']) {
   const row = { figure: key, kitchensink: ours[key] };
   if (runs.length > 1) row['runs'] = runs.map((r) => r[key]).join(' / ');
   for (const [peer, figures] of Object.entries(peers)) {
