@@ -96,7 +96,7 @@ export interface WireCall<Payload extends Uint8Array | Spliced = Uint8Array> {
   route?: string[];
   /**
    * The bytes each host of `route` would copy to run the call: a host that would copy more
-   * than the first takes its copy of the call later (`stealBytesPerMs`). Absent: by rank only.
+   * than the first takes its copy of the call later (`copyTiming`). Absent: by rank only.
    */
   routeBytes?: number[];
   /** Data urls among the arguments (`RemoteData`), made local before the call runs. */

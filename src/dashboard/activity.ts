@@ -97,11 +97,12 @@ export class ActivityLog {
     this.lanes.delete(lane);
     if (!this.watching) return;
     const taskId = request.taskId ?? '';
-    if (this.bars.length < maxBars) this.bars.push([lane, functionLabel(request.fn), taskId, since, Date.now(), outcome.ok ? 'ok' : outcome.failure.kind]);
+    const fn = functionLabel(request.fn);
+    if (this.bars.length < maxBars) this.bars.push([lane, fn, taskId, since, Date.now(), outcome.ok ? 'ok' : outcome.failure.kind]);
     else this.dropped += 1;
     if (!outcome.ok) {
       const { kind, pythonType, message, traceback } = outcome.failure;
-      this.failures.push({ at: Date.now(), lane, fn: functionLabel(request.fn), taskId, kind, pythonType, message: message.slice(0, 2_000), traceback: traceback?.slice(-maxTracebackChars) });
+      this.failures.push({ at: Date.now(), lane, fn, taskId, kind, pythonType, message: message.slice(0, 2_000), traceback: traceback?.slice(-maxTracebackChars) });
       if (this.failures.length > maxFailures) this.failures.shift();
     }
     // A task id is `<batch id>-<index>`, the batch id of fixed length.

@@ -130,7 +130,7 @@ export class DashboardHub {
       await this.markWatched();
       // Read on from where the last reader stopped while what it kept is recent; else start over from Redis.
       const recent = this.cursor !== undefined && this.history.length > 0 && Date.now() - this.history[this.history.length - 1].at < historyMs;
-      let cursor = recent ? this.cursor! : await this.loadHistory();
+      if (!recent) await this.loadHistory();
       let nextView = 0;
       while (this.fanout.size && !signal.aborted) {
         if (Date.now() >= nextView) {
@@ -139,9 +139,9 @@ export class DashboardHub {
           this.fanout.publish(sseMessage('cluster', await this.view()));
         }
         this.blocking ??= this.ctx.connect();
-        const reply = (await this.blocking.xread('COUNT', 100, 'BLOCK', Math.max(1, nextView - Date.now()), 'STREAMS', keys.dashboard, cursor)) as [string, [string, string[]][]][] | null;
+        const reply = (await this.blocking.xread('COUNT', 100, 'BLOCK', Math.max(1, nextView - Date.now()), 'STREAMS', keys.dashboard, this.cursor!)) as [string, [string, string[]][]][] | null;
         for (const [id, fields] of reply?.[0]?.[1] ?? []) {
-          cursor = this.cursor = id;
+          this.cursor = id;
           const at = fields.indexOf('tick');
           if (at >= 0 && !signal.aborted) this.onTick(fields[at + 1]);
         }
@@ -156,8 +156,8 @@ export class DashboardHub {
     return this.ctx.redis.set(this.ctx.keys.dashboardWatched, '1', 'PX', 5_000);
   }
 
-  /** The feed's last ticks, into the history; answers the cursor to read on from. */
-  private async loadHistory(): Promise<string> {
+  /** The feed's last ticks, into the history; the cursor after them. */
+  private async loadHistory(): Promise<void> {
     const raw = (await this.ctx.redis.xrevrange(this.ctx.keys.dashboard, '+', '-', 'COUNT', historyLength)) as [string, string[]][];
     this.history.length = 0;
     this.historySize = 0;
@@ -167,7 +167,6 @@ export class DashboardHub {
       if (at >= 0) this.take(fields[at + 1]);
     }
     this.cursor = raw.length ? raw[raw.length - 1][0] : '0-0';
-    return this.cursor;
   }
 
   private onTick(json: string): void {
