@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { Redis } from 'ioredis';
 import { Client, dr, py } from '../src/index.js';
 import { Capture, waitFor } from './harness.js';
-import { makeNetwork, startNodeOn, type Network } from './netns.js';
+import { makeNetwork, startNodeOn, startRedisOn, type Network } from './netns.js';
 
 const token = 'netns-secret';
 /** Sleeps, then says which host ran it. */
@@ -28,15 +27,7 @@ describe('hosts on a private network: Redis on one, a node on each of three othe
   before(async function () {
     net = makeNetwork(4);
     const [redisHost, ...nodeHosts] = net.hosts;
-    redisHost.spawn(['redis-server', '--port', '6379', '--bind', redisHost.address, '--protected-mode', 'no', '--save', '', '--appendonly', 'no']);
-    redisUrl = `redis://${redisHost.address}:6379`;
-    await waitFor(async () => {
-      const probe = new Redis({ host: redisHost.address, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-      probe.on('error', () => {});
-      const pong = await probe.connect().then(() => probe.ping(), () => undefined);
-      probe.disconnect();
-      return pong === 'PONG';
-    }, 'Redis on its host');
+    redisUrl = await startRedisOn(redisHost);
     for (const host of nodeHosts) urls.push((await startNodeOn(host, redisUrl, ['--token', token])).url);
     client = new Client(urls[0], { token, output: new Capture() });
   });

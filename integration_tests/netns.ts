@@ -2,6 +2,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { repoRoot, testPythonPath, waitFor } from './harness.js';
 
 /**
@@ -104,6 +105,19 @@ export function makeNetwork(count: number): Network {
       }
     },
   };
+}
+
+/** A redis-server inside `host` on its address, port 6379, persisting nothing; resolves to its url once it answers PING. */
+export async function startRedisOn(host: NetHost): Promise<string> {
+  host.spawn(['redis-server', '--port', '6379', '--bind', host.address, '--protected-mode', 'no', '--save', '', '--appendonly', 'no']);
+  await waitFor(async () => {
+    const probe = new Redis({ host: host.address, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    probe.on('error', () => {});
+    const pong = await probe.connect().then(() => probe.ping(), () => undefined);
+    probe.disconnect();
+    return pong === 'PONG';
+  }, `Redis on ${host.name}`);
+  return `redis://${host.address}:6379`;
 }
 
 /** A `ks start` inside `host`, listening on its address; resolves once it says it is ready. */

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, dr } from '../dist/index.js';
-import { startLocalNode, startLocalRedis, stopGroups } from './local-cluster.mjs';
+import { startLocalNodes, startLocalRedis, stopGroups } from './local-cluster.mjs';
 
 const say = (line) => process.stderr.write(`${line}\n`);
 const work = mkdtempSync(join(tmpdir(), 'ks-copy-'));
@@ -18,12 +18,7 @@ const gigabyte = 1 << 30;
 try {
   const redis = await startLocalRedis(work);
   children.push(redis.child);
-  const urls = [];
-  for (const name of ['a', 'b']) {
-    const node = startLocalNode(['--no-redis', '--redis-connection', redis.url, '--datadir', join(work, name), '--memory-datadir', join(shm, name), '--num-workers', '1', '--node-port', '0', '--node-name', name], 'ignore');
-    children.push(node.child);
-    urls.push((await node.ready).url);
-  }
+  const urls = await startLocalNodes(['a', 'b'], redis.url, work, children, { extraArgs: (name) => ['--memory-datadir', join(shm, name)], stderr: 'ignore' });
   const client = new Client(urls[0]);
   const bytes = Buffer.alloc(gigabyte, 7);
   const figures = {};

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, dr, py } from '../dist/index.js';
-import { startLocalNode, startLocalRedis, stopGroups } from './local-cluster.mjs';
+import { startLocalNodes, startLocalRedis, stopGroups } from './local-cluster.mjs';
 
 const work = mkdtempSync(join(tmpdir(), 'ks-locality-'));
 const hostCount = 5;
@@ -38,12 +38,7 @@ async function bytesIn(urls) {
 try {
   const redis = await startLocalRedis(work);
   children.push(redis.child);
-  const urls = [];
-  for (let k = 0; k < hostCount; k++) {
-    const node = startLocalNode(['--no-redis', '--redis-connection', redis.url, '--datadir', join(work, `h${k}`), '--num-workers', '1', '--node-port', '0', '--node-name', `h${k}`]);
-    children.push(node.child);
-    urls.push((await node.ready).url);
-  }
+  const urls = await startLocalNodes(Array.from({ length: hostCount }, (_, k) => `h${k}`), redis.url, work, children);
   const client = new Client(urls[0], { output: process.stderr });
   /** Saves the 30 data round the hosts, runs the 300 calls, answers the bytes copied and the calls per host. */
   async function run(routed) {

@@ -10,9 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { Client } from '../dist/index.js';
-import { startLocalNode, startLocalRedis, stopGroups } from './local-cluster.mjs';
-import { makeNetwork, startNodeOn } from '../integration_tests/netns.ts';
-import { waitFor } from '../integration_tests/harness.ts';
+import { startLocalNodes, startLocalRedis, stopGroups } from './local-cluster.mjs';
+import { makeNetwork, startNodeOn, startRedisOn } from '../integration_tests/netns.ts';
 
 const say = (line) => process.stderr.write(`${line}\n`);
 
@@ -35,12 +34,7 @@ async function onLoopback(nodeCount) {
   try {
     const redisServer = await startLocalRedis(work);
     children.push(redisServer.child);
-    const urls = [];
-    for (let k = 0; k < nodeCount; k++) {
-      const node = startLocalNode(['--no-redis', '--redis-connection', redisServer.url, '--datadir', join(work, `n${k}`), '--num-workers', '1', '--node-port', '0', '--node-name', `n${k}`], 'ignore');
-      children.push(node.child);
-      urls.push((await node.ready).url);
-    }
+    const urls = await startLocalNodes(Array.from({ length: nodeCount }, (_, k) => `n${k}`), redisServer.url, work, children, { stderr: 'ignore' });
     return { urls, redis: { port: redisServer.port }, stop };
   } catch (error) {
     await stop();
@@ -55,17 +49,9 @@ async function onHosts(nodeCount) {
   const net = makeNetwork(nodeCount + 1);
   try {
     const [redisHost, ...nodeHosts] = net.hosts;
-    redisHost.spawn(['redis-server', '--port', '6379', '--bind', redisHost.address, '--protected-mode', 'no', '--save', '', '--appendonly', 'no']);
-    const redis = { host: redisHost.address, port: 6379 };
-    await waitFor(async () => {
-      const probe = new Redis({ ...redis, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-      probe.on('error', () => {});
-      const pong = await probe.connect().then(() => probe.ping(), () => undefined);
-      probe.disconnect();
-      return pong === 'PONG';
-    }, 'Redis on its host');
-    const urls = await Promise.all(nodeHosts.map(async (host) => (await startNodeOn(host, `redis://${redis.host}:6379`, ['--token', token])).url));
-    return { urls, redis, stop: () => net.destroy() };
+    const redisUrl = await startRedisOn(redisHost);
+    const urls = await Promise.all(nodeHosts.map(async (host) => (await startNodeOn(host, redisUrl, ['--token', token])).url));
+    return { urls, redis: { host: redisHost.address, port: 6379 }, stop: () => net.destroy() };
   } catch (error) {
     await net.destroy();
     throw error;

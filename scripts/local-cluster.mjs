@@ -42,6 +42,21 @@ export function startLocalNode(args, stderr = 'inherit') {
 }
 
 /**
+ * A node of one interpreter for each of `names` on the Redis at `redisUrl`, its datadir
+ * `dir/<name>`, started one after the other (`extraArgs(name)` adds to its flags); each
+ * process goes into `children` as soon as it is spawned. Resolves to their urls.
+ */
+export async function startLocalNodes(names, redisUrl, dir, children, { extraArgs = () => [], stderr = 'inherit' } = {}) {
+  const urls = [];
+  for (const name of names) {
+    const node = startLocalNode(['--no-redis', '--redis-connection', redisUrl, '--datadir', join(dir, name), '--num-workers', '1', '--node-port', '0', '--node-name', name, ...extraArgs(name)], stderr);
+    children.push(node.child);
+    urls.push((await node.ready).url);
+  }
+  return urls;
+}
+
+/**
  * Stops each process's group, last started first, one after the other (so the nodes stop while
  * their Redis still answers): SIGTERM, then SIGKILL if it has not exited after `graceMs`.
  */
