@@ -157,7 +157,6 @@ if (lines !== 1000) throw new Error(`w3 delivered ${lines} lines, not 1000`);
 say(`w3 ${out.w3_calls_per_s.toFixed(0)} calls/s`);
 printer.close();
 
-const rssMb = nodeRssMb;
 
 // w5: perform(x, y) = x * y over HTTP, JSON in and out, from 16 keep-alive connections, as
 // the function-service peers are loaded (services.sh): an untimed pass, then 20,000 requests.
@@ -174,7 +173,7 @@ await load();
 // As before w4: the node gives back the heap the workloads before grew once it is quiet.
 await new Promise((r) => setTimeout(r, 1000));
 let rssDuringW5 = 0;
-const w5Sampler = setInterval(() => (rssDuringW5 = Math.max(rssDuringW5, rssMb())), 10);
+const w5Sampler = setInterval(() => (rssDuringW5 = Math.max(rssDuringW5, nodeRssMb())), 10);
 const w5 = await load();
 // Up to the last answer: autocannon's own average counts whole one-second samples, and its run
 // ends on the next one-second tick, so either would read a 3-5 s run as 4,000, 5,000 or 6,667 /s.
@@ -191,16 +190,16 @@ say(`w5 ${out.w5_perform_rps.toFixed(0)} performs/s, p50 ${out.w5_perform_p50_ms
 // has been quiet for 0.2 s (without the pause it starts w4 at about 150 MB, not 90).
 await new Promise((r) => setTimeout(r, 1000));
 const blob = randomBytes(256 * 1024 * 1024);
-const rssBefore = rssMb();
+const rssBefore = nodeRssMb();
 // The peak of what the node holds while w4 runs (sampled every 10 ms, and at the end).
 let peak = 0;
-const sampler = setInterval(() => (peak = Math.max(peak, rssMb())), 10);
+const sampler = setInterval(() => (peak = Math.max(peak, nodeRssMb())), 10);
 t0 = performance.now();
 const data = await dr(blob, { client }).save();
 const length = await client.call(py`def size(d): return len(d.raw())`, [data]);
 out.w4_mb_per_s = 256 / ((performance.now() - t0) / 1000);
 clearInterval(sampler);
-out.w4_node_rss_peak_mb = Math.max(peak, rssMb());
+out.w4_node_rss_peak_mb = Math.max(peak, nodeRssMb());
 if (length !== blob.length) throw new Error(`w4 read ${length} bytes`);
 t0 = performance.now();
 const back = await du(data.dataUrl, { client }).raw(); // a pointer, so the bytes really come over HTTP
@@ -214,13 +213,13 @@ await data.delete();
 await new Promise((r) => setTimeout(r, 500));
 const ones256 = new Float64Array(32 * 1024 * 1024).fill(1);
 let peakN = 0;
-const samplerN = setInterval(() => (peakN = Math.max(peakN, rssMb())), 10);
+const samplerN = setInterval(() => (peakN = Math.max(peakN, nodeRssMb())), 10);
 t0 = performance.now();
 const onesData = await dobj(ones256, { client }).save({ memory: true });
 const onesSum = await client.call(py`def total(d): return float(d.obj().sum())`, [onesData]);
 out.w4n_mb_per_s = 256 / ((performance.now() - t0) / 1000);
 clearInterval(samplerN);
-out.w4n_node_rss_peak_mb = Math.max(peakN, rssMb());
+out.w4n_node_rss_peak_mb = Math.max(peakN, nodeRssMb());
 if (onesSum !== ones256.length) throw new Error(`w4n summed ${onesSum}`);
 await onesData.delete();
 say(`w4n ${out.w4n_mb_per_s.toFixed(0)} MB/s (ndarray saved to the memory tier + summed), node RSS peak ${out.w4n_node_rss_peak_mb.toFixed(0)} MB`);
