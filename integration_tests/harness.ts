@@ -96,7 +96,7 @@ export async function startRedis(extraArgs: string[] = [], opts: { tcpPort?: num
   const socket = join(dir, 'redis.sock');
   const listen = opts.tcpPort ? ['--port', String(opts.tcpPort), '--bind', '127.0.0.1'] : ['--port', '0', '--unixsocket', socket];
   const url = opts.tcpPort ? `redis://127.0.0.1:${opts.tcpPort}` : `unix://${socket}`;
-  const launch = () => spawn('redis-server', [...listen, '--save', '', '--dir', dir, ...extraArgs], { stdio: 'ignore', detached: true });
+  const launch = () => spawnRedisServer([...listen, '--save', '', '--dir', dir, ...extraArgs]).child;
   const answers = () => redisAnswers(url);
   let child = launch();
   await waitFor(answers, 'redis-server to answer');
