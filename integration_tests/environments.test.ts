@@ -86,6 +86,9 @@ describe('environments: --env NAME=PYTHON and opts.env', function () {
     // An array sent to an interpreter without numpy arrives as {dtype, shape, data}.
     const seen = await client.call(py`def f(a): return [a["dtype"], a["shape"], len(a["data"])]`, [ndarray(new Float64Array([1, 2]))], {}, { env: 'lean' });
     assert.deepEqual(seen, ['<f8', [2], 16]);
+    // A big one too (it travels after the payload's msgpack).
+    const big = await client.call(py`def f(a): return [a["dtype"], a["shape"], len(a["data"]), a["data"][8:16]]`, [ndarray(new Float64Array(200_000).fill(2), [2, 100_000])], {}, { env: 'lean' });
+    assert.deepEqual(big, ['<f8', [2, 100_000], 1_600_000, Buffer.from(new Float64Array([2]).buffer)]);
     assert.deepEqual(await client.call(py`def f(x): return {"x": x, "b": b"\x01"}`, [5], {}, { env: 'lean' }), { x: 5, b: Buffer.from([1]) });
   });
 

@@ -99,12 +99,17 @@ describe('numpy arrays and pandas frames between Python and TypeScript', functio
   it('carries arrays of megabytes both ways, queued and direct, written from where they are', async function () {
     // 2 M doubles (16 MB): over the size that is spliced rather than copied, on every hop.
     const big = new Float64Array(2 * 1024 * 1024).map((_, k) => k);
+    // Where `a` lives: the payload as read from the pipe (a bytearray), not a copy of it.
     const reverse = py`
       import numpy as np
-      def reverse(a, tag): return [tag, a[::-1], np.arange(3)]`;
+      def reverse(a, tag):
+          base = a
+          while isinstance(base, np.ndarray):
+              base = base.base
+          return [[tag, a.flags.writeable, type(base.obj).__name__], a[::-1], np.arange(3)]`;
     for (const opts of [{}, { async: false }]) {
-      const [tag, back, small] = await client.call<[string, NDArray<Float64Array>, NDArray]>(reverse, [ndarray(big), 'ok'], {}, opts);
-      assert.equal(tag, 'ok');
+      const [tag, back, small] = await client.call<[unknown[], NDArray<Float64Array>, NDArray]>(reverse, [ndarray(big), 'ok'], {}, opts);
+      assert.deepEqual(tag, ['ok', false, 'bytearray']);
       assert.equal(back.data.length, big.length);
       assert.deepEqual([back.data[0], back.data[big.length - 1]], [big.length - 1, 0]);
       assert.equal(back.data.reduce((sum, x) => sum + x, 0), big.reduce((sum, x) => sum + x, 0));

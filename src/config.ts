@@ -84,6 +84,10 @@ export const config = {
   transferChunkBytes: 1024 * 1024,
   /** Client HTTP timeouts: a long-poll answers within `longPollMaxMs`, so this bounds a dead node. */
   clientRequestTimeoutMs: 60_000,
+  /** Connections a client keeps to one node at most; further requests wait for one. */
+  clientMaxSockets: 64,
+  /** A client closes a connection idle this long (a node closes them after 65 s). */
+  clientIdleSocketMs: 30_000,
   /** Each of the two buffers a client download to a file goes through. */
   downloadBufferBytes: 1024 * 1024,
   /** Large batches go to the queues in jobs of up to this many calls... */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { decode, encode, encodePieces, jsonSafe, Spliced } from '../src/codec.js';
+import { decode, encode, encodePayload, encodePieces, jsonSafe, Spliced } from '../src/codec.js';
 import { NDArray, ndarray } from '../src/ndarray.js';
 import { repoRoot } from '../integration_tests/harness.js';
 
@@ -77,6 +77,42 @@ describe('codec', function () {
     assert.deepEqual(Array.from(back.arrays[1].data as Int8Array), [1, -1]);
     assert.deepEqual(encodePieces({ small: 1 }), [encode({ small: 1 })]);
     assert.throws(() => encode({ blob: new Spliced([bytes]) }), /packed by encodePieces\(\) only/);
+  });
+
+  it("puts a payload's big arrays after its msgpack, 64-byte aligned, for numpy to view where they arrived", function () {
+    assert.equal(encodePayload([new Float64Array(10)], {})[0][0], 0x92, 'small arrays stay inside the msgpack');
+    const doubles = Float64Array.from({ length: 3 * 65536 }, (_, k) => k / 4);
+    const ints = Int32Array.from({ length: 300_000 }, (_, k) => -k);
+    const pieces = encodePayload([ndarray(doubles, [3, 65536]), 'between', new Float32Array([1.5])], { ints });
+    const payload = Buffer.concat(pieces);
+    assert.equal(payload[0], 0xc1);
+    // Python reads the payload into a bytearray (as the executor does) and checks every array.
+    const report = execFileSync(
+      'python3',
+      [
+        '-c',
+        `import sys, numpy as np
+from kitchensink import wire
+payload = bytearray(sys.stdin.buffer.read())
+start = np.frombuffer(payload, np.uint8).ctypes.data
+(doubles, text, small), kwargs = wire.unpack(payload)
+ints = kwargs["ints"]
+for name, a in (("doubles", doubles), ("ints", ints)):
+    print(name, a.dtype.str, a.shape, (a.ctypes.data - start) % 64, a.flags.writeable, float(a.sum()))
+print(text, small.dtype.str, small.tolist(), doubles[2, 65535], ints[-1])`,
+      ],
+      { input: payload, env: { ...process.env, PYTHONPATH: `${repoRoot}/python` } },
+    ).toString();
+    const sum = (a: ArrayLike<number>) => Array.from(a).reduce((x, y) => x + y, 0);
+    assert.equal(
+      report,
+      [
+        `doubles <f8 (3, 65536) 0 False ${sum(doubles).toFixed(1)}`,
+        `ints <i4 (300000,) 0 False ${sum(ints).toFixed(1)}`,
+        `between <f4 [1.5] ${doubles[3 * 65536 - 1]} ${ints[299_999]}`,
+        '',
+      ].join('\n'),
+    );
   });
 
   it('checks ndarray() shapes and dtypes', function () {

@@ -13,6 +13,8 @@ from typing import Any, List, Optional
 import msgpack
 
 NDARRAY_EXT = 2
+# An array from TypeScript whose bytes follow the payload's msgpack (see wire.unpack).
+TAILED_ARRAY_EXT = 3
 # Kinds that cross as bytes: bool, ints, floats, complex, datetime64, timedelta64.
 _BINARY_KINDS = "biufcmM"
 
@@ -101,6 +103,25 @@ def ndarray_ext(array: Any, splice: Optional[Splice] = None) -> Any:
     if splice is not None and array.nbytes >= SPLICE_BYTES:
         return splice.placeholder(array)
     return msgpack.ExtType(NDARRAY_EXT, b"".join((_payload_head(array), _elements(array))))
+
+
+def ndarray_from_tail(ref: bytes, tail: memoryview) -> Any:
+    """The array an ext 3 `[dtype, shape, offset, nbytes]` places in `tail` (the bytes after a
+    payload's msgpack), viewing them read-only; a dict without numpy."""
+    fields = msgpack.unpackb(ref, raw=False)
+    if not (isinstance(fields, list) and len(fields) == 4 and all(isinstance(n, int) and n >= 0 for n in fields[2:])):
+        raise ValueError("an array after the payload is [dtype, shape, offset, nbytes]")
+    dtype, shape, offset, nbytes = fields
+    if offset + nbytes > len(tail):
+        raise ValueError(f"an array of {nbytes} bytes at {offset} lies beyond the payload's {len(tail)} bytes after its msgpack")
+    try:
+        import numpy as np
+    except ImportError:
+        return {"dtype": dtype, "shape": shape, "data": bytes(tail[offset : offset + nbytes])}
+    kind = np.dtype(dtype)
+    array = np.frombuffer(tail, dtype=kind, count=nbytes // kind.itemsize, offset=offset).reshape(shape)
+    array.flags.writeable = False
+    return array
 
 
 def ndarray_from_ext(data: bytes) -> Any:

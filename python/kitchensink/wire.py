@@ -8,6 +8,7 @@ from . import arrays
 from .remote_data import RemoteData
 
 REMOTE_DATA_EXT = 1
+TAILED_PAYLOAD = b"\xc1"
 
 
 class UnsendableValue(TypeError):
@@ -73,5 +74,23 @@ def pack_pieces(value: Any) -> List[Any]:
     return splice.pieces(pack(value, splice))
 
 
-def unpack(body: bytes) -> Any:
-    return msgpack.unpackb(body, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+def unpack(body: Any) -> Any:
+    """A payload: msgpack, or (first byte 0xc1) msgpack whose big arrays follow it.
+
+    The second form is [0xc1, msgpack length (4 bytes, big-endian), msgpack, the arrays], each
+    array at a multiple of 64 from the payload's start and named in the msgpack by an ext 3
+    `[dtype, shape, offset, nbytes]` (offset from the first multiple of 64 after the msgpack).
+    msgpack copies an ext's bytes into a new `bytes`; numpy views these where they arrived.
+    """
+    if body[:1] != TAILED_PAYLOAD:
+        return msgpack.unpackb(body, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+    payload = memoryview(body)
+    end = 5 + int.from_bytes(payload[1:5], "big")
+    if end > len(payload):
+        raise ValueError(f"a payload says its msgpack is {end - 5} bytes, but it holds {len(payload) - 5}")
+    tail = payload[end + (-end % 64) :]
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        return arrays.ndarray_from_tail(data, tail) if code == arrays.TAILED_ARRAY_EXT else _ext_hook(code, data)
+
+    return msgpack.unpackb(payload[5:end], raw=False, ext_hook=ext_hook, strict_map_key=False)

@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { config } from '../config.js';
-import { decode, encodePieces, Spliced } from '../codec.js';
+import { decode, encodePayload, Spliced } from '../codec.js';
 import { inspectArguments } from './arguments.js';
 import { NodeRequestError, RemoteError } from '../errors.js';
 import { routeCalls } from '../routing.js';
@@ -384,7 +384,7 @@ export class Client {
     return calls.map((call, k) => {
       const { async: _async, ...opts } = call.opts;
       const urls = urlsOf[k];
-      const pieces = encodePieces([call.args, call.kwargs]);
+      const pieces = encodePayload(call.args, call.kwargs);
       const wire: OutgoingCall = { fn: call.fn, payload: pieces.length === 1 ? pieces[0] : new Spliced(pieces), opts };
       if (!urls.length) return wire;
       wire.data = urls;

@@ -5,11 +5,12 @@ import { pipeline } from 'node:stream/promises';
 import got from 'got';
 import { crc32 } from 'node:zlib';
 import { crcHeader, crcHex } from '../data/checksum.js';
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { config } from '../config.js';
 import { byteLengthOf, decode, encodePieces } from '../codec.js';
 import { answerError, NodeRequestError } from '../errors.js';
+import { CallSockets } from './call-sockets.js';
 import { answerFailure, socketGet, type SocketAnswer } from '../socket-get.js';
 import { bearerHeader } from '../keys.js';
 import { nodeRoute, normalizeNodeUrl } from '../node-url.js';
@@ -23,15 +24,15 @@ export interface NodeHttpOptions {
 }
 
 /**
- * msgpack over keep-alive HTTP to one node. Plain `node:http` rather than got on the call
- * path: a trivial call's whole budget is a fraction of a millisecond.
+ * msgpack over keep-alive HTTP to one node: over http through `CallSockets` (answers read
+ * straight into their buffer), over https through node:https.
  */
 export class NodeHttp {
-  private readonly agent: HttpAgent;
+  private readonly sockets?: CallSockets;
+  private readonly agent?: HttpsAgent;
   private readonly base: URL;
   /** The node's path prefix (`/ks` behind `http://proxy/ks/`), '' for most. */
   private readonly prefix: string;
-  private readonly send: typeof httpRequest;
   /** The node's url, without trailing slashes. */
   readonly url: string;
 
@@ -42,9 +43,8 @@ export class NodeHttp {
     this.url = normalizeNodeUrl(url);
     this.base = new URL(this.url);
     this.prefix = this.base.pathname.replace(/\/+$/, '');
-    const https = this.base.protocol === 'https:';
-    this.agent = https ? new HttpsAgent({ keepAlive: true, maxSockets: 64 }) : new HttpAgent({ keepAlive: true, maxSockets: 64 });
-    this.send = https ? httpsRequest : httpRequest;
+    if (this.base.protocol === 'https:') this.agent = new HttpsAgent({ keepAlive: true, maxSockets: config.clientMaxSockets });
+    else this.sockets = new CallSockets(this.base.hostname, Number(this.base.port || 80), this.url, { maxSockets: config.clientMaxSockets, idleMs: config.clientIdleSocketMs });
   }
 
   /** How long a request may go without an answer, or a download without a byte. */
@@ -53,7 +53,7 @@ export class NodeHttp {
   }
 
   /** Sends `body` as msgpack to `path` (`/api/v1/...`) and decodes the msgpack answer; a non-2xx answer rejects. */
-  request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     // Big arrays and payloads go out from where they are, not copied into one buffer.
     const pieces = body === undefined ? [] : encodePieces(body);
     const headers: Record<string, string | number> = { accept: msgpackType };
@@ -63,12 +63,19 @@ export class NodeHttp {
     }
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
     const target = nodeRoute(this.url, path);
-    return new Promise<T>((resolve, reject) => {
-      const req = this.send(
-        this.base,
-        { method, path: `${this.prefix}${path}`, headers, agent: this.agent, timeout: this.timeoutMs, signal },
-        (res) => void readAnswer<T>(res, target).then(resolve, reject),
-      );
+    if (!this.sockets) {
+      const res = await this.viaHttps(method, path, headers, pieces);
+      return decodeAnswer<T>(res.statusCode ?? 0, res.headers['content-type'], await readBytes(res), target);
+    }
+    const lines = [`${method} ${this.prefix}${path} HTTP/1.1`, `host: ${this.base.host}`, ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`)];
+    const answer = await this.sockets.request(`${lines.join('\r\n')}\r\n\r\n`, pieces, this.timeoutMs);
+    return decodeAnswer<T>(answer.status, answer.headers['content-type'], answer.body, target);
+  }
+
+  private viaHttps(method: string, path: string, headers: Record<string, string | number>, pieces: Uint8Array[]): Promise<IncomingMessage> {
+    const target = nodeRoute(this.url, path);
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(this.base, { method, path: `${this.prefix}${path}`, headers, agent: this.agent, timeout: this.timeoutMs }, resolve);
       req.on('timeout', () => req.destroy(new Error(`no answer from ${target} within ${this.timeoutMs} ms`)));
       req.on('error', reject);
       for (const piece of pieces) req.write(piece);
@@ -173,7 +180,8 @@ export class NodeHttp {
   }
 
   close(): void {
-    this.agent.destroy();
+    this.sockets?.close();
+    this.agent?.destroy();
   }
 }
 
@@ -201,15 +209,17 @@ function checkCrc(url: string, announced: string | undefined, crc: number): void
 }
 
 async function readAnswer<T>(res: IncomingMessage, target: string): Promise<T> {
-  const raw = await readBytes(res);
-  const type = res.headers['content-type'] ?? '';
+  return decodeAnswer<T>(res.statusCode ?? 0, res.headers['content-type'], await readBytes(res), target);
+}
+
+/** The decoded body of a 2xx answer; any other status throws the node's error. */
+function decodeAnswer<T>(status: number, type = '', raw: Buffer, target: string): T {
   let body: unknown;
   try {
     body = type.startsWith(msgpackType) ? decode(raw) : type.includes('json') ? JSON.parse(raw.toString()) : raw.toString();
   } catch (error) {
-    throw new NodeRequestError(res.statusCode ?? 0, 'bad_answer', `cannot decode the answer: ${(error as Error).message}`, target);
+    throw new NodeRequestError(status, 'bad_answer', `cannot decode the answer: ${(error as Error).message}`, target);
   }
-  const status = res.statusCode ?? 0;
   if (status >= 200 && status < 300) return body as T;
   throw answerError(status, body, target);
 }
