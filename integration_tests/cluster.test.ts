@@ -501,6 +501,24 @@ describe('cluster: three nodes, one worker each', function () {
       assert.equal(res.status, status, `${method} ${path} ${String(body).slice(0, 40)} -> ${res.status} ${res.text.slice(0, 200)}`);
       assert.ok(res.json?.error && res.json.detail, `${path} answers {error, detail}: ${res.text.slice(0, 200)}`);
     }
+    // A direct call's payload after its msgpack: taken there, refused anywhere else.
+    const payload = encode([[2, 3], {}]);
+    const trailing = { 'x-ks-payload-bytes': String(payload.length) };
+    const after = await rawRequest(url, 'POST', '/api/v1/call', Buffer.concat([encode({ fn: 'kstest_funcs:add' }), payload]), 'application/msgpack', trailing);
+    assert.equal(after.status, 200, after.text.slice(0, 200));
+    assert.deepEqual(Buffer.from((after.json as { value: Uint8Array }).value), encode(5));
+    const misplaced: [string, Buffer | string, string, Record<string, string>, RegExp][] = [
+      ['/api/v1/calls', Buffer.concat([encode({ calls: [{ fn: 'kstest_funcs:add' }] }), payload]), 'application/msgpack', trailing, /x-ks-payload-bytes is taken only on POST \/api\/v1\/call/],
+      ['/api/v1/call', encode({ fn: 'kstest_funcs:add' }), 'application/msgpack', { 'x-ks-payload-bytes': '999' }, /x-ks-payload-bytes is taken only/],
+      ['/api/v1/call', Buffer.concat([encode({ fn: 'kstest_funcs:add' }), payload]), 'application/msgpack', { 'x-ks-payload-bytes': 'many' }, /x-ks-payload-bytes is taken only/],
+      ['/api/v1/call', Buffer.concat([encode({ fn: 'kstest_funcs:add', payload }), payload]), 'application/msgpack', trailing, /the body holds payload, args or kwargs, but x-ks-payload-bytes says the payload follows it/],
+      ['/api/v1/call', JSON.stringify({ fn: 'kstest_funcs:add', args: [2, 3] }), 'application/json', { 'x-ks-payload-bytes': '2' }, /x-ks-payload-bytes is taken only/],
+    ];
+    for (const [path, body, type, headers, detail] of misplaced) {
+      const res = await rawRequest(url, 'POST', path, body, type, headers);
+      assert.equal(res.status, 400, `${path} ${JSON.stringify(headers)} -> ${res.status} ${res.text.slice(0, 200)}`);
+      assert.match(String(res.json?.detail), detail);
+    }
     const json = await rawRequest(url, 'POST', '/api/v1/call', JSON.stringify({ fn: 'kstest_funcs:add', args: [2, 3] }));
     assert.equal(json.status, 200);
     assert.equal((json.json as { value?: number }).value, 5);

@@ -214,8 +214,8 @@ export function exactPathRequest(base: string, method: string, path: string, bod
 }
 
 /** Raw HTTP to a node, for bad-input tests. */
-export async function rawRequest(url: string, method: string, path: string, body?: Buffer | string, contentType = 'application/json') {
-  const res = await fetch(`${url}${path}`, { method, body: typeof body === "string" ? body : body && new Uint8Array(body), headers: body === undefined ? {} : { 'content-type': contentType } });
+export async function rawRequest(url: string, method: string, path: string, body?: Buffer | string, contentType = 'application/json', headers: Record<string, string> = {}) {
+  const res = await fetch(`${url}${path}`, { method, body: typeof body === "string" ? body : body && new Uint8Array(body), headers: body === undefined ? headers : { 'content-type': contentType, ...headers } });
   const raw = Buffer.from(await res.arrayBuffer());
   const text = raw.toString();
   let json: unknown;

@@ -115,6 +115,11 @@ describe('numpy arrays and pandas frames between Python and TypeScript', functio
       assert.equal(back.data.reduce((sum, x) => sum + x, 0), big.reduce((sum, x) => sum + x, 0));
       assert.deepEqual(small.shape, [3]);
     }
+    // Big bytes too (a direct call's big payload follows its msgpack to the node).
+    const bytes = Buffer.alloc(3 * 1024 * 1024, 7);
+    bytes.write('head');
+    const ends = py`def ends(b, n): return [len(b), b[:4], b[-2:], n]`;
+    assert.deepEqual(await client.call(ends, [bytes, 1], {}, { async: false }), [bytes.length, Buffer.from('head'), Buffer.from([7, 7]), 1]);
   });
 
   it('returns a DataFrame column by column: numbers as NDArrays, the rest as lists with null', async function () {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, NodeRequestError, RemoteError, type AllOutcome } from '../src/index.js';
+import { Client, NodeRequestError, RemoteError, ndarray, type AllOutcome } from '../src/index.js';
 import { Capture, repoRoot, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('interpreter state: eval, exec and scripts in a persistent namespace', function () {
@@ -46,6 +46,22 @@ describe('interpreter state: eval, exec and scripts in a persistent namespace', 
     assert.equal(await client.eval('kept + 1', {}, here), 42);
     assert.equal(await client.eval('kept', { kept: 'shadow' }, here), 'shadow');
     assert.equal(await client.eval('kept', {}, here), 41);
+  });
+
+  it("reads a big payload into the last one's buffer, but never into one a kept array still views", async function () {
+    // Where `a` lives (the buffer its payload was read into), and what it holds.
+    const where = 'import numpy as np\nview = a\nwhile isinstance(view, np.ndarray):\n    view = view.base\nspot, total = id(view.obj), float(a.sum())\ndel view';
+    const big = (fill: number) => ndarray(new Float64Array(262_144).fill(fill)); // 2 MB
+    const read = (fill: number) => client.exec<{ spot: number; total: number }>(where, { a: big(fill) }, { ...here, returns: ['spot', 'total'] });
+    const first = await read(1);
+    const second = await read(2);
+    assert.deepEqual([second.spot, second.total], [first.spot, 2 * 262_144], 'the vars went away after the call: the buffer is free again');
+    await client.exec('', { kept: big(3) }, { ...here, keep: true });
+    const fourth = await read(4);
+    assert.notEqual(fourth.spot, first.spot);
+    assert.equal(fourth.total, 4 * 262_144);
+    assert.equal(await client.eval('float(kept.sum())', {}, here), 3 * 262_144, 'the kept array was not overwritten');
+    await client.exec('del kept', {}, here);
   });
 
   it('refuses vars and arguments msgpack cannot carry before sending anything, naming where', async function () {

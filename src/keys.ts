@@ -95,6 +95,13 @@ export function parseTaskId(taskId: string): { batchId: string; index: number } 
   return m ? { batchId: m[1], index: Number(m[2]) } : undefined;
 }
 
+/**
+ * On `POST /api/v1/call` with a msgpack body: the body's last N bytes are the call's payload,
+ * which its msgpack then leaves out. The node hands those bytes to Python as they arrived
+ * rather than gathering a big payload into one buffer with the rest of the body.
+ */
+export const payloadBytesHeader = 'x-ks-payload-bytes';
+
 /** The header that carries a node's `--token` (none without one). */
 export function bearerHeader(token: string | undefined): Record<string, string> {
   return token ? { authorization: `Bearer ${token}` } : {};

@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { config } from '../config.js';
-import { decode, encodePayload, Spliced } from '../codec.js';
+import { decode, encodePayload, spliceBytes, Spliced } from '../codec.js';
 import { inspectArguments } from './arguments.js';
 import { NodeRequestError, RemoteError } from '../errors.js';
 import { routeCalls } from '../routing.js';
@@ -428,7 +428,10 @@ export class Client {
   }
 
   private async callDirect<T>(call: OutgoingCall): Promise<T> {
-    const answer = await rejectedAsRemoteError(this.http.request<DirectAnswer>('POST', '/api/v1/call', call));
+    // A big payload follows the msgpack, for the node to pass on without gathering it.
+    const { payload, ...rest } = call;
+    const request = payload.byteLength >= spliceBytes ? this.http.request<DirectAnswer>('POST', '/api/v1/call', rest, payload instanceof Spliced ? payload.pieces : [payload]) : this.http.request<DirectAnswer>('POST', '/api/v1/call', call);
+    const answer = await rejectedAsRemoteError(request);
     for (const [, chunk] of answer.output) this.output.write(Buffer.from(chunk));
     if (answer.ok) return decodeWith<T>(this, answer.value!);
     throw new RemoteError(answer.failure!);

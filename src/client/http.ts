@@ -12,7 +12,7 @@ import { byteLengthOf, decode, encodePieces } from '../codec.js';
 import { answerError, NodeRequestError } from '../errors.js';
 import { CallSockets } from './call-sockets.js';
 import { answerFailure, socketGet, type SocketAnswer } from '../socket-get.js';
-import { bearerHeader } from '../keys.js';
+import { bearerHeader, payloadBytesHeader } from '../keys.js';
 import { nodeRoute, normalizeNodeUrl } from '../node-url.js';
 
 const msgpackType = 'application/msgpack';
@@ -52,11 +52,18 @@ export class NodeHttp {
     return this.opts.timeoutMs ?? config.clientRequestTimeoutMs;
   }
 
-  /** Sends `body` as msgpack to `path` (`/api/v1/...`) and decodes the msgpack answer; a non-2xx answer rejects. */
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /**
+   * Sends `body` as msgpack to `path` (`/api/v1/...`) and decodes the msgpack answer; a non-2xx
+   * answer rejects. `trailing`: bytes sent after the msgpack (`payloadBytesHeader`).
+   */
+  async request<T>(method: string, path: string, body?: unknown, trailing?: Uint8Array[]): Promise<T> {
     // Big arrays and payloads go out from where they are, not copied into one buffer.
     const pieces = body === undefined ? [] : encodePieces(body);
     const headers: Record<string, string | number> = { accept: msgpackType };
+    if (trailing) {
+      headers[payloadBytesHeader] = byteLengthOf(trailing);
+      pieces.push(...trailing);
+    }
     if (pieces.length) {
       headers['content-type'] = msgpackType;
       headers['content-length'] = byteLengthOf(pieces);

@@ -5,7 +5,7 @@ import { resolve, sep } from 'node:path';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { BadRequest, HttpError, Unauthorized, Forbidden } from '../errors.js';
-import { decode, encode, encodePieces, joined, spliceable } from '../codec.js';
+import { decode, encode, encodePieces, joined, spliceable, type Spliced } from '../codec.js';
 import { carriesSource, type HostInfo, type WireAllOutcome, type WireCall, type WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
 import { StopSwitch } from '../worker/executor.js';
@@ -13,6 +13,7 @@ import type { DataService } from '../data/service.js';
 import type { CallService } from './calls.js';
 import { answerAfterBody, answersMsgpack, decodeBody, isMsgpack, msgpackType, readBody, reply } from './http-body.js';
 import * as v from './validate.js';
+import { payloadBytesHeader } from '../keys.js';
 import type { Gate } from './tokens.js';
 import type { PersistedCalls } from './persisted.js';
 import type { JobCatalog } from '../jobs/catalog.js';
@@ -30,7 +31,7 @@ export interface AppContext {
   log(message: string): void;
   jobs: { catalog: JobCatalog; service: JobService };
   data: DataService;
-  runDirect(call: WireCall, stop: StopSwitch, caller?: string): Promise<DirectCallResult>;
+  runDirect(call: WireCall<Uint8Array | Spliced>, stop: StopSwitch, caller?: string): Promise<DirectCallResult>;
   /** Runs a call on every interpreter of every live node serving its queue (`on: 'all'`). */
   runEverywhere(call: WireCall, stop: StopSwitch): Promise<WireAllOutcome[]>;
   /** Runs a call on every interpreter of this node. */
@@ -123,7 +124,7 @@ export function clientGone(res: ServerResponse): StopSwitch {
 }
 
 /** Refuses script files outside the node's `--script-dir` (403), before they are queued. */
-function refuseScripts(scriptDir: string | undefined, calls: WireCall[]): void {
+function refuseScripts(scriptDir: string | undefined, calls: Pick<WireCall, 'fn'>[]): void {
   calls.forEach((c, k) => {
     if (typeof c.fn !== 'object' || !('script' in c.fn) || !('path' in c.fn.script)) return;
     if (!scriptDir) throw new Forbidden(`calls[${k}]: this node runs no script files (it has no --script-dir)`);
@@ -133,7 +134,7 @@ function refuseScripts(scriptDir: string | undefined, calls: WireCall[]): void {
 }
 
 /** Refuses source-text functions on a `--no-code` node. */
-function refuseCode(noCode: boolean, calls: WireCall[]): void {
+function refuseCode(noCode: boolean, calls: Pick<WireCall, 'fn'>[]): void {
   if (!noCode) return;
   const k = calls.findIndex((c) => carriesSource(c.fn));
   if (k >= 0) throw new Forbidden(`calls[${k}]: this node runs registered module functions, jobs and --script-dir scripts only (--no-code)`);
@@ -143,7 +144,7 @@ function refuseCode(noCode: boolean, calls: WireCall[]): void {
  * The POST routes that take a body and answer a value, by path: shared by the Koa router and
  * by `fastCallRoutes`. `json`: answer a JSON client (values decoded, output as text).
  */
-type BodyRoute = (body: unknown, json: boolean, res: ServerResponse, caller: string | undefined) => Promise<unknown>;
+type BodyRoute = (body: unknown, json: boolean, res: ServerResponse, caller: string | undefined, trailing?: Spliced) => Promise<unknown>;
 
 function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute> {
   return {
@@ -157,8 +158,8 @@ function bodyRoutes(app: AppContext, opts: AppOptions): Record<string, BodyRoute
       const first = waitMs ? await app.calls.results(batch.batchId, '0-0', waitMs, { remaining: calls.length, stop: clientGone(res), justSubmitted: true }) : undefined;
       return { ...batch, ...first, events: eventsFor(json, first?.events) };
     },
-    '/api/v1/call': async (body, json, res, caller) => {
-      const call = v.wireCall(body, 'body');
+    '/api/v1/call': async (body, json, res, caller, trailing) => {
+      const call = v.directCall(body, trailing);
       refuseCode(opts.noCode, [call]);
       refuseScripts(opts.scriptDir, [call]);
       return directAnswer(json, await app.runDirect(call, clientGone(res), caller));
@@ -199,16 +200,25 @@ export function fastCallRoutes(app: AppContext, opts: AppOptions): (req: Incomin
     if (!route || !isMsgpack(req.headers['content-type'])) return false;
     const declared = Number(req.headers['content-length']);
     if (!(declared <= opts.maxRequestSizeBytes)) return false;
+    const trailingBytes = req.headers[payloadBytesHeader] === undefined ? undefined : Number(req.headers[payloadBytesHeader]);
+    // Koa refuses it everywhere else, and when it is not a byte count within the body.
+    if (trailingBytes !== undefined && !(req.url === '/api/v1/call' && Number.isSafeInteger(trailingBytes) && trailingBytes >= 0 && trailingBytes <= declared)) return false;
     const admitted = opts.gate.admit(req.headers.authorization);
     if (!admitted) return false;
-    answerAfterBody(req, res, msgpackType, async (raw) => {
-      try {
-        return { status: 200, body: encodePieces(await route(decodeBody(raw), false, res, admitted.caller)) };
-      } catch (error) {
-        const [status, answer, headers] = errorAnswer(error, `POST ${req.url}`);
-        return { status, body: [encode(answer)], headers };
-      }
-    });
+    answerAfterBody(
+      req,
+      res,
+      msgpackType,
+      async (raw, trailing) => {
+        try {
+          return { status: 200, body: encodePieces(await route(decodeBody(raw), false, res, admitted.caller, trailing)) };
+        } catch (error) {
+          const [status, answer, headers] = errorAnswer(error, `POST ${req.url}`);
+          return { status, body: [encode(answer)], headers };
+        }
+      },
+      trailingBytes,
+    );
     return true;
   };
 }

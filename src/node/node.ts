@@ -3,7 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { hostname, totalmem } from 'node:os';
-import { joined } from '../codec.js';
+import { joined, type Spliced } from '../codec.js';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
@@ -359,7 +359,7 @@ export class KsNode {
   }
 
   /** The interpreters a call runs on here: those of its `env`, else the node's own. */
-  private poolFor(call: WireCall): ExecutorPool {
+  private poolFor(call: Pick<WireCall, 'fn' | 'opts'>): ExecutorPool {
     const env = call.opts?.env;
     if (!env) return this.pool!;
     const found = this.interpreters.find((i) => i.env === env);
@@ -454,8 +454,8 @@ export class KsNode {
     const { calls, data, registry, mover, catalog, metrics, admission, persisted } = parts;
     const pool = this.pool!;
     // A call run at once on this node's interpreters: its own timeout, else the node's.
-    const direct = (call: WireCall) => ({ ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes });
-    const runHere = async (call: WireCall, stop: StopSwitch, caller?: string) => {
+    const direct = (call: WireCall<Uint8Array | Spliced>) => ({ ...call, timeoutS: call.opts?.timeout ?? this.opts.timeoutS, maxOutputBytes: this.opts.maxOutputBytes });
+    const runHere = async (call: WireCall<Uint8Array | Spliced>, stop: StopSwitch, caller?: string) => {
       this.directCalls += 1;
       const startedAt = performance.now();
       const result = await runDirectCall(this.poolFor(call), mover, direct(call), stop);

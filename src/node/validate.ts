@@ -1,7 +1,7 @@
-import { encode } from '../codec.js';
+import { encode, Spliced } from '../codec.js';
 import { validateDataUrl } from '../data/catalog.js';
 import { BadRequest } from '../errors.js';
-import { batchIdPattern, namePattern } from '../keys.js';
+import { batchIdPattern, namePattern, payloadBytesHeader } from '../keys.js';
 import type { CallOptions, FnSpec, WireCall } from '../types.js';
 
 /** The most calls one `POST /calls` may carry. */
@@ -119,6 +119,16 @@ export function callOptions(value: unknown, where: string): CallOptions {
     sla: positiveNumber(o.sla, `${where}.sla`),
     persist: persistsAll(o, where),
   };
+}
+
+/** The call of `POST /api/v1/call`, whose payload may follow its msgpack (`payloadBytesHeader`). */
+export function directCall(value: unknown, trailing: Spliced | undefined): WireCall<Uint8Array | Spliced> {
+  if (!trailing) return wireCall(value, 'body');
+  const c = requireObject(value, 'body');
+  if (c.payload !== undefined || c.args !== undefined || c.kwargs !== undefined) {
+    throw new BadRequest(`the body holds payload, args or kwargs, but ${payloadBytesHeader} says the payload follows it`);
+  }
+  return { ...wireCall({ ...c, payload: new Uint8Array(0) }, 'body'), payload: trailing };
 }
 
 /** One call: `payload` (msgpack of [args, kwargs]) or `args`/`kwargs` that the node packs. */

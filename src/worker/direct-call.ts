@@ -1,3 +1,4 @@
+import type { Spliced } from '../codec.js';
 import type { FnSpec } from '../types.js';
 import { StopSwitch, type OutputStream, type RunOutcome } from './executor.js';
 import type { ExecutorPool, Lease } from './pool.js';
@@ -21,7 +22,7 @@ export function runDirectCall(pool: ExecutorPool, dataSource: DataSource, call: 
 /** A call `runDirectCall` and `runOnEveryInterpreter` run. */
 export interface DirectCall {
   fn: FnSpec;
-  payload: Uint8Array;
+  payload: Uint8Array | Spliced;
   data?: string[];
   timeoutS?: number;
   maxOutputBytes: number;

@@ -38,8 +38,8 @@ export class StopSwitch {
 
 export interface RunRequest {
   fn: FnSpec;
-  /** msgpack of `[args, kwargs]`. */
-  payload: Uint8Array;
+  /** msgpack of `[args, kwargs]`; a big one may be the pieces it arrived in. */
+  payload: Uint8Array | Spliced;
   data?: CallData;
   /** Kill the interpreter when the call runs longer than this. */
   timeoutMs?: number;
@@ -305,13 +305,13 @@ export class PythonExecutor {
   }
 
   /** Writes each body as a frame (4-byte big-endian length, then the body), in one go. */
-  private writeFrames(bodies: Uint8Array[]): void {
+  private writeFrames(bodies: (Uint8Array | Spliced)[]): void {
     this.toPython.cork();
     for (const body of bodies) {
       const header = Buffer.allocUnsafe(4);
       header.writeUInt32BE(body.byteLength, 0);
       this.toPython.write(header);
-      this.toPython.write(body);
+      for (const piece of body instanceof Spliced ? body.pieces : [body]) this.toPython.write(piece);
     }
     this.toPython.uncork();
   }
