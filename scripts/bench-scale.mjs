@@ -4,7 +4,9 @@
 // Each node and the Redis run on hosts of their own (network namespaces on a bridge, as the
 // tests' integration_tests/netns.ts makes them: needs root); `-- --loopback`, or a machine
 // where namespaces cannot be made, runs them all on this machine's loopback instead, and says
-// so. Prints one JSON line per node count.
+// so. Then the same on a local Redis Cluster of three masters (a replica each, on loopback):
+// commands and CPU summed over the masters, and the busiest master's share of that CPU (how
+// evenly the keys spread). Prints one JSON line per node count and Redis.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +14,7 @@ import { Redis } from 'ioredis';
 import { Client } from '../dist/index.js';
 import { startLocalNodes, startLocalRedis, stopGroups } from './local-cluster.mjs';
 import { makeNetwork, startNodeOn, startRedisOn } from '../integration_tests/netns.ts';
+import { startRedisCluster } from '../integration_tests/redis-cluster.ts';
 
 const say = (line) => process.stderr.write(`${line}\n`);
 
@@ -58,33 +61,61 @@ async function onHosts(nodeCount) {
   }
 }
 
-async function measure(nodeCount, hosts) {
-  const cluster = hosts ? await onHosts(nodeCount) : await onLoopback(nodeCount);
+/** A Redis Cluster of three masters (a replica each) and `nodeCount` nodes, all on loopback. */
+async function onRedisCluster(nodeCount) {
+  const work = mkdtempSync(join(tmpdir(), 'ks-scale-'));
+  const children = [];
+  const redisCluster = await startRedisCluster();
+  const stop = async () => {
+    await stopGroups(children, 2_000);
+    await redisCluster.stop();
+    rmSync(work, { recursive: true, force: true });
+  };
   try {
-    const client = new Client(cluster.urls[0], { token: hosts ? token : undefined });
-    const redis = new Redis(cluster.redis);
+    const urls = await startLocalNodes(Array.from({ length: nodeCount }, (_, k) => `n${k}`), redisCluster.url, work, children, { stderr: 'ignore' });
+    const probe = new Redis({ port: redisCluster.ports[0] });
+    const slots = await probe.cluster('SLOTS');
+    probe.disconnect();
+    const masters = [...new Set(slots.map((range) => range[2][1]))].map((port) => ({ port }));
+    return { urls, redis: masters, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+async function measure(nodeCount, where) {
+  const cluster = where === 'namespaces' ? await onHosts(nodeCount) : where === 'cluster' ? await onRedisCluster(nodeCount) : await onLoopback(nodeCount);
+  try {
+    const client = new Client(cluster.urls[0], { token: where === 'namespaces' ? token : undefined });
+    const redises = [cluster.redis].flat().map((options) => new Redis(options));
+    const counters = () => Promise.all(redises.map(redisCounters));
     // Warm every node's interpreter and the client.
     for (let i = 0; i < 2_000; i++) client.bc('operator:add', [i, 1]);
     await client.execute();
     await client.br();
-    const before = await redisCounters(redis);
+    const before = await counters();
     const t0 = performance.now();
     for (let i = 0; i < 10_000; i++) client.bc('operator:add', [i, 1]);
     await client.execute();
     const sums = await client.br();
     const seconds = (performance.now() - t0) / 1000;
-    const after = await redisCounters(redis);
+    const after = await counters();
     if (sums[9_999] !== 10_000) throw new Error('w2 results wrong');
     client.close();
-    redis.disconnect();
-    // The INFO calls themselves are 2 commands, and the heartbeats a few a second: both left in.
+    for (const redis of redises) redis.disconnect();
+    const commands = after.reduce((sum, a, k) => sum + a.commands - before[k].commands, 0);
+    const cpus = after.map((a, k) => a.cpu - before[k].cpu);
+    const cpu = cpus.reduce((x, y) => x + y, 0);
+    // The INFO calls themselves are 2 commands per Redis, and the heartbeats a few a second: both left in.
     return {
       nodes: nodeCount,
       calls_per_s: Math.round(10_000 / seconds),
       // Counted by Redis, the commands inside Lua scripts too (a claim is 3, a finish about 8).
-      redis_commands_per_call: Number(((after.commands - before.commands) / 10_000).toFixed(2)),
-      redis_cpu_us_per_call: Number((((after.cpu - before.cpu) * 1e6) / 10_000).toFixed(1)),
-      redis_max_calls_per_s_per_core: Math.round(1e6 / (((after.cpu - before.cpu) * 1e6) / 10_000)),
+      redis_commands_per_call: Number((commands / 10_000).toFixed(2)),
+      redis_cpu_us_per_call: Number(((cpu * 1e6) / 10_000).toFixed(1)),
+      redis_max_calls_per_s_per_core: Math.round(1e6 / ((cpu * 1e6) / 10_000)),
+      ...(redises.length > 1 ? { busiest_master_cpu_share: Number((Math.max(...cpus) / cpu).toFixed(2)) } : {}),
     };
   } finally {
     await cluster.stop();
@@ -105,8 +136,12 @@ async function canMakeHosts() {
 const hosts = !process.argv.includes('--loopback') && (await canMakeHosts());
 say(hosts ? 'each node and the Redis on a host of its own (network namespaces on a bridge)' : 'every node and the Redis on this machine\'s loopback');
 
-for (const count of [1, 2, 4, 8]) {
-  const figures = { ...(await measure(count, hosts)), hosts: hosts ? 'namespaces' : 'loopback' };
-  say(`${count} node(s): ${figures.calls_per_s} calls/s, ${figures.redis_commands_per_call} Redis commands (those inside scripts too) and ${figures.redis_cpu_us_per_call} µs of Redis CPU per call (one Redis core: ~${figures.redis_max_calls_per_s_per_core} calls/s)`);
-  console.log(JSON.stringify(figures));
+for (const where of [hosts ? 'namespaces' : 'loopback', 'cluster']) {
+  if (where === 'cluster') say('on a Redis Cluster of three masters with a replica each, nodes and Redis on loopback');
+  for (const count of [1, 2, 4, 8]) {
+    const figures = { ...(await measure(count, where)), hosts: where === 'namespaces' ? 'namespaces' : 'loopback', redis: where === 'cluster' ? 'cluster of 3 masters' : 'one' };
+    const spread = figures.busiest_master_cpu_share === undefined ? '' : `, the busiest master ${Math.round(figures.busiest_master_cpu_share * 100)} % of it`;
+    say(`${count} node(s): ${figures.calls_per_s} calls/s, ${figures.redis_commands_per_call} Redis commands (those inside scripts too) and ${figures.redis_cpu_us_per_call} µs of Redis CPU per call${spread} (one Redis core: ~${figures.redis_max_calls_per_s_per_core} calls/s)`);
+    console.log(JSON.stringify(figures));
+  }
 }

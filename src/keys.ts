@@ -2,62 +2,100 @@ import { randomFillSync } from 'node:crypto';
 import { defaultQueue } from './config.js';
 import { isJobSpec, type WireCall } from './types.js';
 
-/** Redis key names, in one place (DESIGN's "Redis layout"). */
+/**
+ * Redis key names, in one place (DESIGN's "Redis layout"). Under Redis Cluster (`cluster`) every
+ * key carries a hashtag, so that what one Lua script or MULTI touches shares a slot while
+ * batches and data spread over the shards: a batch's keys (stream, meta, claims) hash by the
+ * batch id, a datum's two keys by its url, and the registry's keys (hosts, heartbeats, jobs,
+ * persisted calls, the dashboard's feed) by the prefix, `{ks}:hosts`.
+ */
 export class Keys {
-  constructor(readonly prefix: string) {}
+  /** The registry's keys' start: `ks`, or `{ks}` under Redis Cluster. */
+  private readonly shared: string;
+
+  constructor(
+    readonly prefix: string,
+    readonly cluster = false,
+  ) {
+    this.shared = cluster ? `{${prefix}}` : prefix;
+  }
+
+  /** `id` as a hashtag under Redis Cluster, as it is otherwise. */
+  private tag(id: string): string {
+    return this.cluster ? `{${id}}` : id;
+  }
 
   get hosts(): string {
-    return `${this.prefix}:hosts`;
+    return `${this.shared}:hosts`;
   }
   /** Host name → when its last heartbeat reached Redis, by Redis's clock (ms): no two machines' clocks are compared. */
   get beats(): string {
-    return `${this.prefix}:beats`;
+    return `${this.shared}:beats`;
   }
   alive(host: string): string {
-    return `${this.prefix}:alive:${host}`;
+    return `${this.shared}:alive:${host}`;
   }
   claim(taskId: string): string {
-    return `${this.prefix}:claim:${taskId}`;
+    const parsed = parseTaskId(taskId);
+    return parsed && this.cluster ? `${this.prefix}:claim:{${parsed.batchId}}-${parsed.index}` : `${this.prefix}:claim:${taskId}`;
   }
   /** How often a call was taken over from a dead host (bounds its re-runs). */
   claimTries(taskId: string): string {
-    return `${this.prefix}:claim:${taskId}:tries`;
+    return `${this.claim(taskId)}:tries`;
   }
   batchEvents(batchId: string): string {
-    return `${this.prefix}:batch:${batchId}:events`;
+    return `${this.prefix}:batch:${this.tag(batchId)}:events`;
   }
   /** Number of calls in the batch; tells a finished-and-expired batch from an unknown one. */
   batchMeta(batchId: string): string {
-    return `${this.prefix}:batch:${batchId}:meta`;
+    return `${this.prefix}:batch:${this.tag(batchId)}:meta`;
   }
   /** Host name → JSON of the jobs it loaded (`JobDescription[]`). */
   get jobs(): string {
-    return `${this.prefix}:jobs`;
+    return `${this.shared}:jobs`;
   }
   /** The ALL calls recorded for `queue`, in order (JSON of `PersistedCall`). */
   persisted(queue: string): string {
-    return `${this.prefix}:persist:${queue}`;
+    return `${this.shared}:persist:${queue}`;
   }
   /** The queues that have recorded ALL calls. */
   get persistedQueues(): string {
-    return `${this.prefix}:persist:queues`;
+    return `${this.shared}:persist:queues`;
   }
   get cancelChannel(): string {
     return `${this.prefix}:cancel`;
   }
   /** The dashboard's feed: a tick from each node each second, while somebody watches (capped). */
   get dashboard(): string {
-    return `${this.prefix}:dashboard`;
+    return `${this.shared}:dashboard`;
   }
   /** Exists while some node has dashboard viewers; nodes publish ticks only then. */
   get dashboardWatched(): string {
-    return `${this.prefix}:dashboard:watched`;
+    return `${this.shared}:dashboard:watched`;
   }
   data(url: string): string {
-    return `${this.prefix}:data:${url}`;
+    return `${this.prefix}:data:${this.tag(url)}`;
   }
   dataHosts(url: string): string {
-    return `${this.prefix}:data:${url}:hosts`;
+    return `${this.data(url)}:hosts`;
+  }
+  /** A SCAN pattern for the data keys (`hosts`: the holder sets) whose urls match `glob`. */
+  dataPattern(glob: string, hosts = false): string {
+    return hosts ? this.dataHosts(glob) : this.data(glob);
+  }
+  /** The url a data key (`data()` or `dataHosts()`) names. */
+  urlOfDataKey(key: string): string {
+    const start = this.data('').length - (this.cluster ? 1 : 0);
+    const end = key.endsWith(':hosts') ? -':hosts'.length : undefined;
+    return key.slice(start, end).slice(0, this.cluster ? -1 : undefined);
+  }
+  /** The BullMQ queue name of `queue`: its own hashtag under Redis Cluster, so each queue has its slot. */
+  bullQueue(queue: string): string {
+    return this.tag(queue);
+  }
+  /** One of BullMQ's keys of `queue` (`wait`, `prioritized`, a job id), read by the dashboard. */
+  bullKey(queue: string, type: string): string {
+    return `${this.prefix}:${this.bullQueue(queue)}:${type}`;
   }
 }
 

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dataRoute, nodeRoute, normalizeNodeUrl, parseNodeUrl, portOf, sameNode } from '../src/node-url.js';
-import { isManagedRedis, redisOptions } from '../src/node/redis-connection.js';
+import { clusterOptions, isManagedRedis, redisOptions } from '../src/node/redis-connection.js';
 
 describe('node urls', function () {
   it('build every route without a double slash, with or without a trailing slash', function () {
@@ -88,7 +88,20 @@ describe('--redis-connection', function () {
       password: undefined,
     });
     assert.equal(redisOptions('redis-sentinel://:s%40cret@h:1/m').password, 's@cret');
-    assert.ok(isManagedRedis('rediss://h') && isManagedRedis('redis-sentinel://h/m') && !isManagedRedis('redis://127.0.0.1'));
+    assert.ok(isManagedRedis('rediss://h') && isManagedRedis('redis-sentinel://h/m') && isManagedRedis('redis-cluster://h:1') && !isManagedRedis('redis://127.0.0.1'));
+  });
+
+  it('reads redis-cluster:// as some of a cluster\'s nodes and their credentials', function () {
+    assert.deepEqual(clusterOptions('redis-cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001,h/'), {
+      nodes: [
+        { host: '10.0.0.1', port: 7000 },
+        { host: '::1', port: 7001 },
+        { host: 'h', port: 6379 },
+      ],
+      options: { username: 'u', password: 'p@ss' },
+    });
+    assert.equal(clusterOptions('redis://h:1'), undefined);
+    assert.deepEqual(redisOptions('redis-cluster://h:1,h:2'), { host: 'h', port: 1, username: undefined, password: undefined });
   });
 
   it('refuses anything else in one line that names the accepted forms', function () {
@@ -110,7 +123,10 @@ describe('--redis-connection', function () {
       ['redis-sentinel://h:1,:2/m', /sentinel ":2", not host:port/],
       ['redis-sentinel://h:99999/m', /sentinel port 99999/],
       ['redis-sentinel://h:1/m?tls=1', /unknown parameter "tls"/],
-      ['redis-cluster://h:1,h:2', /Redis Cluster, which this version does not run on yet/],
+      ['redis-cluster://h:1,h:2/0', /not redis-cluster:\/\/host:port,host:port \(no path, no parameters\)/],
+      ['redis-cluster://h:1?db=2', /no path, no parameters/],
+      ['redis-cluster://h:1,:2', /node ":2", not host:port/],
+      ['redis-cluster://h:99999', /node port 99999/],
     ];
     for (const [connection, why] of bad) {
       assert.throws(

@@ -209,31 +209,26 @@ export class DashboardHub {
     return batch;
   }
 
-  /** Hosts, queues and batches now: one pipeline for the queues and batches. */
+  /** Hosts, queues and batches now: the queues' and batches' commands sent at once (each to its shard under Redis Cluster). */
   private async view(): Promise<ClusterView> {
     const { redis, keys } = this.ctx;
     const hosts = await this.ctx.hosts();
     const names = [...new Set(hosts.filter((h) => h.alive).flatMap((h) => h.queues.flatMap((q) => [q, queueName(q, h.name)])))].sort();
     const batches = [...this.batches.values()];
-    const pipe = redis.pipeline();
-    for (const name of names) {
-      const base = `${keys.prefix}:${name}`;
-      pipe.llen(`${base}:wait`).zcard(`${base}:prioritized`).lindex(`${base}:wait`, -1);
-    }
-    for (const batch of batches) pipe.hmget(keys.batchMeta(batch.id), 'n', 'ended', 'failed');
-    const replies = ((await pipe.exec()) ?? []).map(([, value]) => value);
+    const [queueReplies, batchReplies] = await Promise.all([
+      Promise.all(names.map((name) => Promise.all([redis.llen(keys.bullKey(name, 'wait')), redis.zcard(keys.bullKey(name, 'prioritized')), redis.lindex(keys.bullKey(name, 'wait'), -1)]))),
+      Promise.all(batches.map((batch) => redis.hmget(keys.batchMeta(batch.id), 'n', 'ended', 'failed'))),
+    ]);
     // The oldest waiting job's timestamp, for each queue with one: a second round trip, only for those.
-    const oldestIds = names.map((_, k) => replies[3 * k + 2] as string | null);
-    const stamps = oldestIds.some(Boolean)
-      ? await Promise.all(names.map((name, k) => (oldestIds[k] ? redis.hget(`${keys.prefix}:${name}:${oldestIds[k]}`, 'timestamp') : null)))
-      : [];
+    const oldestIds = queueReplies.map(([, , oldest]) => oldest);
+    const stamps = oldestIds.some(Boolean) ? await Promise.all(names.map((name, k) => (oldestIds[k] ? redis.hget(keys.bullKey(name, oldestIds[k]!), 'timestamp') : null))) : [];
     const now = Date.now();
     const queues = names
-      .map((name, k) => ({ name, depth: Number(replies[3 * k]) + Number(replies[3 * k + 1]), oldestWaitMs: stamps[k] ? Math.max(0, now - Number(stamps[k])) : 0 }))
+      .map((name, k) => ({ name, depth: queueReplies[k][0] + queueReplies[k][1], oldestWaitMs: stamps[k] ? Math.max(0, now - Number(stamps[k])) : 0 }))
       // A host's own queues only while calls wait there: they would crowd out the rest.
       .filter((q) => q.depth > 0 || !(q.name.includes('.host.') || q.name.startsWith('host.')));
     for (const [k, batch] of batches.entries()) {
-      const [n, ended, failed] = (replies[3 * names.length + k] as (string | null)[] | null) ?? [];
+      const [n, ended, failed] = batchReplies[k];
       if (n) batch.n = Number(n);
       if (ended) batch.ended = Number(ended);
       if (failed) batch.failed = Number(failed);

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Keys } from '../keys.js';
+import { scanKeys } from '../redis-cluster.js';
 import { urlsUnder, type Catalog } from './catalog.js';
 import type { DataRegistry } from './registry.js';
 
@@ -19,31 +20,23 @@ export interface Reconciled {
  * the registry does not know are left alone and counted: they are never served.
  */
 export async function reconcileData(redis: Redis, keys: Keys, registry: DataRegistry, catalog: Catalog, nodeName: string): Promise<Reconciled> {
-  const prefix = keys.data('');
-  const suffix = ':hosts';
   const gone: string[] = [];
   const lost: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*${suffix}`, 'COUNT', 1000);
-    cursor = next;
-    const pipe = redis.pipeline();
-    for (const key of found) pipe.sismember(key, nodeName);
-    const members = (await pipe.exec()) ?? [];
+  await scanKeys(redis, keys.dataPattern('*', true), async (found) => {
+    const members = await Promise.all(found.map((key) => redis.sismember(key, nodeName)));
     for (const [k, key] of found.entries()) {
-      if (members[k]?.[1] !== 1) continue;
-      const url = key.slice(prefix.length, -suffix.length);
+      if (members[k] !== 1) continue;
+      const url = keys.urlOfDataKey(key);
       if (await catalog.has(url)) continue;
       gone.push(url);
       if ((await registry.unregister(url, nodeName)) === 0) lost.push(url);
     }
-  } while (cursor !== '0');
+  });
   const urls = await urlsUnder(catalog.root);
   let unregistered = 0;
   for (let k = 0; k < urls.length; k += 1000) {
-    const pipe = redis.pipeline();
-    for (const url of urls.slice(k, k + 1000)) pipe.exists(keys.data(url));
-    for (const [, exists] of (await pipe.exec()) ?? []) if (exists === 0) unregistered += 1;
+    const exists = await Promise.all(urls.slice(k, k + 1000).map((url) => redis.exists(keys.data(url))));
+    unregistered += exists.filter((n) => n === 0).length;
   }
   return { gone, lost, unregistered };
 }

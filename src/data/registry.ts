@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { scanKeys } from '../redis-cluster.js';
 import { Conflict } from '../errors.js';
 import type { Keys } from '../keys.js';
 
@@ -77,17 +78,17 @@ export class DataRegistry {
     return this.redis.ksDataUnregister(this.keys.data(url), this.keys.dataHosts(url), host);
   }
 
-  /** Size, checksum, format and live holders of each url, in one round trip; unknown urls are left out. */
+  /**
+   * Size, checksum, format and live holders of each url, in one round trip (the commands sent
+   * at once; under Redis Cluster they go to each url's shard); unknown urls are left out.
+   */
   async info(urls: string[], liveHosts: Set<string>): Promise<Record<string, DataInfo>> {
     if (!urls.length) return {};
-    const pipe = this.redis.pipeline();
-    for (const url of urls) pipe.hgetall(this.keys.data(url)).smembers(this.keys.dataHosts(url));
-    const replies = (await pipe.exec()) ?? [];
+    const replies = await Promise.all(urls.map((url) => Promise.all([this.redis.hgetall(this.keys.data(url)), this.redis.smembers(this.keys.dataHosts(url))])));
     const out: Record<string, DataInfo> = {};
     urls.forEach((url, k) => {
-      const fields = replies[2 * k]?.[1] as Record<string, string> | undefined;
-      const holders = (replies[2 * k + 1]?.[1] as string[] | undefined) ?? [];
-      if (!fields?.crc32 && !fields?.md5) return;
+      const [fields, holders] = replies[k];
+      if (!fields.crc32 && !fields.md5) return;
       const checksum = fields.crc32 ? { crc32: fields.crc32 } : { md5: fields.md5 };
       const live = holders.filter((h) => liveHosts.has(h)).sort();
       const inMemory = live.filter((h) => fields[`tier:${h}`] === 'memory');
@@ -98,14 +99,10 @@ export class DataRegistry {
 
   /** Urls matching a glob (`*`, `?`), by SCAN rather than KEYS so Redis never stalls. */
   async search(glob: string): Promise<string[]> {
-    const prefix = this.keys.data('');
     const found = new Set<string>();
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${prefix}${glob}`, 'COUNT', 1000);
-      cursor = next;
-      for (const key of keys) if (!key.endsWith(':hosts')) found.add(key.slice(prefix.length));
-    } while (cursor !== '0');
+    await scanKeys(this.redis, this.keys.dataPattern(glob), async (keys) => {
+      for (const key of keys) if (!key.endsWith(':hosts')) found.add(this.keys.urlOfDataKey(key));
+    });
     return [...found].sort();
   }
 }

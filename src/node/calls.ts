@@ -9,7 +9,7 @@ import type { Redis } from 'ioredis';
 import type { ClaimLock } from '../worker/claim.js';
 import type { Lease } from '../worker/pool.js';
 import type { StopSwitch } from '../worker/executor.js';
-import type { EventReader, StreamEntry } from './event-reader.js';
+import type { EventSource, StreamEntry } from './event-reader.js';
 import type { QueueCache } from './queues.js';
 import { copyTiming } from '../routing.js';
 
@@ -17,7 +17,7 @@ export interface CallServiceContext {
   redis: Redis;
   claims: ClaimLock;
   keys: Keys;
-  events: EventReader;
+  events: EventSource;
   queues: QueueCache;
   /** Live hosts, maybe a second old unless `fresh`. */
   liveHosts(fresh?: boolean): Promise<HostInfo[]>;
@@ -122,7 +122,10 @@ export class CallService {
       });
     }
     flush();
-    void this.ctx.claims.startBatch(batchId, calls.length).catch(() => {});
+    // Sent first on the connection the jobs go on, it lands first. Under Redis Cluster the
+    // batch's keys and its queues are on different shards: wait for it.
+    const started = this.ctx.claims.startBatch(batchId, calls.length).catch(() => 0);
+    if (this.ctx.keys.cluster) await started;
     const queues = new Set(jobs.map((j) => j.queueName));
     if (this.opts.maxQueued !== undefined) await this.refuseOverfull(jobs, this.opts.maxQueued);
     if (jobs.length === 1) {
@@ -134,6 +137,11 @@ export class CallService {
     } else if (queues.size === 1) {
       // One queue: its own addBulk is one MULTI too, and lighter than a flow.
       await this.ctx.queues.get(jobs[0].queueName).addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
+    } else if (this.ctx.keys.cluster) {
+      // Under Redis Cluster each queue hashes to a slot of its own and no MULTI spans slots, so
+      // each queue's jobs go in their own addBulk: a batch may then be queued only in part when
+      // one fails, and the client gets that error for the whole batch.
+      await Promise.all([...queues].map((queue) => this.ctx.queues.get(queue).addBulk(jobs.filter((j) => j.queueName === queue).map(({ name, data, opts }) => ({ name, data, opts })))));
     } else {
       await this.flows.addBulk(jobs);
     }

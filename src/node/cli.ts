@@ -7,10 +7,10 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { config } from '../config.js';
 import { resolve } from 'node:path';
-import { Keys, namePattern } from '../keys.js';
+import { namePattern } from '../keys.js';
 import { KsNode, version, type NodeOptions } from './node.js';
 import { connectRedis, whyRedisIsSilent } from './redis.js';
-import { redisConnectionForms } from './redis-connection.js';
+import { keysFor, redisConnectionForms } from './redis-connection.js';
 import { parseTokens } from './tokens.js';
 import { parseEnvironments } from './interpreters.js';
 import { readHosts } from './registry.js';
@@ -194,7 +194,7 @@ program
     const redis = connectRedis(flags.redisConnection, { maxRetriesPerRequest: 1, retryStrategy: () => null });
     redis.on('error', () => {});
     try {
-      const hosts = await readHosts(redis, new Keys(flags.keyPrefix));
+      const hosts = await readHosts(redis, keysFor(flags.redisConnection, flags.keyPrefix));
       const live = hosts.filter((h) => h.alive);
       if (!live.length) console.log('no live hosts');
       for (const h of live) {
@@ -225,7 +225,7 @@ program
     const redis = connectRedis(flags.redisConnection, { maxRetriesPerRequest: 1, retryStrategy: () => null });
     redis.on('error', () => {});
     try {
-      const { registered, already, refused } = await registerFiles(redis, new Keys(flags.keyPrefix), { datadir: resolve(flags.datadir), node: flags.nodeName, glob, fmt: flags.fmt, say: (line) => console.log(line) });
+      const { registered, already, refused } = await registerFiles(redis, keysFor(flags.redisConnection, flags.keyPrefix), { datadir: resolve(flags.datadir), node: flags.nodeName, glob, fmt: flags.fmt, say: (line) => console.log(line) });
       console.log(`${registered.length} registered, ${already.length} already known (holder added), ${refused.length} refused`);
       if (refused.length) process.exitCode = 1;
     } catch (error) {

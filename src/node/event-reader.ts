@@ -23,9 +23,9 @@ export function compareStreamIds(a: string, b: string): number {
   return Number(as) - Number(bs);
 }
 
-type XReadReply = [Buffer, [Buffer, Buffer[]][]][] | null;
+export type XReadReply = [Buffer, [Buffer, Buffer[]][]][] | null;
 
-function toEntries(raw: [Buffer, Buffer[]][]): StreamEntry[] {
+export function toEntries(raw: [Buffer, Buffer[]][]): StreamEntry[] {
   return raw.map(([id, flat]) => {
     const fields = new Map<string, Buffer>();
     for (let k = 0; k < flat.length; k += 2) fields.set(flat[k].toString(), flat[k + 1]);
@@ -33,12 +33,21 @@ function toEntries(raw: [Buffer, Buffer[]][]): StreamEntry[] {
   });
 }
 
+/** What serves long-polls on batch streams: `EventReader`, or `StreamReader` under Redis Cluster. */
+export interface EventSource {
+  /** Entries after `cursor`, waiting up to `waitMs` for the first; [] when none came. */
+  read(key: string, cursor: string, waitMs: number, signal?: AbortSignal): Promise<StreamEntry[]>;
+  /** Long-polls waiting now (the `ks_long_polls` gauge). */
+  readonly waiting: number;
+  close(): void;
+}
+
 /**
  * Long-polls of many clients over one blocking connection: a single `XREAD BLOCK` covers
  * every waited-on stream, and is interrupted (`CLIENT UNBLOCK`) when a new waiter comes.
  * So 500 concurrent long-polls cost one Redis connection, not 500.
  */
-export class EventReader {
+export class EventReader implements EventSource {
   private readonly waiters = new Set<Waiter>();
   private loopRunning = false;
   private blockedRead?: number;

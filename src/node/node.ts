@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { config, defaultQueue } from '../config.js';
-import { Keys, envQueue, jobQueue, queueName, namePattern } from '../keys.js';
+import { envQueue, jobQueue, queueName, namePattern } from '../keys.js';
 import { UnknownEnvironment } from '../errors.js';
 import { normalizeNodeUrl, parseNodeUrl, portOf } from '../node-url.js';
 import type { HostInfo, WireAllOutcome, WireCall } from '../types.js';
@@ -33,9 +33,10 @@ import { DataMover } from '../data/transfer.js';
 import { answerStarting, clientGone, createApp, errorAnswer, fastCallRoutes, type AppContext } from './app.js';
 import { fastPerform } from '../jobs/routes.js';
 import { CallService } from './calls.js';
-import { EventReader } from './event-reader.js';
+import { EventReader, type EventSource } from './event-reader.js';
+import { StreamReader } from './stream-reader.js';
 import { connectRedis, startRedisServer, whyRedisIsSilent } from './redis.js';
-import { isManagedRedis, redisOptions } from './redis-connection.js';
+import { isManagedRedis, keysFor, redisOptions } from './redis-connection.js';
 import { HostRegistry, readHosts } from './registry.js';
 import { ActivityLog, laneId } from '../dashboard/activity.js';
 import { FeedPublisher } from '../dashboard/feed.js';
@@ -122,7 +123,7 @@ export class KsNode {
   private workers: CallWorker[] = [];
   private readonly reservedBy = new WeakMap<Lease, CallWorker>();
   private calls?: CallService;
-  private events?: EventReader;
+  private events?: EventSource;
   private registry?: HostRegistry;
   private queues?: QueueCache;
   private sweeper?: DeadHostSweeper;
@@ -168,7 +169,7 @@ export class KsNode {
     const warning = await catalog.init();
     if (warning) log(`WARNING: ${warning}`);
     this.catalog = catalog;
-    const keys = new Keys(o.keyPrefix);
+    const keys = keysFor(o.redisConnection, o.keyPrefix);
     const redis = this.connect({ connectionName: 'ks-cmd' });
     const claims = new ClaimLock(redis, keys, {
       claimTtlMs: config.claimTtlMs,
@@ -234,9 +235,11 @@ export class KsNode {
       onForgotten: () =>
         log('WARNING: Redis no longer knew this host: it restarted without persistence (or was flushed). Calls queued and results kept before then are lost; clients asking for those batches get a 404 that says so.'),
     });
-    this.events = new EventReader(redis, this.connect({ connectionName: 'ks-events' }), config.eventsPerPoll);
+    this.events = keys.cluster
+      ? new StreamReader(redis, () => this.connect({ connectionName: 'ks-events' }, false), config.eventsPerPoll)
+      : new EventReader(redis, this.connect({ connectionName: 'ks-events' }), config.eventsPerPoll);
     const registry = this.registry;
-    this.queues = new QueueCache(redis, keys.prefix);
+    this.queues = new QueueCache(redis, keys);
     const liveHosts = () => registry.liveHosts();
     const dataRegistry = new DataRegistry(redis, keys);
     for (const line of reconciledReport(await reconcileData(redis, keys, dataRegistry, catalog, this.name))) log(line);
@@ -266,10 +269,11 @@ export class KsNode {
     );
     // One set of queue workers per Python: the node's own serves its queues, each --env its env.NAME.
     const subscriber = this.connect({ connectionName: 'ks-cancel' });
+    const workerConnection = keys.cluster ? this.connect({ connectionName: 'ks-worker' }) : { ...redisOptions(o.redisConnection), connectionName: 'ks-worker' };
     for (const { env: name, pool } of this.interpreters) {
       const served = name ? [envQueue(name)] : queues;
       const worker = new CallWorker(
-        { redis, claims, connection: { ...redisOptions(o.redisConnection), connectionName: 'ks-worker' }, subscriber, keys, nodeName: this.name, pool, data: mover, log, metrics },
+        { redis, claims, connection: workerConnection, subscriber, keys, nodeName: this.name, pool, data: mover, log, metrics },
         {
           queues: this.bullQueues(served),
           concurrency: o.maxWorkers,
@@ -410,10 +414,11 @@ export class KsNode {
     });
   }
 
-  private connect(extra: { connectionName: string }): Redis {
+  /** A connection to Redis, closed when the node stops unless `owned` says its user closes it. */
+  private connect(extra: { connectionName: string }, owned = true): Redis {
     const connection = connectRedis(this.opts.redisConnection, extra);
     connection.on('error', (error: Error) => log(`redis (${extra.connectionName}): ${error.message}`));
-    this.connections.push(connection);
+    if (owned) this.connections.push(connection);
     return connection;
   }
 

@@ -1,19 +1,20 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Keys } from '../keys.js';
 
-/** BullMQ Queue objects by name, made on first use over one shared connection. */
+/** BullMQ Queue objects by our queue name, made on first use over one shared connection. */
 export class QueueCache {
   private readonly queues = new Map<string, Queue>();
 
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    private readonly keys: Keys,
   ) {}
 
   get(name: string): Queue {
     let queue = this.queues.get(name);
     if (!queue) {
-      queue = new Queue(name, { connection: this.redis, prefix: this.prefix });
+      queue = new Queue(this.keys.bullQueue(name), { connection: this.redis, prefix: this.keys.prefix });
       this.queues.set(name, queue);
     }
     return queue;

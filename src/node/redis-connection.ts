@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import type { RedisOptions } from 'ioredis';
+import { Keys } from '../keys.js';
 
 /** The forms `--redis-connection` takes, for error messages and `--help`. */
 export const redisConnectionForms =
-  'redis://[user:pass@]host:port/db, rediss://[user:pass@]host:port/db[?ca=/path/ca.pem] (TLS), redis-sentinel://h1:p1,h2:p2/NAME[?db=N], tcp://host:port?db=N, unix:///path.sock?db=N or /path.sock';
+  'redis://[user:pass@]host:port/db, rediss://[user:pass@]host:port/db[?ca=/path/ca.pem] (TLS), redis-sentinel://h1:p1,h2:p2/NAME[?db=N], redis-cluster://[user:pass@]h1:p1,h2:p2 (Redis Cluster), tcp://host:port?db=N, unix:///path.sock?db=N or /path.sock';
 
 /**
  * ioredis options for `--redis-connection`: `redis://[user:pass@]host:port/db` (or `?db=N`),
@@ -19,7 +20,10 @@ export function redisOptions(connection: string): RedisOptions {
   };
   if (connection.startsWith('/')) return { path: connection };
   if (connection.startsWith('redis-sentinel:')) return sentinelOptions(connection, refuse);
-  if (connection.startsWith('redis-cluster:')) refuse('names a Redis Cluster, which this version does not run on yet (a single Redis, or one behind Sentinel, does)');
+  if (connection.startsWith('redis-cluster:')) {
+    const { nodes, options } = clusterOptions(connection)!;
+    return { ...options, ...nodes[0] };
+  }
   let url: URL;
   try {
     url = new URL(connection);
@@ -53,9 +57,39 @@ export function redisOptions(connection: string): RedisOptions {
   return options;
 }
 
-/** True for the forms that name a Redis a node must never start itself (TLS, Sentinel). */
+/** True for the forms that name a Redis a node must never start itself (TLS, Sentinel, Cluster). */
 export function isManagedRedis(connection: string): boolean {
-  return connection.startsWith('rediss:') || connection.startsWith('redis-sentinel:');
+  return connection.startsWith('rediss:') || connection.startsWith('redis-sentinel:') || connection.startsWith('redis-cluster:');
+}
+
+/** A Redis Cluster to connect to: some of its nodes (ioredis finds the rest), and the options for each. */
+export interface ClusterTarget {
+  nodes: { host: string; port: number }[];
+  options: RedisOptions;
+}
+
+/**
+ * `redis-cluster://[user:pass@]h1:p1,h2:p2`: the cluster those nodes belong to; undefined for
+ * every other form.
+ * @throws Error in one line that names the accepted forms
+ */
+export function clusterOptions(connection: string): ClusterTarget | undefined {
+  if (!connection.startsWith('redis-cluster:')) return undefined;
+  const refuse = (why: string): never => {
+    throw new Error(`--redis-connection ${JSON.stringify(connection)} ${why}; give ${redisConnectionForms}`);
+  };
+  const m = /^redis-cluster:\/\/(?:([^@/]*)@)?([^/?]+)\/?$/.exec(connection);
+  if (!m) return refuse('is not redis-cluster://host:port,host:port (no path, no parameters)');
+  const [, credentials, hostList] = m;
+  const nodes = hostList.split(',').map((entry) => {
+    const hm = /^(\[[^\]]+\]|[^:]+)(?::(\d{1,5}))?$/.exec(entry);
+    if (!hm) return refuse(`has the node ${JSON.stringify(entry)}, not host:port`);
+    const port = hm[2] ? Number(hm[2]) : 6379;
+    if (!(port >= 1 && port <= 65535)) refuse(`has the node port ${hm[2]}`);
+    return { host: hm[1].replace(/^\[(.*)\]$/, '$1'), port };
+  });
+  const [user, pass] = credentials ? credentials.split(':').map(decodeURIComponent) : [];
+  return { nodes, options: { username: user || undefined, password: pass || undefined } };
 }
 
 function dbNumber(text: string | null, refuse: (why: string) => never): number {
@@ -102,4 +136,9 @@ function sentinelOptions(connection: string, refuse: (why: string) => never): Re
     username: user || undefined,
     password: pass || undefined,
   };
+}
+
+/** The key names for `connection`: with hashtags when it names a Redis Cluster. */
+export function keysFor(connection: string, prefix: string): Keys {
+  return new Keys(prefix, clusterOptions(connection) !== undefined);
 }

@@ -1,18 +1,38 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { Redis, type RedisOptions } from 'ioredis';
-import { redisOptions } from './redis-connection.js';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { clusterOptions, redisOptions, type ClusterTarget } from './redis-connection.js';
 
-/** A command connection: queues commands while reconnecting, so a Redis restart is survived. */
+/**
+ * A command connection: queues commands while reconnecting, so a Redis restart is survived.
+ * For `redis-cluster://` an ioredis `Cluster` (typed as a `Redis`: the commands used are the
+ * same, and the code that must differ asks `isCluster`).
+ */
 export function connectRedis(connection: string, extra: RedisOptions = {}): Redis {
-  return new Redis({
-    ...redisOptions(connection),
+  const options: RedisOptions = {
     maxRetriesPerRequest: null,
     enableAutoPipelining: false,
     retryStrategy: (attempt) => Math.min(50 * attempt, 1_000),
     ...extra,
-  });
+  };
+  const cluster = clusterOptions(connection);
+  if (cluster) return connectCluster(cluster, options);
+  return new Redis({ ...redisOptions(connection), ...options });
+}
+
+function connectCluster({ nodes, options: credentials }: ClusterTarget, options: RedisOptions): Redis {
+  const { maxRetriesPerRequest, retryStrategy, enableAutoPipelining, ...each } = options;
+  return new Cluster(nodes, {
+    redisOptions: { ...credentials, ...each, maxRetriesPerRequest },
+    clusterRetryStrategy: retryStrategy ?? undefined,
+    enableAutoPipelining,
+    // A failover moves slots: follow MOVED/ASK and retry a while rather than fail the command.
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 300,
+    retryDelayOnTryAgain: 100,
+    maxRedirections: 32,
+  }) as unknown as Redis;
 }
 
 /** True when a Redis answers PING at `connection` within a short time. */
@@ -22,6 +42,8 @@ export async function redisAnswers(connection: string): Promise<boolean> {
 
 /** Why no Redis answers PING at `connection` within a short time (`ECONNREFUSED`...), or undefined when one does. */
 export async function whyRedisIsSilent(connection: string): Promise<string | undefined> {
+  const cluster = clusterOptions(connection);
+  if (cluster) return whyClusterIsSilent(cluster);
   const probe = new Redis({
     ...redisOptions(connection),
     lazyConnect: true,
@@ -43,6 +65,31 @@ export async function whyRedisIsSilent(connection: string): Promise<string | und
   } finally {
     probe.disconnect();
   }
+}
+
+/**
+ * Why the cluster's nodes do not make a working Redis Cluster: none answers, one answers but
+ * runs without cluster mode, or the cluster reports a state other than ok; undefined when it works.
+ */
+async function whyClusterIsSilent({ nodes, options }: ClusterTarget): Promise<string | undefined> {
+  let lastError = 'no node named';
+  for (const node of nodes) {
+    const probe = new Redis({ ...options, ...node, lazyConnect: true, connectTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null, disconnectTimeout: 0 });
+    let socketError: Error | undefined;
+    probe.on('error', (error: Error) => (socketError = error));
+    try {
+      await probe.connect();
+      const info = await probe.info('cluster');
+      if (!/cluster_enabled:1/.test(info)) return `${node.host}:${node.port} is not part of a Redis Cluster (cluster_enabled:0): give redis://${node.host}:${node.port} for a single Redis`;
+      const state = /cluster_state:(\w+)/.exec(await probe.cluster('INFO'))?.[1];
+      return state === 'ok' ? undefined : `the cluster says cluster_state:${state}`;
+    } catch (error) {
+      lastError = `${node.host}:${node.port}: ${oneLine((socketError ?? (error as Error)).message)}`;
+    } finally {
+      probe.disconnect();
+    }
+  }
+  return lastError;
 }
 
 /**

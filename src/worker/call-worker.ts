@@ -4,6 +4,7 @@ import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
 import { encode, joined } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
+import { isCluster } from '../redis-cluster.js';
 import { profileField } from '../profile.js';
 import type { CallJobData, FailureInfo, FailureKind, FnSpec, JobCall } from '../types.js';
 import { ClaimAnswer, type ClaimLock } from './claim.js';
@@ -16,8 +17,11 @@ export interface CallWorkerContext {
   /** Command connection (output events). */
   redis: Redis;
   claims: ClaimLock;
-  /** Options for the blocking connections BullMQ opens per queue. */
-  connection: RedisOptions;
+  /**
+   * The connection BullMQ's workers use: options for the ones it opens per queue, or (Redis
+   * Cluster) a connection it shares and duplicates for its blocking reads.
+   */
+  connection: RedisOptions | Redis;
   /** Receives task ids to cancel (`ks:cancel`). */
   subscriber: Redis;
   keys: Keys;
@@ -78,8 +82,8 @@ export class CallWorker {
     await this.ctx.subscriber.subscribe(this.ctx.keys.cancelChannel);
     this.ctx.subscriber.on('message', (_channel: string, taskId: string) => this.running.get(taskId)?.stop.stop());
     for (const queue of this.opts.queues) {
-      const worker = new Worker<CallJobData>(queue, (job, token) => this.process(job, token), {
-        connection: { ...this.ctx.connection, maxRetriesPerRequest: null } as ConnectionOptions,
+      const worker = new Worker<CallJobData>(this.ctx.keys.bullQueue(queue), (job, token) => this.process(job, token), {
+        connection: isCluster(this.ctx.connection as Redis) ? (this.ctx.connection as ConnectionOptions) : ({ ...this.ctx.connection, maxRetriesPerRequest: null } as ConnectionOptions),
         prefix: this.ctx.keys.prefix,
         // A job waits here for a free interpreter; a call with a copy queued elsewhere is
         // claimed only once it has one, so an idle host can still run it meanwhile.

@@ -44,9 +44,13 @@ end`;
 
 /**
  * KEYS: stream, meta, claim, tries. ARGV: owner, claimTtlMs, index, host, doneTtlMs,
- * resultTtlS, safetyTtlS, alive key prefix, re-runs allowed after a lost host, lost data.
- * A claim held by a host whose heartbeat is gone is taken over (the call re-runs here), at
- * most `re-runs allowed` times; past that the call ends `lost`. Answers ClaimAnswer.
+ * resultTtlS, safetyTtlS, alive key prefix, re-runs allowed after a lost host, lost data, and
+ * the claim found dead (Redis Cluster only). A claim held by a host whose heartbeat is gone is
+ * taken over (the call re-runs here), at most `re-runs allowed` times; past that the call ends
+ * `lost`. Answers ClaimAnswer. Under Redis Cluster the heartbeat is in another slot, which a
+ * script may not read: with no alive prefix the script answers {3, claim} instead, the caller
+ * looks at the holder's heartbeat, and comes back naming the claim it found dead; the script
+ * takes over only that very claim.
  */
 const claimScript = `${endedLua}
 local function start()
@@ -59,7 +63,8 @@ local current = redis.call('GET', KEYS[3])
 if not current then return 2 end
 if current == 'done' or current == 'cancelled' then return 0 end
 local holder = string.match(current, '^(.+)/[^/]*$')
-if holder and redis.call('EXISTS', ARGV[8] .. holder) == 1 then return 2 end
+if holder and ARGV[8] ~= '' and redis.call('EXISTS', ARGV[8] .. holder) == 1 then return 2 end
+if holder and ARGV[8] == '' and ARGV[11] ~= current then return {3, current} end
 local tries = redis.call('INCR', KEYS[4])
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
 if tries > tonumber(ARGV[9]) then
@@ -96,21 +101,21 @@ end
 return 0`;
 
 /**
- * KEYS: stream, meta, cancel channel, then a claim per call. ARGV: the event type
- * ('cancelled' or 'lost'), doneTtlMs, resultTtlS, safetyTtlS, data, then (index, task id) per
- * claim. Ends every named call that has not ended: none of its copies will run it; a running
- * one is announced on the channel so its node stops it. Returns how many it ended.
+ * KEYS: stream, meta, then a claim per call. ARGV: the event type ('cancelled' or 'lost'),
+ * doneTtlMs, resultTtlS, safetyTtlS, data, the cancel channel, then (index, task id) per claim.
+ * Ends every named call that has not ended: none of its copies will run it; a running one is
+ * announced on the channel so its node stops it. Returns how many it ended.
  */
 const endCallsScript = `${endedLua}
 local count = 0
 local mark = ARGV[1] == 'cancelled' and 'cancelled' or 'done'
-for k = 4, #KEYS do
+for k = 3, #KEYS do
   local current = redis.call('GET', KEYS[k])
-  local index, taskId = ARGV[2 * k - 2], ARGV[2 * k - 1]
+  local index, taskId = ARGV[2 * k + 1], ARGV[2 * k + 2]
   if current ~= 'done' and current ~= 'cancelled' then
     redis.call('SET', KEYS[k], mark, 'PX', ARGV[2])
     redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'i', index, 'd', ARGV[5])
-    if current then redis.call('PUBLISH', KEYS[3], taskId) end
+    if current then redis.call('PUBLISH', ARGV[6], taskId) end
     count = count + 1
   end
 end
@@ -125,7 +130,7 @@ return 1`;
 
 interface ClaimCommands {
   ksStartBatch(meta: string, calls: number, safetyTtlS: number): Promise<number>;
-  ksClaim(...args: (string | number | Buffer)[]): Promise<number>;
+  ksClaim(...args: (string | number | Buffer)[]): Promise<number | [3, string]>;
   ksFinish(...args: (string | number | Buffer)[]): Promise<number>;
   ksRefresh(numKeys: number, ...args: (string | number)[]): Promise<number>;
   ksEndCalls(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>;
@@ -172,25 +177,34 @@ export class ClaimLock {
   }
 
   /** Tries to claim a call for `owner` (`<host>/<token>`); answers ClaimAnswer. */
-  claim(batchId: string, index: number, owner: string, host: string, reRunsAllowed: number, lostData: Buffer): Promise<number> {
+  async claim(batchId: string, index: number, owner: string, host: string, reRunsAllowed: number, lostData: Buffer): Promise<number> {
     const taskId = taskIdOf(batchId, index);
     const { keys, times } = this;
-    return this.redis.ksClaim(
-      keys.batchEvents(batchId),
-      keys.batchMeta(batchId),
-      keys.claim(taskId),
-      keys.claimTries(taskId),
-      owner,
-      times.claimTtlMs,
-      index,
-      host,
-      this.doneTtlMs,
-      times.resultTtlS,
-      times.batchSafetyTtlS,
-      keys.alive(''),
-      reRunsAllowed,
-      lostData,
-    );
+    const attempt = (deadClaim: string) =>
+      this.redis.ksClaim(
+        keys.batchEvents(batchId),
+        keys.batchMeta(batchId),
+        keys.claim(taskId),
+        keys.claimTries(taskId),
+        owner,
+        times.claimTtlMs,
+        index,
+        host,
+        this.doneTtlMs,
+        times.resultTtlS,
+        times.batchSafetyTtlS,
+        keys.cluster ? '' : keys.alive(''),
+        reRunsAllowed,
+        lostData,
+        deadClaim,
+      );
+    const answer = await attempt('');
+    if (typeof answer === 'number') return answer;
+    // Redis Cluster: is the holder alive? Its heartbeat lives in another slot.
+    const claimFound = answer[1];
+    if (await this.redis.exists(keys.alive(claimFound.replace(/\/[^/]*$/, '')))) return ClaimAnswer.recheck;
+    const taken = await attempt(claimFound);
+    return typeof taken === 'number' ? taken : ClaimAnswer.recheck;
   }
 
   /**
@@ -230,9 +244,16 @@ export class ClaimLock {
     process.nextTick(() => stream.uncork());
   }
 
-  /** Extends the claims `owner` still holds. */
+  /** Extends the claims `owner` still holds (under Redis Cluster, a script per batch: each batch has its slot). */
   async refresh(claimKeys: string[], owner: string): Promise<void> {
-    if (claimKeys.length) await this.redis.ksRefresh(claimKeys.length, ...claimKeys, owner, this.times.claimTtlMs);
+    const groups = new Map<string, string[]>();
+    for (const key of claimKeys) {
+      const slot = this.keys.cluster ? (/\{[^}]*\}/.exec(key)?.[0] ?? key) : '';
+      const group = groups.get(slot);
+      if (group) group.push(key);
+      else groups.set(slot, [key]);
+    }
+    await Promise.all([...groups.values()].map((group) => this.redis.ksRefresh(group.length, ...group, owner, this.times.claimTtlMs)));
   }
 
   /** Ends calls of a batch that have not ended, with a `cancelled` or `lost` event; returns how many. */
@@ -246,16 +267,16 @@ export class ClaimLock {
       pairs.push(index, taskId);
     }
     return this.redis.ksEndCalls(
-      3 + claimKeys.length,
+      2 + claimKeys.length,
       keys.batchEvents(batchId),
       keys.batchMeta(batchId),
-      keys.cancelChannel,
       ...claimKeys,
       type,
       this.doneTtlMs,
       times.resultTtlS,
       times.batchSafetyTtlS,
       data,
+      keys.cancelChannel,
       ...pairs,
     );
   }
