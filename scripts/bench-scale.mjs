@@ -37,7 +37,7 @@ async function onLoopback(nodeCount) {
   try {
     const redisServer = await startLocalRedis(work);
     children.push(redisServer.child);
-    const urls = await startLocalNodes(Array.from({ length: nodeCount }, (_, k) => `n${k}`), redisServer.url, work, children, { stderr: 'ignore' });
+    const urls = await startLocalNodes(Array.from({ length: nodeCount }, (_, k) => `n${k}`), redisServer.url, work, children, { stderr: 'ignore', extraArgs: ownQueue });
     return { urls, redis: { port: redisServer.port }, stop };
   } catch (error) {
     await stop();
@@ -47,13 +47,33 @@ async function onLoopback(nodeCount) {
 
 const token = 'bench-scale';
 
+/** Node `n<k>` also serves a queue of its own, `q<k>`, for the spread workload. */
+const ownQueue = (name) => ['--queue', `q${name.slice(1)}`];
+
+/**
+ * 10,000 calls through `clients`: w2 (one batch on the default queue, from the first client),
+ * or spread (each client a batch of its share on its node's own queue, all at once: as many
+ * batches and queues as nodes, which under Redis Cluster hash to different slots).
+ */
+async function run(clients, spread) {
+  const parts = spread ? clients.map((client, k) => ({ client, calls: 10_000 / clients.length, opts: { queue: `q${k}` } })) : [{ client: clients[0], calls: 10_000, opts: {} }];
+  const results = await Promise.all(
+    parts.map(async ({ client, calls, opts }) => {
+      for (let i = 0; i < calls; i++) client.bc('operator:add', [i, 1], {}, opts);
+      await client.execute();
+      return client.br();
+    }),
+  );
+  if (results.some((sums, k) => sums[parts[k].calls - 1] !== parts[k].calls)) throw new Error('results wrong');
+}
+
 /** Redis on a host of its own and each node on another (network namespaces). */
 async function onHosts(nodeCount) {
   const net = makeNetwork(nodeCount + 1);
   try {
     const [redisHost, ...nodeHosts] = net.hosts;
     const redisUrl = await startRedisOn(redisHost);
-    const urls = await Promise.all(nodeHosts.map(async (host) => (await startNodeOn(host, redisUrl, ['--token', token])).url));
+    const urls = await Promise.all(nodeHosts.map(async (host, k) => (await startNodeOn(host, redisUrl, ['--token', token, ...ownQueue(`n${k}`)])).url));
     return { urls, redis: { host: redisHost.address, port: 6379 }, stop: () => net.destroy() };
   } catch (error) {
     await net.destroy();
@@ -72,7 +92,7 @@ async function onRedisCluster(nodeCount) {
     rmSync(work, { recursive: true, force: true });
   };
   try {
-    const urls = await startLocalNodes(Array.from({ length: nodeCount }, (_, k) => `n${k}`), redisCluster.url, work, children, { stderr: 'ignore' });
+    const urls = await startLocalNodes(Array.from({ length: nodeCount }, (_, k) => `n${k}`), redisCluster.url, work, children, { stderr: 'ignore', extraArgs: ownQueue });
     const probe = new Redis({ port: redisCluster.ports[0] });
     const slots = await probe.cluster('SLOTS');
     probe.disconnect();
@@ -84,25 +104,24 @@ async function onRedisCluster(nodeCount) {
   }
 }
 
-async function measure(nodeCount, where) {
+async function measure(nodeCount, where, spread) {
   const cluster = where === 'namespaces' ? await onHosts(nodeCount) : where === 'cluster' ? await onRedisCluster(nodeCount) : await onLoopback(nodeCount);
   try {
-    const client = new Client(cluster.urls[0], { token: where === 'namespaces' ? token : undefined });
+    const clients = cluster.urls.map((url) => new Client(url, { token: where === 'namespaces' ? token : undefined }));
     const redises = [cluster.redis].flat().map((options) => new Redis(options));
     const counters = () => Promise.all(redises.map(redisCounters));
-    // Warm every node's interpreter and the client.
-    for (let i = 0; i < 2_000; i++) client.bc('operator:add', [i, 1]);
-    await client.execute();
-    await client.br();
+    // Warm every node's interpreter and the clients.
+    for (const client of clients) {
+      for (let i = 0; i < 2_000 / clients.length; i++) client.bc('operator:add', [i, 1]);
+      await client.execute();
+      await client.br();
+    }
     const before = await counters();
     const t0 = performance.now();
-    for (let i = 0; i < 10_000; i++) client.bc('operator:add', [i, 1]);
-    await client.execute();
-    const sums = await client.br();
+    await run(clients, spread);
     const seconds = (performance.now() - t0) / 1000;
     const after = await counters();
-    if (sums[9_999] !== 10_000) throw new Error('w2 results wrong');
-    client.close();
+    for (const client of clients) client.close();
     for (const redis of redises) redis.disconnect();
     const commands = after.reduce((sum, a, k) => sum + a.commands - before[k].commands, 0);
     const cpus = after.map((a, k) => a.cpu - before[k].cpu);
@@ -110,6 +129,7 @@ async function measure(nodeCount, where) {
     // The INFO calls themselves are 2 commands per Redis, and the heartbeats a few a second: both left in.
     return {
       nodes: nodeCount,
+      workload: spread ? 'spread' : 'w2',
       calls_per_s: Math.round(10_000 / seconds),
       // Counted by Redis, the commands inside Lua scripts too (a claim is 3, a finish about 8).
       redis_commands_per_call: Number((commands / 10_000).toFixed(2)),
@@ -138,10 +158,13 @@ say(hosts ? 'each node and the Redis on a host of its own (network namespaces on
 
 for (const where of [hosts ? 'namespaces' : 'loopback', 'cluster']) {
   if (where === 'cluster') say('on a Redis Cluster of three masters with a replica each, nodes and Redis on loopback');
-  for (const count of [1, 2, 4, 8]) {
-    const figures = { ...(await measure(count, where)), hosts: where === 'namespaces' ? 'namespaces' : 'loopback', redis: where === 'cluster' ? 'cluster of 3 masters' : 'one' };
-    const spread = figures.busiest_master_cpu_share === undefined ? '' : `, the busiest master ${Math.round(figures.busiest_master_cpu_share * 100)} % of it`;
-    say(`${count} node(s): ${figures.calls_per_s} calls/s, ${figures.redis_commands_per_call} Redis commands (those inside scripts too) and ${figures.redis_cpu_us_per_call} µs of Redis CPU per call${spread} (one Redis core: ~${figures.redis_max_calls_per_s_per_core} calls/s)`);
-    console.log(JSON.stringify(figures));
+  for (const spread of [false, true]) {
+    say(spread ? 'spread: a batch per node on a queue per node, all at once' : 'w2: one batch of 10,000 calls on the default queue');
+    for (const count of [1, 2, 4, 8]) {
+      const figures = { ...(await measure(count, where, spread)), hosts: where === 'namespaces' ? 'namespaces' : 'loopback', redis: where === 'cluster' ? 'cluster of 3 masters' : 'one' };
+      const share = figures.busiest_master_cpu_share === undefined ? '' : `, the busiest master ${Math.round(figures.busiest_master_cpu_share * 100)} % of it`;
+      say(`${count} node(s): ${figures.calls_per_s} calls/s, ${figures.redis_commands_per_call} Redis commands (those inside scripts too) and ${figures.redis_cpu_us_per_call} µs of Redis CPU per call${share} (one Redis core: ~${figures.redis_max_calls_per_s_per_core} calls/s)`);
+      console.log(JSON.stringify(figures));
+    }
   }
 }
