@@ -5,7 +5,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Client, py, RemoteError, NodeRequestError } from '../src/index.js';
 import { encode } from '../src/codec.js';
-import { Capture, rawRequest, runCli, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, rawRequest, runCli, startNode, startRedis, stopCluster, testKeys, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 describe('cluster: three nodes, one worker each', function () {
   let redis: TestRedis;
@@ -69,7 +69,7 @@ describe('cluster: three nodes, one worker each', function () {
     // Through the queue, any of the three nodes could have taken each of them.
     assert.deepEqual(hosts, Array(8).fill('node2'));
     const r = redis.client();
-    await waitFor(async () => (await r.zcard('ks:default:delayed')) + (await r.llen('ks:default:wait')) === 0, 'the queued copies to be removed');
+    await waitFor(async () => (await r.zcard(testKeys.bullKey('default', 'delayed'))) + (await r.llen(testKeys.bullKey('default', 'wait'))) === 0, 'the queued copies to be removed');
   });
 
   it('runs three 1 s calls at once on three nodes', async function () {
@@ -415,7 +415,7 @@ describe('cluster: three nodes, one worker each', function () {
     for (let k = 2; k < 24; k++) client.bc('kstest_funcs:add', [k, 0], {}, { host: 'node1' });
     const taskIds = await client.execute();
     const r = redis.client();
-    await waitFor(async () => (await r.get(`ks:claim:${taskIds[1]}`))?.startsWith('node1/'), 'the second call to be claimed while the first runs');
+    await waitFor(async () => (await r.get(testKeys.claim(taskIds[1])))?.startsWith('node1/'), 'the second call to be claimed while the first runs');
     assert.equal(await client.cancel(taskIds[1]), true);
     const outcomes = await client.br({ collect: true });
     assert.deepEqual(outcomes[0], { ok: true, value: 'first' });

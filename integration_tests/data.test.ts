@@ -6,7 +6,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, py, RemoteData, RemoteError, NodeRequestError, dobj, dr, dp, du } from '../src/index.js';
-import { Capture, exactPathRequest, rawRequest, startNode, startRedis, stopCluster, type TestNode, type TestRedis } from './harness.js';
+import { Capture, exactPathRequest, rawRequest, startNode, startRedis, stopCluster, testKeys, type TestNode, type TestRedis } from './harness.js';
 
 const hostOf = py`
   import os, time
@@ -168,8 +168,8 @@ describe('remote data on three nodes', function () {
     const leave = async (url: string, bytes: Buffer, registeredMd5: string) => {
       mkdirSync(join(nodes[0].datadir, 'data', 'legacy'), { recursive: true });
       writeFileSync(join(nodes[0].datadir, 'data', url), bytes);
-      await r.hset(`ks:data:${url}`, { size: bytes.length, md5: registeredMd5, fmt: 'raw', createdAt: 1 });
-      await r.sadd(`ks:data:${url}:hosts`, 'node1');
+      await r.hset(testKeys.data(url), { size: bytes.length, md5: registeredMd5, fmt: 'raw', createdAt: 1 });
+      await r.sadd(testKeys.dataHosts(url), 'node1');
     };
     const blob = randomBytes(500_000);
     await leave('legacy/old.bin', blob, md5(blob));
@@ -178,7 +178,7 @@ describe('remote data on three nodes', function () {
     assert.equal((await rawRequest(nodes[1].url, 'POST', '/api/v1/data/legacy/old.bin/replicate', '{}')).status, 200);
     const after = (await client.dataInfo(['legacy/old.bin']))['legacy/old.bin'];
     assert.deepEqual([after.crc32, after.md5, after.holders], [crc32(blob).toString(16).padStart(8, '0'), undefined, ['node1', 'node2']]);
-    assert.equal(await r.hget('ks:data:legacy/old.bin', 'createdAt'), '1');
+    assert.equal(await r.hget(testKeys.data('legacy/old.bin'), 'createdAt'), '1');
     // An old entry whose bytes fail their md5 is not served, and the copy is refused.
     await leave('legacy/bad.bin', blob, md5(Buffer.from('other bytes')));
     const refused = await rawRequest(nodes[1].url, 'POST', '/api/v1/data/legacy/bad.bin/replicate', '{}');

@@ -6,12 +6,12 @@ import { join } from 'node:path';
 import { Client, dr, NodeRequestError, py, RemoteError } from '../src/index.js';
 import { parseTaskId } from '../src/keys.js';
 import { dataPath } from '../src/node-url.js';
-import { Capture, rawRequest, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, rawRequest, startNode, startRedis, stopCluster, testKeys, waitFor, type TestNode, type TestRedis } from './harness.js';
 
 /** The host whose claim holds a task, once one does. */
 function runningOn(redis: TestRedis, taskId: string): Promise<string> {
   const r = redis.client();
-  return waitFor(async () => (await r.get(`ks:claim:${taskId}`))?.split('/')[0], `${taskId} to start`);
+  return waitFor(async () => (await r.get(testKeys.claim(taskId)))?.split('/')[0], `${taskId} to start`);
 }
 
 /** The end event of each of a batch's first `calls` calls, read through the node at `url` (plain JSON). */
@@ -66,7 +66,7 @@ describe('dead nodes', function () {
   });
 
   it('says what was lost when Redis restarts without persistence', async function () {
-    const bare = await startRedis();
+    const bare = await startRedis([], { single: true });
     const node = await startNode(bare.url, 'forgetful');
     const forgetful = new Client(node.url, { output: new Capture() });
     try {
@@ -108,7 +108,7 @@ describe('dead nodes', function () {
     }
     const r = redis.client();
     // The sweeper ends the calls first, then drops the queue and the host's entry.
-    await waitFor(async () => (await r.hexists('ks:hosts', victim)) === 0, 'the dead host to be forgotten');
+    await waitFor(async () => (await r.hexists(testKeys.hosts, victim)) === 0, 'the dead host to be forgotten');
     assert.ok(!(await client.hosts()).some((h) => h.name === victim));
     assert.equal(await client.call('operator:add', [2, 2]), 4, 'the cluster still serves');
   });
@@ -216,7 +216,7 @@ describe('a holder dying mid-transfer', function () {
     assert.equal(answer.status, 404, JSON.stringify(answer.json));
     assert.match(JSON.stringify(answer.json), /mid\/one-holder\.bin.*could not be fetched/);
     assert.match(JSON.stringify(answer.json), new RegExp(last.name));
-    const info = await redis.client().smembers('ks:data:mid/one-holder.bin:hosts');
+    const info = await redis.client().smembers(testKeys.dataHosts('mid/one-holder.bin'));
     assert.deepEqual(info, [last.name], 'the reader registered no copy');
     assert.equal(statSync(join(reader.datadir, 'data', 'mid', 'one-holder.bin'), { throwIfNoEntry: false }), undefined);
     await waitFor(() => partials().length === 0, 'the half copy to be deleted');
@@ -322,11 +322,11 @@ describe('a long call started at once, and its copy on the same node', function 
             time.sleep(90)`);
       const [taskId] = await client.execute();
       const r = redis.client();
-      const claimKey = `ks:claim:${taskId}`;
+      const claimKey = testKeys.claim(taskId);
       assert.equal(await runningOn(redis, taskId), 'twice');
       // The copy (job id = task id) is taken once its delay is over, and put back delayed.
-      await waitFor(async () => (await r.hget(`ks:default:${taskId}`, 'processedOn')) !== null, 'the copy to be taken', 30_000);
-      await waitFor(async () => (await r.zscore('ks:default:delayed', taskId)) !== null, 'the copy to be put back', 30_000);
+      await waitFor(async () => (await r.hget(testKeys.bullKey('default', taskId), 'processedOn')) !== null, 'the copy to be taken', 30_000);
+      await waitFor(async () => (await r.zscore(testKeys.bullKey('default', 'delayed'), taskId)) !== null, 'the copy to be put back', 30_000);
       // Refreshed every 10 s back to 30 s: its time to live goes up again within 10 s, where
       // a claim nobody refreshes only counts down.
       let last = await r.pttl(claimKey);

@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { decode } from '../src/codec.js';
 import { redisAnswers } from '../src/node/redis.js';
+import { Keys } from '../src/keys.js';
+import { startRedisCluster, type TestRedisCluster } from './redis-cluster.js';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(repoRoot, 'dist', 'node', 'cli.js');
@@ -88,10 +90,22 @@ export function freePort(): Promise<number> {
 }
 
 /**
- * A private redis-server in a fresh temp dir, on a unix socket, or on 127.0.0.1:`tcpPort`
- * (then `url` is `redis://127.0.0.1:<port>`).
+ * True when the suites run against a Redis Cluster (`KS_TEST_REDIS=cluster`, as `npm test` runs
+ * the core, data and fault suites a second time): `startRedis()` then starts one.
  */
-export async function startRedis(extraArgs: string[] = [], opts: { tcpPort?: number } = {}): Promise<TestRedis> {
+export const onRedisCluster = process.env.KS_TEST_REDIS === 'cluster';
+
+/** The key names the nodes under test use, for tests that look into Redis. */
+export const testKeys = new Keys('ks', onRedisCluster);
+
+/**
+ * A private redis-server in a fresh temp dir, on a unix socket, or on 127.0.0.1:`tcpPort`
+ * (then `url` is `redis://127.0.0.1:<port>`). Under `onRedisCluster`, a call with no
+ * arguments starts a Redis Cluster instead (three masters, a replica each); `single` asks for
+ * one redis-server all the same (a test of what one Redis does, a restart say).
+ */
+export async function startRedis(extraArgs: string[] = [], opts: { tcpPort?: number; single?: boolean } = {}): Promise<TestRedis> {
+  if (onRedisCluster && !extraArgs.length && !opts.tcpPort && !opts.single) return clusterAsTestRedis(await startRedisCluster());
   const dir = mkdtempSync(join(tmpdir(), 'ks-redis-'));
   const socket = join(dir, 'redis.sock');
   const listen = opts.tcpPort ? ['--port', String(opts.tcpPort), '--bind', '127.0.0.1'] : ['--port', '0', '--unixsocket', socket];
@@ -225,4 +239,15 @@ export async function rawRequest(url: string, method: string, path: string, body
     json = undefined;
   }
   return { status: res.status, json: json as { error?: string; detail?: string } | undefined, text };
+}
+
+/** A Redis Cluster seen as a TestRedis; it is not restarted (a restart is a test of one Redis). */
+function clusterAsTestRedis(cluster: TestRedisCluster): TestRedis {
+  return {
+    url: cluster.url,
+    dir: '',
+    client: () => cluster.client(),
+    restart: () => Promise.reject(new Error('the tests restart one Redis, not a cluster: startRedis([], { single: true })')),
+    stop: () => cluster.stop(),
+  };
 }
