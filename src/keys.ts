@@ -36,8 +36,8 @@ export class Keys {
     return `${this.shared}:alive:${host}`;
   }
   claim(taskId: string): string {
-    const parsed = parseTaskId(taskId);
-    return parsed && this.cluster ? `${this.prefix}:claim:{${parsed.batchId}}-${parsed.index}` : `${this.prefix}:claim:${taskId}`;
+    // A task id starts with its batch's id, of a fixed length.
+    return this.cluster ? `${this.prefix}:claim:{${taskId.slice(0, batchIdLength)}}${taskId.slice(batchIdLength)}` : `${this.prefix}:claim:${taskId}`;
   }
   /** How often a call was taken over from a dead host (bounds its re-runs). */
   claimTries(taskId: string): string {

@@ -69,7 +69,10 @@ export class CallSockets {
   private take(): Promise<CallSocket> {
     if (this.closed) return Promise.reject(new Error('the client is closed'));
     // The most recently used first: the others may then idle long enough to close.
-    const socket = this.idle.pop() ?? (this.busy.size < this.opts.maxSockets ? this.connect() : undefined);
+    let socket = this.idle.pop();
+    // One the node closed since (its close not yet handled) would fail a request sent on it.
+    while (socket && !socket.reusable) socket = this.idle.pop();
+    socket ??= this.busy.size < this.opts.maxSockets ? this.connect() : undefined;
     if (socket) {
       this.busy.add(socket);
       return Promise.resolve(socket);
