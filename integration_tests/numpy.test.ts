@@ -122,6 +122,23 @@ describe('numpy arrays and pandas frames between Python and TypeScript', functio
     assert.deepEqual(await client.call(ends, [bytes, 1], {}, { async: false }), [bytes.length, Buffer.from('head'), Buffer.from([7, 7]), 1]);
   });
 
+  it('hands big arrays of any dtype and shape to TypeScript as views of the answer, not copies', async function () {
+    const arrays = py`
+      import numpy as np
+      def arrays():
+          return {"tag": "odd length", "f8": np.ones((1024, 257)), "c16": np.ones((3, 50000), dtype="c16"),
+                  "i2": np.arange(900000, dtype="i2").reshape(300, 3000), "M8": np.zeros(200000, dtype="M8[ns]")}`;
+    const got = await client.call<Record<string, NDArray>>(arrays, [], {}, { async: false });
+    for (const name of ['f8', 'c16', 'i2', 'M8']) {
+      const { data } = got[name];
+      // A copy would own a buffer of exactly its own size; a view shares the answer's.
+      assert.ok(data.buffer.byteLength > data.byteLength, `${name} was copied`);
+    }
+    assert.deepEqual(got.i2.shape, [300, 3000]);
+    assert.equal((got.i2.data as Int16Array)[899_999], 899_999 % 65536 > 32767 ? (899_999 % 65536) - 65536 : 899_999 % 65536);
+    assert.deepEqual([got.c16.shape, (got.c16.data as Float64Array).length], [[3, 50000], 300_000]);
+  });
+
   it('returns a DataFrame column by column: numbers as NDArrays, the rest as lists with null', async function () {
     const frame = await client.call<DataFrame>(py`
       import numpy as np, pandas as pd

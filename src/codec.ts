@@ -92,7 +92,13 @@ function binHeader(size: number): Uint8Array {
  * twice per message with msgpackr's growing buffer). Small messages are one buffer.
  */
 export function encodePieces(value: unknown): Uint8Array[] {
+  if (value instanceof Packed) return value.pieces;
   return splice(value, (part) => [part.header, ...part.pieces]);
+}
+
+/** A message already packed, as pieces: `encodePieces` hands them on as they are. */
+export class Packed {
+  constructor(readonly pieces: Uint8Array[]) {}
 }
 
 /** First byte of a payload whose big arrays follow its msgpack (msgpack never uses 0xc1). */

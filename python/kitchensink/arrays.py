@@ -62,6 +62,56 @@ def _elements(array: Any) -> Any:
     return array.reshape(-1).view(np.uint8) if array.size else b""
 
 
+# Where a big array's elements start, from the packed value's start: a multiple of this, so
+# that TypeScript can view them as a TypedArray (which needs an offset its element size, at
+# most 8, divides) instead of copying them. The node puts a direct call's value at byte 16
+# of its answer.
+ELEMENTS_ALIGN = 8
+
+
+def _str_header(n: int, extra: int) -> bytes:
+    """msgpack's header of a str of n bytes, `extra` bytes wider than the shortest (0, 1, 2 or 4)."""
+    forms = [bytes([0xA0 | n])] if n < 32 else []
+    forms += [b"\xd9" + bytes([n]), b"\xda" + n.to_bytes(2, "big"), b"\xdb" + n.to_bytes(4, "big")]
+    return forms[[0, 1, 2, 4].index(extra)] if n < 32 else forms[1 + [0, 1, 3].index(extra)]
+
+
+def _uint_forms(value: int) -> List[bytes]:
+    """Every msgpack encoding of a non-negative int, shortest first."""
+    forms = [bytes([value])] if value < 128 else []
+    for tag, width in ((0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8)):
+        if value < 1 << (8 * width):
+            forms.append(bytes([tag]) + value.to_bytes(width, "big"))
+    return forms
+
+
+def _array_header_forms(n: int) -> List[bytes]:
+    forms = [bytes([0x90 | n])] if n < 16 else []
+    return forms + [b"\xdc" + n.to_bytes(2, "big"), b"\xdd" + n.to_bytes(4, "big")]
+
+
+def _aligned_head(array: Any, start: int) -> bytes:
+    """An ext 2 payload up to its elements, starting at `start` in the packed value, written so
+    that the elements begin at a multiple of ELEMENTS_ALIGN: msgpack reads a wider encoding of
+    a string's length, an array's length or a number as the same value, so the dtype's, the
+    shape's and the first dimension's encodings are widened as needed."""
+    dtype = array.dtype.str.encode("utf-8")
+    dims = [_uint_forms(d)[0] for d in array.shape]
+    tail = b"".join(dims[1:]) + bin_header(array.nbytes)
+    dtype_forms = [_str_header(len(dtype), extra) + dtype for extra in ((0, 1, 2, 4) if len(dtype) < 32 else (0, 1, 3))]
+    first_forms = _uint_forms(array.shape[0]) if array.shape else [b""]
+    best = None
+    for dtype_form in dtype_forms:
+        for shape_header in _array_header_forms(len(array.shape)):
+            for first in first_forms:
+                head = b"\x93" + dtype_form + shape_header + first + tail
+                if best is None:
+                    best = head
+                if (start + len(head)) % ELEMENTS_ALIGN == 0:
+                    return head
+    return best
+
+
 class Splice:
     """Big arrays packed as 16-byte placeholders, then spliced back as pieces to write.
 
@@ -84,12 +134,16 @@ class Splice:
         view = memoryview(body)
         pieces: List[Any] = []
         at = 0
+        # Bytes of the value written so far, for where each array's elements start.
+        written = 0
         for k, array in enumerate(self.arrays):
             # A fixext 16 of type 2 holding the marker and k, in packing (depth-first) order.
             tag = b"\xd8\x02" + self.marker + struct.pack(">I", k)
             found = body.index(tag, at)
-            head = _payload_head(array)
+            # After what precedes the placeholder and the ext 32 header (6 bytes).
+            head = _aligned_head(array, written + (found - at) + 6)
             pieces += [view[at:found], b"\xc9" + (len(head) + array.nbytes).to_bytes(4, "big") + b"\x02", head, memoryview(_elements(array))]
+            written += (found - at) + 6 + len(head) + array.nbytes
             at = found + len(tag)
         pieces.append(view[at:])
         return pieces

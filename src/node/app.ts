@@ -5,7 +5,7 @@ import { resolve, sep } from 'node:path';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { BadRequest, HttpError, Unauthorized, Forbidden } from '../errors.js';
-import { decode, encode, encodePieces, joined, spliceable, type Spliced } from '../codec.js';
+import { decode, encode, encodePieces, joined, Packed, spliceable, Spliced } from '../codec.js';
 import { carriesSource, type HostInfo, type WireAllOutcome, type WireCall, type WireEvent } from '../types.js';
 import type { DirectCallResult } from '../worker/direct-call.js';
 import { StopSwitch } from '../worker/executor.js';
@@ -99,7 +99,26 @@ function eventsFor(json: boolean, events: WireEvent[] | undefined): unknown {
 function directAnswer(json: boolean, { outcome, output }: DirectCallResult): unknown {
   const shownOutput = json ? output.map(([stream, chunk]) => [stream, chunk.toString('utf8')]) : output;
   if (!outcome.ok) return { ok: false, failure: outcome.failure, output: shownOutput };
-  return { ok: true, value: json ? decode(joined(outcome.value)) : spliceable(outcome.value), output: shownOutput };
+  if (json) return { ok: true, value: decode(joined(outcome.value)), output: shownOutput };
+  const value = spliceable(outcome.value);
+  return value instanceof Spliced ? alignedAnswer(value, output) : { ok: true, value, output };
+}
+
+/**
+ * `{ok: true, value, output}` with the value's bytes at byte 24 of the answer, a multiple of 8
+ * (a map32 header and the key `value` as a str32 put them there; msgpack reads those as the
+ * usual map and string): Python starts a big array's elements at a multiple of 8 within the
+ * value, so the client can view them as a TypedArray where they arrived instead of copying.
+ */
+function alignedAnswer(value: Spliced, output: [string, Buffer][]): Packed {
+  const head = Buffer.alloc(24);
+  head[0] = 0xdf;
+  head.writeUInt32BE(3, 1);
+  head.write('\xa2ok\xc3\xdb', 5, 'latin1');
+  head.writeUInt32BE(5, 10);
+  head.write('value\xc6', 14, 'latin1');
+  head.writeUInt32BE(value.byteLength, 20);
+  return new Packed([head, ...value.pieces, encode('output'), ...encodePieces(output)]);
 }
 
 /** An `on: 'all'` call's outcomes; for JSON clients with values decoded and output as text. */
