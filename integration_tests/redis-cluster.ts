@@ -43,10 +43,16 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     return spawnRedisServer(['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--save', '', '--appendonly', 'no', '--dir', nodeDir]);
   });
   const clients: Redis[] = [];
+  /** One connection per node, made on first use (the waits below ask every 20 ms). */
+  const plainByPort = new Map<number, Redis>();
   const plain = (port: number) => {
-    const c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1, lazyConnect: true });
-    c.on('error', () => {});
-    clients.push(c);
+    let c = plainByPort.get(port);
+    if (!c) {
+      c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1, lazyConnect: true });
+      c.on('error', () => {});
+      plainByPort.set(port, c);
+      clients.push(c);
+    }
     return c;
   };
   const stop = async () => {

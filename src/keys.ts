@@ -79,15 +79,11 @@ export class Keys {
   dataHosts(url: string): string {
     return `${this.data(url)}:hosts`;
   }
-  /** A SCAN pattern for the data keys (`hosts`: the holder sets) whose urls match `glob`. */
-  dataPattern(glob: string, hosts = false): string {
-    return hosts ? this.dataHosts(glob) : this.data(glob);
-  }
-  /** The url a data key (`data()` or `dataHosts()`) names. */
+  /** The url a data key (`data()` or `dataHosts()`) names; `data(glob)` is the SCAN pattern of those. */
   urlOfDataKey(key: string): string {
-    const start = this.data('').length - (this.cluster ? 1 : 0);
-    const end = key.endsWith(':hosts') ? -':hosts'.length : undefined;
-    return key.slice(start, end).slice(0, this.cluster ? -1 : undefined);
+    const dataKey = key.endsWith(':hosts') ? key.slice(0, -':hosts'.length) : key;
+    // Under Redis Cluster the url is between `ks:data:{` and the last `}`.
+    return this.cluster ? dataKey.slice(`${this.prefix}:data:{`.length, -1) : dataKey.slice(`${this.prefix}:data:`.length);
   }
   /** The BullMQ queue name of `queue`: its own hashtag under Redis Cluster, so each queue has its slot. */
   bullQueue(queue: string): string {

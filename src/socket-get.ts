@@ -3,7 +3,28 @@ import { Readable } from 'node:stream';
 import { answerError, type NodeRequestError } from './errors.js';
 
 /** The longest status line and headers accepted. */
-const maxHeadBytes = 64 * 1024;
+export const maxHeadBytes = 64 * 1024;
+
+/** An HTTP/1.x answer's status line and headers (names lower-cased); `status` undefined when it is not HTTP. */
+export interface AnswerHead {
+  statusLine: string;
+  status?: number;
+  /** HTTP/1.0: the connection closes after this answer. */
+  http10: boolean;
+  headers: Record<string, string>;
+}
+
+/** Reads the head of an answer: its bytes up to the blank line, as latin1 text. */
+export function parseAnswerHead(text: string): AnswerHead {
+  const [statusLine, ...lines] = text.split('\r\n');
+  const match = /^HTTP\/1\.([01]) (\d{3})/.exec(statusLine);
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  return { statusLine, status: match ? Number(match[2]) : undefined, http10: match?.[1] === '0', headers };
+}
 
 /** A GET's answer, its head read, its body still on the socket. */
 export interface SocketAnswer {
@@ -73,13 +94,7 @@ export function socketGet(target: URL, headers: Record<string, string>, idleMs: 
         if (headBytes === maxHeadBytes) fail(new Error(`${target.origin} answered with a head over ${maxHeadBytes} bytes`));
         return true;
       }
-      const [statusLine, ...lines] = head.toString('latin1', 0, end).split('\r\n');
-      const status = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1];
-      const fields: Record<string, string> = {};
-      for (const line of lines) {
-        const colon = line.indexOf(':');
-        if (colon > 0) fields[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-      }
+      const { statusLine, status, headers: fields } = parseAnswerHead(head.toString('latin1', 0, end));
       const length = Number(fields['content-length']);
       if (!status) {
         fail(new Error(`${target.origin} did not answer HTTP: ${JSON.stringify(statusLine.slice(0, 100))}`));
@@ -92,7 +107,7 @@ export function socketGet(target: URL, headers: Record<string, string>, idleMs: 
       const arrived = head.subarray(end + 4, Math.min(headBytes, end + 4 + length));
       early = arrived.length ? Buffer.from(arrived) : undefined;
       unread = length - arrived.length;
-      answer = { status: Number(status), headers: fields, length, fill, close: () => socket.destroy() };
+      answer = { status, headers: fields, length, fill, close: () => socket.destroy() };
       resolveHead(answer);
       if (unread === 0) socket.destroy();
       // Nothing more is read until a fill asks.

@@ -6,6 +6,7 @@ becomes a read-only ndarray over the received payload, without a copy. A DataFra
 column by column, each numeric column an array and any other a list. numpy and pandas are
 imported only when such a value is met, so nodes without them run everything else.
 """
+import itertools
 import os
 import struct
 from typing import Any, List, Optional
@@ -69,11 +70,10 @@ def _elements(array: Any) -> Any:
 ELEMENTS_ALIGN = 8
 
 
-def _str_header(n: int, extra: int) -> bytes:
-    """msgpack's header of a str of n bytes, `extra` bytes wider than the shortest (0, 1, 2 or 4)."""
+def _str_header_forms(n: int) -> List[bytes]:
+    """Every msgpack header of a str of n (< 256) bytes, shortest first."""
     forms = [bytes([0xA0 | n])] if n < 32 else []
-    forms += [b"\xd9" + bytes([n]), b"\xda" + n.to_bytes(2, "big"), b"\xdb" + n.to_bytes(4, "big")]
-    return forms[[0, 1, 2, 4].index(extra)] if n < 32 else forms[1 + [0, 1, 3].index(extra)]
+    return forms + [b"\xd9" + bytes([n]), b"\xda" + n.to_bytes(2, "big"), b"\xdb" + n.to_bytes(4, "big")]
 
 
 def _uint_forms(value: int) -> List[bytes]:
@@ -96,20 +96,15 @@ def _aligned_head(array: Any, start: int) -> bytes:
     a string's length, an array's length or a number as the same value, so the dtype's, the
     shape's and the first dimension's encodings are widened as needed."""
     dtype = array.dtype.str.encode("utf-8")
-    dims = [_uint_forms(d)[0] for d in array.shape]
-    tail = b"".join(dims[1:]) + bin_header(array.nbytes)
-    dtype_forms = [_str_header(len(dtype), extra) + dtype for extra in ((0, 1, 2, 4) if len(dtype) < 32 else (0, 1, 3))]
-    first_forms = _uint_forms(array.shape[0]) if array.shape else [b""]
-    best = None
-    for dtype_form in dtype_forms:
-        for shape_header in _array_header_forms(len(array.shape)):
-            for first in first_forms:
-                head = b"\x93" + dtype_form + shape_header + first + tail
-                if best is None:
-                    best = head
-                if (start + len(head)) % ELEMENTS_ALIGN == 0:
-                    return head
-    return best
+    tail = b"".join(_uint_forms(d)[0] for d in array.shape[1:]) + bin_header(array.nbytes)
+    heads = [
+        b"\x93" + dtype_header + dtype + shape_header + first + tail
+        for dtype_header, shape_header, first in itertools.product(
+            _str_header_forms(len(dtype)), _array_header_forms(len(array.shape)), _uint_forms(array.shape[0]) if array.shape else [b""]
+        )
+    ]
+    # The shortest head when none aligns (a 0-d array).
+    return next((head for head in heads if (start + len(head)) % ELEMENTS_ALIGN == 0), heads[0])
 
 
 class Splice:

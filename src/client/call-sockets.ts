@@ -1,8 +1,7 @@
 import { constants } from 'node:buffer';
 import { connect, type Socket } from 'node:net';
+import { maxHeadBytes, parseAnswerHead } from '../socket-get.js';
 
-/** The longest status line and headers accepted. */
-const maxHeadBytes = 64 * 1024;
 
 /**
  * Where reads land that have no buffer of their own (chunked or close-delimited bodies, bytes
@@ -226,15 +225,8 @@ class CallSocket {
       if (current.headBytes === maxHeadBytes) this.fail(new Error(`the answer's head is over ${maxHeadBytes} bytes`));
       return;
     }
-    const [statusLine, ...lines] = this.head.toString('latin1', 0, end).split('\r\n');
-    const match = /^HTTP\/1\.([01]) (\d{3})/.exec(statusLine);
-    if (!match) return this.fail(new Error(`${this.label} did not answer HTTP: ${JSON.stringify(statusLine.slice(0, 100))}`));
-    const headers: Record<string, string> = {};
-    for (const line of lines) {
-      const colon = line.indexOf(':');
-      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-    }
-    const status = Number(match[2]);
+    const { statusLine, status, http10, headers } = parseAnswerHead(this.head.toString('latin1', 0, end));
+    if (status === undefined) return this.fail(new Error(`${this.label} did not answer HTTP: ${JSON.stringify(statusLine.slice(0, 100))}`));
     if (status >= 100 && status < 200) {
       // An interim answer (100 Continue): the real one follows.
       this.head.copy(this.head, 0, end + 4, current.headBytes);
@@ -243,7 +235,7 @@ class CallSocket {
     }
     current.status = status;
     current.headers = headers;
-    if (match[1] === '0' || /\bclose\b/i.test(headers.connection ?? '')) this.reusable = false;
+    if (http10 || /\bclose\b/i.test(headers.connection ?? '')) this.reusable = false;
     const early = this.head.subarray(end + 4, current.headBytes);
     const length = Number(headers['content-length']);
     if (/\bchunked\b/i.test(headers['transfer-encoding'] ?? '')) {

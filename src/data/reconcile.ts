@@ -22,7 +22,7 @@ export interface Reconciled {
 export async function reconcileData(redis: Redis, keys: Keys, registry: DataRegistry, catalog: Catalog, nodeName: string): Promise<Reconciled> {
   const gone: string[] = [];
   const lost: string[] = [];
-  await scanKeys(redis, keys.dataPattern('*', true), async (found) => {
+  await scanKeys(redis, keys.dataHosts('*'), async (found) => {
     const members = await Promise.all(found.map((key) => redis.sismember(key, nodeName)));
     for (const [k, key] of found.entries()) {
       if (members[k] !== 1) continue;

@@ -100,7 +100,7 @@ export class DataRegistry {
   /** Urls matching a glob (`*`, `?`), by SCAN rather than KEYS so Redis never stalls. */
   async search(glob: string): Promise<string[]> {
     const found = new Set<string>();
-    await scanKeys(this.redis, this.keys.dataPattern(glob), async (keys) => {
+    await scanKeys(this.redis, this.keys.data(glob), async (keys) => {
       for (const key of keys) if (!key.endsWith(':hosts')) found.add(this.keys.urlOfDataKey(key));
     });
     return [...found].sort();

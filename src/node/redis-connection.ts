@@ -81,15 +81,24 @@ export function clusterOptions(connection: string): ClusterTarget | undefined {
   const m = /^redis-cluster:\/\/(?:([^@/]*)@)?([^/?]+)\/?$/.exec(connection);
   if (!m) return refuse('is not redis-cluster://host:port,host:port (no path, no parameters)');
   const [, credentials, hostList] = m;
-  const nodes = hostList.split(',').map((entry) => {
+  return { nodes: hostPorts(hostList, 'node', 6379, refuse), options: userAndPassword(credentials) };
+}
+
+/** `h1:p1,h2:p2` (IPv6 in brackets; `defaultPort` where none is given) as hosts and ports; `what` names one in errors. */
+function hostPorts(list: string, what: string, defaultPort: number, refuse: (why: string) => never): { host: string; port: number }[] {
+  return list.split(',').map((entry) => {
     const hm = /^(\[[^\]]+\]|[^:]+)(?::(\d{1,5}))?$/.exec(entry);
-    if (!hm) return refuse(`has the node ${JSON.stringify(entry)}, not host:port`);
-    const port = hm[2] ? Number(hm[2]) : 6379;
-    if (!(port >= 1 && port <= 65535)) refuse(`has the node port ${hm[2]}`);
+    if (!hm) return refuse(`has the ${what} ${JSON.stringify(entry)}, not host:port`);
+    const port = hm[2] ? Number(hm[2]) : defaultPort;
+    if (!(port >= 1 && port <= 65535)) refuse(`has the ${what} port ${hm[2]}`);
     return { host: hm[1].replace(/^\[(.*)\]$/, '$1'), port };
   });
+}
+
+/** `user:pass` (percent-encoded) from a url's credentials part. */
+function userAndPassword(credentials: string | undefined): Pick<RedisOptions, 'username' | 'password'> {
   const [user, pass] = credentials ? credentials.split(':').map(decodeURIComponent) : [];
-  return { nodes, options: { username: user || undefined, password: pass || undefined } };
+  return { username: user || undefined, password: pass || undefined };
 }
 
 function dbNumber(text: string | null, refuse: (why: string) => never): number {
@@ -120,21 +129,12 @@ function sentinelOptions(connection: string, refuse: (why: string) => never): Re
   const query = new URLSearchParams(search ?? '');
   const unknown = [...query.keys()].filter((key) => key !== 'db');
   if (unknown.length) refuse(`has an unknown parameter ${JSON.stringify(unknown[0])}`);
-  const sentinels = hostList.split(',').map((entry) => {
-    const hm = /^(\[[^\]]+\]|[^:]+)(?::(\d{1,5}))?$/.exec(entry);
-    if (!hm) return refuse(`has the sentinel ${JSON.stringify(entry)}, not host:port`);
-    const port = hm[2] ? Number(hm[2]) : 26379;
-    if (!(port >= 1 && port <= 65535)) refuse(`has the sentinel port ${hm[2]}`);
-    return { host: hm[1].replace(/^\[(.*)\]$/, '$1'), port };
-  });
-  const [user, pass] = credentials ? credentials.split(':').map(decodeURIComponent) : [];
   return {
-    sentinels,
+    sentinels: hostPorts(hostList, 'sentinel', 26379, refuse),
     name: decodeURIComponent(name),
     db: dbNumber(query.get('db'), refuse),
     // The master's credentials; Sentinels themselves are asked without.
-    username: user || undefined,
-    password: pass || undefined,
+    ...userAndPassword(credentials),
   };
 }
 

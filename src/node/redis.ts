@@ -40,20 +40,22 @@ export async function redisAnswers(connection: string): Promise<boolean> {
   return (await whyRedisIsSilent(connection)) === undefined;
 }
 
+/** A connection that asks once, briefly, and never retries. */
+const probeOptions: RedisOptions = {
+  lazyConnect: true,
+  connectTimeout: 500,
+  maxRetriesPerRequest: 0,
+  retryStrategy: () => null,
+  sentinelRetryStrategy: () => null,
+  // ioredis otherwise keeps a 2 s timer for a socket that never connected, and a `ks` command waits for it.
+  disconnectTimeout: 0,
+};
+
 /** Why no Redis answers PING at `connection` within a short time (`ECONNREFUSED`...), or undefined when one does. */
 export async function whyRedisIsSilent(connection: string): Promise<string | undefined> {
   const cluster = clusterOptions(connection);
   if (cluster) return whyClusterIsSilent(cluster);
-  const probe = new Redis({
-    ...redisOptions(connection),
-    lazyConnect: true,
-    connectTimeout: 500,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    sentinelRetryStrategy: () => null,
-    // ioredis otherwise keeps a 2 s timer for a socket that never connected, and a `ks` command waits for it.
-    disconnectTimeout: 0,
-  });
+  const probe = new Redis({ ...redisOptions(connection), ...probeOptions });
   let lastError: Error | undefined;
   probe.on('error', (error: Error) => (lastError = error));
   try {
@@ -74,7 +76,7 @@ export async function whyRedisIsSilent(connection: string): Promise<string | und
 async function whyClusterIsSilent({ nodes, options }: ClusterTarget): Promise<string | undefined> {
   let lastError = 'no node named';
   for (const node of nodes) {
-    const probe = new Redis({ ...options, ...node, lazyConnect: true, connectTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null, disconnectTimeout: 0 });
+    const probe = new Redis({ ...options, ...node, ...probeOptions });
     let socketError: Error | undefined;
     probe.on('error', (error: Error) => (socketError = error));
     try {
