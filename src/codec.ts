@@ -102,9 +102,9 @@ export class Packed {
 }
 
 /** First byte of a payload whose big arrays follow its msgpack (msgpack never uses 0xc1). */
-export const tailedPayloadTag = 0xc1;
+const tailedPayloadTag = 0xc1;
 /** Ext type of an array whose bytes follow the payload's msgpack: `[dtype, shape, offset, nbytes]`. */
-export const tailedArrayExtType = 3;
+const tailedArrayExtType = 3;
 /** Each array after a payload's msgpack starts at a multiple of this from the payload's start. */
 const tailAlignBytes = 64;
 
