@@ -62,6 +62,25 @@ describe('remote data on three nodes', function () {
     assert.deepEqual(info[small.dataUrl!].holders, ['node1', 'node2', 'node3']);
   });
 
+  it('gathers calls that would copy dataThreshold or more anywhere on one host, copying each datum there once', async function () {
+    const gathering = new Client(nodes[0].url, { output: new Capture(), dataThreshold: 100_000 });
+    try {
+      const a = await dr(randomBytes(300_000), { client }).save({ host: 'node1' });
+      const b = await dr(randomBytes(200_000), { client }).save({ host: 'node2' });
+      const c = await dr(randomBytes(250_000), { client }).save({ host: 'node3' });
+      // Every call copies 200 kB or more wherever it runs. Gathered on node1, b and c are
+      // copied once (450 kB); on their own cheapest hosts the calls would copy to two hosts.
+      for (const args of [[a, b], [b, c], [c, a], [a, b]]) gathering.bc(hostOf, args);
+      await gathering.execute();
+      assert.deepEqual(await gathering.br(), Array(4).fill('node1'));
+      const info = await gathering.dataInfo([a.dataUrl!, b.dataUrl!, c.dataUrl!]);
+      assert.deepEqual([a, b, c].map((d) => info[d.dataUrl!].holders), [['node1'], ['node1', 'node2'], ['node1', 'node3']]);
+      await Promise.all([a, b, c].map((d) => d.delete()));
+    } finally {
+      gathering.close();
+    }
+  });
+
   it('converts obj, raw and localPath both ways', async function () {
     const obj = await dobj({ a: [1, 2], b: 'x', c: new Uint8Array([5]) }, { client }).save();
     const back = await du(obj.dataUrl!, { client }).obj<{ a: number[]; b: string; c: Uint8Array }>();

@@ -2,10 +2,12 @@
 // 30 RemoteData of 1-50 MB saved round the hosts; 300 calls each reading 1-3 of them. The
 // bytes the nodes copy to each other (ks_data_bytes_total{direction="in"} during the calls)
 // with routing, against the same calls on a fresh copy of the same data with noRouteData
-// (each call goes to whichever host takes it). Goal: routed at most 20 % of random's bytes,
-// and no host left without calls. Also printed: the least any routing could copy, gathering
-// every datum the calls read on one host (and leaving the other four idle). Prints one JSON
-// line with the figures.
+// (each call goes to whichever host takes it). Routed twice: with the client's default
+// dataThreshold (200 MB, more than any call reads, so every host may run every call) and with
+// 5 MB (a host that would copy that much for a call is left out of its route; the calls no
+// host runs under it gather where their data does). Goal: at most 20 % of random's bytes, no
+// host left without calls. Also printed: the least any routing could copy, gathering every
+// datum the calls read on one host. Prints one JSON line with the figures.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,9 +41,11 @@ try {
   const redis = await startLocalRedis(work);
   children.push(redis.child);
   const urls = await startLocalNodes(Array.from({ length: hostCount }, (_, k) => `h${k}`), redis.url, work, children);
-  const client = new Client(urls[0], { output: process.stderr });
+  // The client's default, then two that leave out of a call's route the hosts that would copy more.
+  const thresholdsBytes = [200_000_000, 5_000_000, 1_000_000];
+  const clients = thresholdsBytes.map((dataThreshold) => new Client(urls[0], { output: process.stderr, dataThreshold }));
   /** Saves the 30 data round the hosts, runs the 300 calls, answers the bytes copied and the calls per host. */
-  async function run(routed) {
+  async function run(routed, client) {
     const rand = random(42);
     const data = [];
     const sizes = [];
@@ -74,14 +78,25 @@ try {
     return { copied, seconds, perHost, oneHost };
   }
 
-  const routed = await run(true);
-  say(`routed: ${(routed.copied / 1e6).toFixed(0)} MB copied in ${routed.seconds.toFixed(1)} s, calls per host ${JSON.stringify(routed.perHost)}`);
-  const random_ = await run(false);
-  say(`random (noRouteData): ${(random_.copied / 1e6).toFixed(0)} MB copied in ${random_.seconds.toFixed(1)} s, calls per host ${JSON.stringify(random_.perHost)}`);
-  const ratio = routed.copied / random_.copied;
-  say(`routed copies ${(ratio * 100).toFixed(1)} % of random's bytes (goal: at most 20 %); everything gathered on one host would copy ${(routed.oneHost / 1e6).toFixed(0)} MB, ${((routed.oneHost / random_.copied) * 100).toFixed(1)} %`);
-  console.log(JSON.stringify({ locality_routed_mb: routed.copied / 1e6, locality_random_mb: random_.copied / 1e6, locality_ratio: ratio, locality_one_host_mb: routed.oneHost / 1e6, locality_routed_s: routed.seconds, locality_random_s: random_.seconds, routed_calls_per_host: routed.perHost }));
-  client.close();
+  const described = (label, run) => say(`${label}: ${(run.copied / 1e6).toFixed(0)} MB copied in ${run.seconds.toFixed(1)} s, calls per host ${JSON.stringify(run.perHost)}`);
+  const routed = [];
+  for (const [k, client] of clients.entries()) {
+    routed.push(await run(true, client));
+    described(`routed, dataThreshold ${thresholdsBytes[k] / 1e6} MB`, routed[k]);
+  }
+  const random_ = await run(false, clients[0]);
+  described('random (noRouteData)', random_);
+  const figures = { locality_random_mb: random_.copied / 1e6, locality_random_s: random_.seconds, locality_one_host_mb: routed[0].oneHost / 1e6 };
+  for (const [k, run] of routed.entries()) {
+    const ratio = run.copied / random_.copied;
+    const idle = Object.entries(run.perHost).filter(([, calls]) => !calls).map(([host]) => host);
+    say(`dataThreshold ${thresholdsBytes[k] / 1e6} MB: routed copies ${(ratio * 100).toFixed(1)} % of random's bytes (goal: at most 20 %), ${idle.length ? `${idle.join(', ')} ran no call` : 'every host ran calls'}`);
+    const at = `${thresholdsBytes[k] / 1e6}mb`;
+    Object.assign(figures, { [`locality_ratio_${at}`]: ratio, [`locality_routed_mb_${at}`]: run.copied / 1e6, [`locality_routed_s_${at}`]: run.seconds, [`locality_calls_per_host_${at}`]: run.perHost });
+  }
+  say(`everything gathered on one host would copy ${(routed[0].oneHost / 1e6).toFixed(0)} MB, ${((routed[0].oneHost / random_.copied) * 100).toFixed(1)} % of random's bytes`);
+  console.log(JSON.stringify(figures));
+  for (const client of clients) client.close();
 } finally {
   await stopGroups(children, 3_000);
   rmSync(work, { recursive: true, force: true });

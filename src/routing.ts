@@ -23,18 +23,22 @@ export function rankHosts(dataUrls: string[], data: Record<string, RoutedData>, 
 
 /** `rankHosts`, with the bytes each host would copy. */
 export function scoreHosts(dataUrls: string[], data: Record<string, RoutedData>, hosts: string[], thresholdBytes: number): RankedHost[] {
-  if (!hosts.length) return [];
+  const scored = hostsByBytes(dataUrls, data, hosts);
+  const kept = scored.filter((s) => s.bytesToCopy < thresholdBytes);
+  return kept.length ? kept : scored.slice(0, 1);
+}
+
+/** Every host with the bytes it would copy for a call, ordered by (bytes, name). */
+function hostsByBytes(dataUrls: string[], data: Record<string, RoutedData>, hosts: string[]): RankedHost[] {
   const urls = [...new Set(dataUrls)].filter((url) => data[url]);
   const scored = hosts.map((name) => {
     const lacking = urls.filter((url) => !data[url].holders.includes(name));
     return { name, bytesToCopy: lacking.reduce((sum, url) => sum + data[url].size, 0), copies: lacking.length };
   });
-  scored.sort((a, b) => a.bytesToCopy - b.bytesToCopy || byName(a, b));
-  const kept = scored.filter((s) => s.bytesToCopy < thresholdBytes);
-  return kept.length ? kept : scored.slice(0, 1);
+  return scored.sort((a, b) => a.bytesToCopy - b.bytesToCopy || byName(a, b));
 }
 
-const byName = (a: RankedHost, b: RankedHost): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+const byName = (a: { name: string }, b: { name: string }): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 /** What `routeCalls` expects a copy and a call to cost, in ms. */
 export interface RoutingCosts {
@@ -47,13 +51,24 @@ export interface RoutingCosts {
 }
 
 /**
- * Ranks hosts for each call of a batch in turn, as a list scheduler would: by when each host
- * could start the call (its calls routed so far in this batch, their copies and runs at
- * `costs`, then this call's copies), ties by bytes, then name; without costs, by bytes. Counts
- * the copies the batch's earlier calls will make: once a call is routed, its first host will
- * hold the call's data, so later calls on the same data go where it gathers instead of copying
- * it again, unless that host is so far behind that copying elsewhere starts sooner (Dask's
- * worker objective). Hosts at or over `thresholdBytes` are left out as in `rankHosts`.
+ * Ranks hosts for each call of a batch, in two passes.
+ *
+ * First the calls some host could run copying less than `thresholdBytes`, in turn, as a list
+ * scheduler would: by when each host could start the call (its calls routed so far in this
+ * batch, their copies and runs at `costs`, then this call's copies), ties by bytes, then name;
+ * without costs, by bytes. Hosts at or over the threshold are left out. Each call counts the
+ * copies the batch's earlier calls will make: once a call is routed, its first host will hold
+ * the call's data, so later calls on the same data go where it gathers instead of copying it
+ * again, unless that host is so far behind that copying elsewhere starts sooner (Dask's worker
+ * objective).
+ *
+ * Then the calls every host would copy the threshold or more for. Copying that much is what
+ * the threshold says is worse than waiting, so these go for the fewest bytes, not the soonest
+ * start: calls that share data (directly or through other such calls) form a group, and each
+ * call goes to the host its group's data would gather on at the least cost, given what the
+ * batch has gathered so far; a group is then copied to one host once instead of to each host
+ * that holds one of its data. Their route is that host alone.
+ *
  * `hosts[k]` are the hosts that may run call k; a call without data gets no ranking ([]).
  */
 export function routeCalls(
@@ -65,19 +80,59 @@ export function routeCalls(
 ): RankedHost[][] {
   const holders = new Map(Object.entries(data).map(([url, info]) => [url, new Set(info.holders)]));
   const busyMs = new Map<string, number>();
-  const view: Record<string, RoutedData> = {};
   const startMs = (h: RankedHost) => (busyMs.get(h.name) ?? 0) + h.copies * copyMs + h.bytesToCopy / bytesPerMs;
-  return urlsPerCall.map((urls, k) => {
-    if (!urls.length) return [];
-    for (const url of urls) if (data[url]) view[url] = { size: data[url].size, holders: [...holders.get(url)!] };
-    const route = scoreHosts(urls, view, hosts[k], thresholdBytes);
-    route.sort((a, b) => startMs(a) - startMs(b) || a.bytesToCopy - b.bytesToCopy || byName(a, b));
-    if (!route.length) return route;
+  /** The call's hosts by bytes, against what the batch will have copied so far. */
+  const scored = (k: number) => {
+    const view: Record<string, RoutedData> = {};
+    for (const url of urlsPerCall[k]) if (data[url]) view[url] = { size: data[url].size, holders: [...holders.get(url)!] };
+    return hostsByBytes(urlsPerCall[k], view, hosts[k]);
+  };
+  const routeTo = (k: number, route: RankedHost[]) => {
     const first = route[0];
     busyMs.set(first.name, startMs(first) + callMs);
-    for (const url of urls) holders.get(url)?.add(first.name);
+    for (const url of urlsPerCall[k]) holders.get(url)?.add(first.name);
     return route;
+  };
+  const routes: RankedHost[][] = urlsPerCall.map(() => []);
+  const overThreshold: number[] = [];
+  urlsPerCall.forEach((urls, k) => {
+    if (!urls.length) return;
+    const route = scored(k).filter((h) => h.bytesToCopy < thresholdBytes);
+    if (!route.length) return void (hosts[k].length && overThreshold.push(k));
+    route.sort((a, b) => startMs(a) - startMs(b) || a.bytesToCopy - b.bytesToCopy || byName(a, b));
+    routes[k] = routeTo(k, route);
   });
+  const groupOf = dataGroups(overThreshold.map((k) => urlsPerCall[k].filter((url) => data[url])));
+  const gatherBytes = (urls: string[], host: string) => urls.reduce((sum, url) => sum + (holders.get(url)!.has(host) ? 0 : data[url].size), 0);
+  for (const k of overThreshold) {
+    const known = urlsPerCall[k].find((url) => data[url]);
+    const group = known ? groupOf(known) : [];
+    const cheapest = hosts[k]
+      .map((name) => ({ name, gather: gatherBytes(group, name) }))
+      .sort((a, b) => a.gather - b.gather || byName(a, b))[0].name;
+    routes[k] = routeTo(k, scored(k).filter((h) => h.name === cheapest));
+  }
+  return routes;
+}
+
+/** Groups urls read together: each url's group holds every url it is read with, directly or through others. */
+function dataGroups(urlSets: string[][]): (url: string) => string[] {
+  const parent = new Map<string, string>();
+  const root = (url: string): string => {
+    const up = parent.get(url) ?? url;
+    if (up === url) return url;
+    const top = root(up);
+    parent.set(url, top);
+    return top;
+  };
+  for (const urls of urlSets) for (const url of urls) parent.set(root(url), root(urls[0]));
+  const members = new Map<string, string[]>();
+  for (const url of parent.keys()) {
+    const top = root(url);
+    if (!members.has(top)) members.set(top, []);
+    members.get(top)!.push(url);
+  }
+  return (url) => members.get(root(url)) ?? [url];
 }
 
 /** BullMQ's highest priority number (the lowest priority). */

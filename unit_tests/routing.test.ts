@@ -88,6 +88,28 @@ describe('data urls and ranges', function () {
     assert.deepEqual(firstHosts({ bytesPerMs: 100_000, copyMs: 50, callMs: 60 }), ['a', 'a', 'a', 'b']);
   });
 
+  it('gathers the calls that copy the threshold or more anywhere on one host per group of data read together', function () {
+    const data = {
+      p: { size: 20_000_000, holders: ['a'] },
+      q: { size: 15_000_000, holders: ['b'] },
+      r: { size: 10_000_000, holders: ['c'] },
+      s: { size: 30_000_000, holders: ['d'] },
+      t: { size: 25_000_000, holders: ['e'] },
+    };
+    const all = ['a', 'b', 'c', 'd', 'e'];
+    // Copies at 100 MB/s; a call runs for a second.
+    const costs = { bytesPerMs: 100_000, copyMs: 0, callMs: 1000 };
+    const firstHosts = (calls: string[][], threshold: number) =>
+      routeCalls(calls, data, calls.map(() => all), threshold, costs).map((route) => route.map((h) => `${h.name}:${h.bytesToCopy / 1e6}`));
+    // p, q and r are read together: each call on its own cheapest host would copy 15 + 10 + 10 MB
+    // to a, b and a; gathered on a (the least to bring there: q and r), 25 MB, once.
+    // s and t are another group: gathered on d, which holds the bigger. Calls under the threshold somewhere (p alone) are not gathered.
+    assert.deepEqual(firstHosts([['p', 'q'], ['q', 'r'], ['s', 't'], ['r', 'p'], ['p']], 5_000_000), [['a:15'], ['a:10'], ['d:25'], ['a:0'], ['a:0']]);
+    // Under a threshold no call reaches, the same calls spread by when each host could start
+    // them, copying 70 MB instead of 50.
+    assert.deepEqual(firstHosts([['p', 'q'], ['q', 'r'], ['s', 't'], ['r', 'p']], 200_000_000).map((route) => route[0]), ['a:15', 'b:10', 'd:25', 'c:20']);
+  });
+
   it("delays a host's copy of a call by its rank and by the time its extra bytes take to copy", function () {
     const opts = { stealDelayMs: 200, copyBytesPerMs: 100_000 };
     assert.deepEqual(copyTiming(0, 0, opts), {});
