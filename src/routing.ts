@@ -94,17 +94,20 @@ export function routeCalls(
     return route;
   };
   const routes: RankedHost[][] = urlsPerCall.map(() => []);
-  const overThreshold: number[] = [];
-  urlsPerCall.forEach((urls, k) => {
-    if (!urls.length) return;
+  /** Routes call k by when each host could start it, if any host copies less than the threshold. */
+  const spread = (k: number): boolean => {
     const route = scored(k).filter((h) => h.bytesToCopy < thresholdBytes);
-    if (!route.length) return void (hosts[k].length && overThreshold.push(k));
+    if (!route.length) return false;
     route.sort((a, b) => startMs(a) - startMs(b) || a.bytesToCopy - b.bytesToCopy || byName(a, b));
     routes[k] = routeTo(k, route);
-  });
+    return true;
+  };
+  const overThreshold = urlsPerCall.flatMap((urls, k) => (urls.length && hosts[k].length && !spread(k) ? [k] : []));
   const groupOf = dataGroups(overThreshold.map((k) => urlsPerCall[k].filter((url) => data[url])));
   const gatherBytes = (urls: string[], host: string) => urls.reduce((sum, url) => sum + (holders.get(url)!.has(host) ? 0 : data[url].size), 0);
   for (const k of overThreshold) {
+    // The copies planned since may have brought a host under the threshold.
+    if (spread(k)) continue;
     const known = urlsPerCall[k].find((url) => data[url]);
     const group = known ? groupOf(known) : [];
     const cheapest = hosts[k]
