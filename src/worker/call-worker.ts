@@ -4,7 +4,6 @@ import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
 import { encode, joined } from '../codec.js';
 import { taskIdOf, type Keys } from '../keys.js';
-import { isCluster } from '../redis-cluster.js';
 import { profileField } from '../profile.js';
 import type { CallJobData, FailureInfo, FailureKind, FnSpec, JobCall } from '../types.js';
 import { ClaimAnswer, type ClaimLock } from './claim.js';
@@ -83,7 +82,7 @@ export class CallWorker {
     this.ctx.subscriber.on('message', (_channel: string, taskId: string) => this.running.get(taskId)?.stop.stop());
     for (const queue of this.opts.queues) {
       const worker = new Worker<CallJobData>(this.ctx.keys.bullQueue(queue), (job, token) => this.process(job, token), {
-        connection: isCluster(this.ctx.connection as Redis) ? (this.ctx.connection as ConnectionOptions) : ({ ...this.ctx.connection, maxRetriesPerRequest: null } as ConnectionOptions),
+        connection: this.ctx.keys.cluster ? (this.ctx.connection as ConnectionOptions) : ({ ...this.ctx.connection, maxRetriesPerRequest: null } as ConnectionOptions),
         prefix: this.ctx.keys.prefix,
         // A job waits here for a free interpreter; a call with a copy queued elsewhere is
         // claimed only once it has one, so an idle host can still run it meanwhile.
