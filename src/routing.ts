@@ -23,17 +23,28 @@ export function rankHosts(dataUrls: string[], data: Record<string, RoutedData>, 
 
 /** `rankHosts`, with the bytes each host would copy. */
 export function scoreHosts(dataUrls: string[], data: Record<string, RoutedData>, hosts: string[], thresholdBytes: number): RankedHost[] {
-  const scored = hostsByBytes(dataUrls, data, hosts);
+  const scored = hostsByBytes(dataUrls, holdingsOf(data), hosts);
   const kept = scored.filter((s) => s.bytesToCopy < thresholdBytes);
   return kept.length ? kept : scored.slice(0, 1);
 }
 
+/** Each known url's size and holders, as sets routing may add to. */
+type Holdings = Map<string, { size: number; holders: Set<string> }>;
+
+const holdingsOf = (data: Record<string, RoutedData>): Holdings => new Map(Object.entries(data).map(([url, { size, holders }]) => [url, { size, holders: new Set(holders) }]));
+
 /** Every host with the bytes it would copy for a call, ordered by (bytes, name). */
-function hostsByBytes(dataUrls: string[], data: Record<string, RoutedData>, hosts: string[]): RankedHost[] {
-  const urls = [...new Set(dataUrls)].filter((url) => data[url]);
+function hostsByBytes(dataUrls: string[], holdings: Holdings, hosts: string[]): RankedHost[] {
+  const known = [...new Set(dataUrls)].flatMap((url) => holdings.get(url) ?? []);
   const scored = hosts.map((name) => {
-    const lacking = urls.filter((url) => !data[url].holders.includes(name));
-    return { name, bytesToCopy: lacking.reduce((sum, url) => sum + data[url].size, 0), copies: lacking.length };
+    let bytesToCopy = 0;
+    let copies = 0;
+    for (const datum of known) {
+      if (datum.holders.has(name)) continue;
+      bytesToCopy += datum.size;
+      copies++;
+    }
+    return { name, bytesToCopy, copies };
   });
   return scored.sort((a, b) => a.bytesToCopy - b.bytesToCopy || byName(a, b));
 }
@@ -78,64 +89,79 @@ export function routeCalls(
   thresholdBytes: number,
   { bytesPerMs, copyMs, callMs }: RoutingCosts = { bytesPerMs: Infinity, copyMs: 0, callMs: 0 },
 ): RankedHost[][] {
-  const holders = new Map(Object.entries(data).map(([url, info]) => [url, new Set(info.holders)]));
+  const holdings = holdingsOf(data);
   const busyMs = new Map<string, number>();
   const startMs = (h: RankedHost) => (busyMs.get(h.name) ?? 0) + h.copies * copyMs + h.bytesToCopy / bytesPerMs;
-  /** The call's hosts by bytes, against what the batch will have copied so far. */
-  const scored = (k: number) => {
-    const view: Record<string, RoutedData> = {};
-    for (const url of urlsPerCall[k]) if (data[url]) view[url] = { size: data[url].size, holders: [...holders.get(url)!] };
-    return hostsByBytes(urlsPerCall[k], view, hosts[k]);
-  };
+  /** The groups of data the calls over the threshold read together, once those calls are known. */
+  let groups: DataGroups | undefined;
+  /** Per group and host, the bytes of the group's data the host does not hold yet. */
+  const leftToGather = new Map<string, Map<string, number>>();
   const routeTo = (k: number, route: RankedHost[]) => {
     const first = route[0];
     busyMs.set(first.name, startMs(first) + callMs);
-    for (const url of urlsPerCall[k]) holders.get(url)?.add(first.name);
+    for (const url of urlsPerCall[k]) {
+      const datum = holdings.get(url);
+      if (!datum || datum.holders.has(first.name)) continue;
+      datum.holders.add(first.name);
+      const left = groups && leftToGather.get(groups.rootOf(url));
+      if (left?.has(first.name)) left.set(first.name, left.get(first.name)! - datum.size);
+    }
     return route;
   };
   const routes: RankedHost[][] = urlsPerCall.map(() => []);
   /** Routes call k by when each host could start it, if any host copies less than the threshold. */
   const spread = (k: number): boolean => {
-    const route = scored(k).filter((h) => h.bytesToCopy < thresholdBytes);
+    const route = hostsByBytes(urlsPerCall[k], holdings, hosts[k]).filter((h) => h.bytesToCopy < thresholdBytes);
     if (!route.length) return false;
     route.sort((a, b) => startMs(a) - startMs(b) || a.bytesToCopy - b.bytesToCopy || byName(a, b));
     routes[k] = routeTo(k, route);
     return true;
   };
   const overThreshold = urlsPerCall.flatMap((urls, k) => (urls.length && hosts[k].length && !spread(k) ? [k] : []));
-  const groupOf = dataGroups(overThreshold.map((k) => urlsPerCall[k].filter((url) => data[url])));
-  const gatherBytes = (urls: string[], host: string) => urls.reduce((sum, url) => sum + (holders.get(url)!.has(host) ? 0 : data[url].size), 0);
+  groups = dataGroups(overThreshold.map((k) => urlsPerCall[k].filter((url) => holdings.has(url))));
+  const gatherBytes = (group: string, host: string): number => {
+    let left = leftToGather.get(group);
+    if (!left) leftToGather.set(group, (left = new Map()));
+    if (!left.has(host)) left.set(host, groups!.members(group).reduce((sum, url) => sum + (holdings.get(url)!.holders.has(host) ? 0 : holdings.get(url)!.size), 0));
+    return left.get(host)!;
+  };
   for (const k of overThreshold) {
     // The copies planned since may have brought a host under the threshold.
     if (spread(k)) continue;
-    const known = urlsPerCall[k].find((url) => data[url]);
-    const group = known ? groupOf(known) : [];
+    const known = urlsPerCall[k].find((url) => holdings.has(url));
+    const group = known && groups.rootOf(known);
     const cheapest = hosts[k]
-      .map((name) => ({ name, gather: gatherBytes(group, name) }))
+      .map((name) => ({ name, gather: group ? gatherBytes(group, name) : 0 }))
       .sort((a, b) => a.gather - b.gather || byName(a, b))[0].name;
-    routes[k] = routeTo(k, scored(k).filter((h) => h.name === cheapest));
+    routes[k] = routeTo(k, hostsByBytes(urlsPerCall[k], holdings, [cheapest]));
   }
   return routes;
 }
 
-/** Groups urls read together: each url's group holds every url it is read with, directly or through others. */
-function dataGroups(urlSets: string[][]): (url: string) => string[] {
+/** Urls read together: a url's group holds every url it is read with, directly or through others. */
+interface DataGroups {
+  /** The url that names the group of `url`. */
+  rootOf(url: string): string;
+  members(root: string): string[];
+}
+
+function dataGroups(urlSets: string[][]): DataGroups {
   const parent = new Map<string, string>();
-  const root = (url: string): string => {
+  const rootOf = (url: string): string => {
     const up = parent.get(url) ?? url;
     if (up === url) return url;
-    const top = root(up);
+    const top = rootOf(up);
     parent.set(url, top);
     return top;
   };
-  for (const urls of urlSets) for (const url of urls) parent.set(root(url), root(urls[0]));
+  for (const urls of urlSets) for (const url of urls) parent.set(rootOf(url), rootOf(urls[0]));
   const members = new Map<string, string[]>();
   for (const url of parent.keys()) {
-    const top = root(url);
+    const top = rootOf(url);
     if (!members.has(top)) members.set(top, []);
     members.get(top)!.push(url);
   }
-  return (url) => members.get(root(url)) ?? [url];
+  return { rootOf, members: (root) => members.get(root) ?? [root] };
 }
 
 /** BullMQ's highest priority number (the lowest priority). */
