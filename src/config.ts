@@ -78,6 +78,12 @@ export const config = {
   routedCallMs: 1,
   /** Hosts that would copy this many bytes or more are not routed to. */
   dataThresholdBytes: 200_000_000,
+  /**
+   * A routed call is queued on at most this many hosts, its first choice and those that may
+   * steal it (ranked by when each could start it, so an idle host comes early): on a cluster of
+   * hundreds, a queue entry per host for every call would cost Redis more than the calls.
+   */
+  routeHostsMax: 8,
   /** A copy between nodes fails when the holder sends no byte (or does not connect) for this long. */
   transferIdleMs: 30_000,
   /** A copy between nodes reads the holder's socket into buffers of this size, one per read. */

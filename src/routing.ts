@@ -80,7 +80,8 @@ export interface RoutingCosts {
  * batch has gathered so far; a group is then copied to one host once instead of to each host
  * that holds one of its data. Their route is that host alone.
  *
- * `hosts[k]` are the hosts that may run call k; a call without data gets no ranking ([]).
+ * `hosts[k]` are the hosts that may run call k; a call without data gets no ranking ([]). A
+ * route holds at most `hostsPerRoute` hosts.
  */
 export function routeCalls(
   urlsPerCall: string[][],
@@ -88,6 +89,7 @@ export function routeCalls(
   hosts: string[][],
   thresholdBytes: number,
   { bytesPerMs, copyMs, callMs }: RoutingCosts = { bytesPerMs: Infinity, copyMs: 0, callMs: 0 },
+  hostsPerRoute = Infinity,
 ): RankedHost[][] {
   const holdings = holdingsOf(data);
   const busyMs = new Map<string, number>();
@@ -114,7 +116,7 @@ export function routeCalls(
     const route = hostsByBytes(urlsPerCall[k], holdings, hosts[k]).filter((h) => h.bytesToCopy < thresholdBytes);
     if (!route.length) return false;
     route.sort((a, b) => startMs(a) - startMs(b) || a.bytesToCopy - b.bytesToCopy || byName(a, b));
-    routes[k] = routeTo(k, route);
+    routes[k] = routeTo(k, route.slice(0, hostsPerRoute));
     return true;
   };
   const overThreshold = urlsPerCall.flatMap((urls, k) => (urls.length && hosts[k].length && !spread(k) ? [k] : []));
@@ -162,6 +164,20 @@ function dataGroups(urlSets: string[][]): DataGroups {
     members.get(top)!.push(url);
   }
   return { rootOf, members: (root) => members.get(root) ?? [root] };
+}
+
+/**
+ * The hosts a node queues a routed call on: the route's live hosts, each once, in the route's
+ * order, at most `maxHosts` of them (whoever made the route), with the bytes each would copy
+ * beyond what the first copies.
+ */
+export function liveRoute(route: string[], routeBytes: number[] | undefined, live: Set<string>, maxHosts: number): { name: string; extraBytes: number }[] {
+  const kept: { name: string; bytesToCopy: number }[] = [];
+  for (const [k, name] of route.entries()) {
+    if (kept.length === maxHosts) break;
+    if (live.has(name) && !kept.some((h) => h.name === name)) kept.push({ name, bytesToCopy: routeBytes?.[k] ?? 0 });
+  }
+  return kept.map(({ name, bytesToCopy }) => ({ name, extraBytes: Math.max(0, bytesToCopy - kept[0].bytesToCopy) }));
 }
 
 /** BullMQ's highest priority number (the lowest priority). */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyTiming, rankHosts, routeCalls, type RoutingCosts } from '../src/routing.js';
+import { copyTiming, liveRoute, rankHosts, routeCalls, type RoutingCosts } from '../src/routing.js';
 import { parseRange } from '../src/data/service.js';
 import { validateDataUrl } from '../src/data/catalog.js';
 
@@ -108,6 +108,28 @@ describe('data urls and ranges', function () {
     // Under a threshold no call reaches, the same calls spread by when each host could start
     // them, copying 70 MB instead of 50.
     assert.deepEqual(firstHosts([['p', 'q'], ['q', 'r'], ['s', 't'], ['r', 'p']], 200_000_000).map((route) => route[0]), ['a:15', 'b:10', 'd:25', 'c:20']);
+  });
+
+  it('queues a routed call on a few hosts however many there are: the client routes it to at most hostsPerRoute, a node queues it on as many', function () {
+    const many = Array.from({ length: 300 }, (_, k) => `h${String(k).padStart(3, '0')}`);
+    const data = { p: { size: 1_000_000, holders: ['h042'] } };
+    const [route] = routeCalls([['p']], data, [many], 200_000_000, undefined, 8);
+    assert.deepEqual(
+      route.map((h) => h.name),
+      ['h042', 'h000', 'h001', 'h002', 'h003', 'h004', 'h005', 'h006'],
+    );
+    // A route from any caller: dead hosts and repeats left out, then at most maxHosts, each with the bytes it copies beyond the first's.
+    const live = new Set(['a', 'b', 'c', 'd']);
+    assert.deepEqual(liveRoute(['b', 'gone', 'b', 'a', 'c', 'd'], [5, 0, 5, 9, 2, 0], live, 3), [
+      { name: 'b', extraBytes: 0 },
+      { name: 'a', extraBytes: 4 },
+      { name: 'c', extraBytes: 0 },
+    ]);
+    assert.deepEqual(liveRoute(['a', 'b'], undefined, live, 8), [
+      { name: 'a', extraBytes: 0 },
+      { name: 'b', extraBytes: 0 },
+    ]);
+    assert.deepEqual(liveRoute(['gone'], [0], live, 8), []);
   });
 
   it("delays a host's copy of a call by its rank and by the time its extra bytes take to copy", function () {

@@ -379,6 +379,7 @@ export class Client {
           }),
           this.dataThreshold,
           { bytesPerMs: config.copyBytesPerMs, copyMs: config.routedCopyMs, callMs: config.routedCallMs },
+          config.routeHostsMax,
         )
       : [];
     return calls.map((call, k) => {

@@ -11,7 +11,7 @@ import type { Lease } from '../worker/pool.js';
 import type { StopSwitch } from '../worker/executor.js';
 import type { EventSource, StreamEntry } from './event-reader.js';
 import type { QueueCache } from './queues.js';
-import { copyTiming } from '../routing.js';
+import { copyTiming, liveRoute } from '../routing.js';
 
 export interface CallServiceContext {
   redis: Redis;
@@ -39,6 +39,8 @@ export interface CallServiceOptions {
   stealDelayMs: number;
   /** ... and later still by the time copying its extra bytes would take at this rate. */
   copyBytesPerMs: number;
+  /** The most hosts a routed call is queued on. */
+  routeHostsMax: number;
   /** How long the queued copy of a call that started at once on this node waits before any worker may take it. */
   localCopyDelayMs: number;
   /** `--max-queued`: the most calls that may wait in one queue; a batch that would pass it is refused whole. */
@@ -316,9 +318,9 @@ export class CallService {
     }
     if (!hosts.some(serves) && !(await this.ctx.liveHosts(true)).some(serves)) throw unservedError(call, await this.ctx.liveHosts(true), `${where}: `);
     const live = new Set(hosts.filter(serves).map((h) => h.name));
-    const ranked = (call.route ?? []).flatMap((name, k) => (live.has(name) ? [{ name, bytesToCopy: call.routeBytes?.[k] ?? 0 }] : []));
+    const ranked = liveRoute(call.route ?? [], call.routeBytes, live, this.opts.routeHostsMax);
     if (!ranked.length) return [{ queue: base, extraBytes: 0 }];
-    return ranked.map(({ name, bytesToCopy }) => ({ queue: queueName(base, name), extraBytes: Math.max(0, bytesToCopy - ranked[0].bytesToCopy) }));
+    return ranked.map(({ name, extraBytes }) => ({ queue: queueName(base, name), extraBytes }));
   }
 }
 

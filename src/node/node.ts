@@ -262,6 +262,7 @@ export class KsNode {
         maxCallsPerJob: config.maxCallsPerJob,
         chunksPerWorker: config.chunksPerWorker,
         stealDelayMs: config.stealDelayMs,
+        routeHostsMax: config.routeHostsMax,
         copyBytesPerMs: config.copyBytesPerMs,
         localCopyDelayMs: config.jobLockMs,
         maxQueued: o.maxQueued,
