@@ -161,6 +161,11 @@ export interface CallJobData {
   c: JobCall[];
   /** Every queue holding a copy of this job: a dead host's copy matters only if it was the last. */
   q?: string[];
+  /**
+   * Routed calls only (not pinned with `host`): the shared queue they go to when every host of
+   * their route has died, where any live host takes them and copies their data from a holder.
+   */
+  r?: string;
 }
 
 /** How stored data is read back as an object: `RemoteData`'s `fmt`. */

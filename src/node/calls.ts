@@ -94,10 +94,11 @@ export class CallService {
     const jobs: FlowJob[] = [];
     let chunk: JobCall[] = [];
     let chunkTargets: Target[] = [];
+    let chunkFallback: string | undefined;
     let chunkKey = '';
     const flush = () => {
       if (!chunk.length) return;
-      const data: CallJobData = { b: batchId, c: chunk, q: chunkTargets.map((t) => t.queue) };
+      const data: CallJobData = { b: batchId, c: chunk, q: chunkTargets.map((t) => t.queue), r: chunkFallback };
       chunkTargets.forEach(({ queue, extraBytes }, rank) =>
         jobs.push({
           name: 'call',
@@ -111,9 +112,13 @@ export class CallService {
     for (let index = 0; index < calls.length; index++) {
       const call = calls[index];
       const targets = await this.targetQueues(call, hosts, index);
-      const targetsKey = targets.map((t) => `${t.queue}/${t.extraBytes}`).join();
+      // A routed call's hosts are where its data is, not the only hosts it may run on.
+      const shared = callQueue(call);
+      const fallback = !call.opts?.host && targets[0].queue !== shared ? shared : undefined;
+      const targetsKey = `${targets.map((t) => `${t.queue}/${t.extraBytes}`).join()} ${fallback}`;
       if (chunk.length >= chunkSize || targetsKey !== chunkKey) flush();
       chunkTargets = targets;
+      chunkFallback = fallback;
       chunkKey = targetsKey;
       chunk.push({
         i: index,
