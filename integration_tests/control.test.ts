@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { Client, dr, du, py, RemoteError, NodeRequestError } from '../src/index.js';
-import { Capture, rawRequest, startNode, startRedis, stopCluster, waitFor, type TestNode, type TestRedis } from './harness.js';
+import { Capture, rawRequest, startNode, startRedis, stopCluster, waitFor, waitsAnswered, type TestNode, type TestRedis } from './harness.js';
 
 describe('cancellation, token and --no-code', function () {
   let redis: TestRedis;
@@ -103,6 +103,13 @@ describe('cancellation, token and --no-code', function () {
       right.close();
       await Promise.all([one.stop(), two.stop()]);
     }
+  });
+
+  it('answers a batch without waiting on replicas when Redis has none', async function () {
+    for (let i = 0; i < 5; i++) client.bc('operator:add', [i, 1]);
+    await client.execute();
+    assert.deepEqual(await client.br(), [1, 2, 3, 4, 5]);
+    assert.equal(await waitsAnswered(redis.client()), 0, 'no WAIT: it would sit out its timeout on a Redis without replicas');
   });
 
   it('warns at start when Redis may evict keys', async function () {

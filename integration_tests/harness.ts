@@ -16,6 +16,16 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(repoRoot, 'dist', 'node', 'cli.js');
 export const testPythonPath = join(repoRoot, 'integration_tests', 'python');
 
+/** How many `WAIT`s the redis-server `redis` is connected to has answered (its INFO commandstats); a number or a port: 127.0.0.1's. */
+export async function waitsAnswered(redis: Redis | number): Promise<number> {
+  const connection = typeof redis === 'number' ? new Redis({ port: redis }) : redis;
+  try {
+    return Number(/^cmdstat_wait:calls=(\d+)/m.exec(await connection.info('commandstats'))?.[1] ?? 0);
+  } finally {
+    if (connection !== redis) connection.disconnect();
+  }
+}
+
 /** Resolves when `check` returns truthy; rejects after `timeoutMs` with `what`. */
 export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeoutMs = 20_000): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;

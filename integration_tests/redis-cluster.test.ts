@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, dobj, py, RemoteError } from '../src/index.js';
 import { Keys, parseTaskId } from '../src/keys.js';
-import { Capture, rawRequest, runCli, spawnRedisServer, freePort, startNode, stopCluster, waitFor, type TestNode } from './harness.js';
+import { Capture, rawRequest, runCli, spawnRedisServer, freePort, startNode, stopCluster, waitFor, waitsAnswered, type TestNode } from './harness.js';
 import { startRedisCluster, type TestRedisCluster } from './redis-cluster.js';
 
 const keys = new Keys('ks', true);
@@ -104,10 +104,12 @@ describe('Redis Cluster (redis-cluster://): three masters with a replica each', 
       for (let i = 0; i < 10; i++) c.bc('operator:add', [i, 10]);
       const taskIds = await c.execute();
       assert.deepEqual(await c.br(), [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
-      // Everything written so far has reached the replicas (Redis's replication is asynchronous: a
-      // master's last writes before it dies may not have; the README says what that can lose).
-      await cluster.replicated();
       const master = await cluster.masterOf(keys.batchEvents(parseTaskId(taskIds[0])!.batchId));
+      // The node answered the batch once a replica of each master had it.
+      assert.ok((await waitsAnswered(master)) >= 1, 'the node asked the master to WAIT for its replica');
+      // Results and everything else written so far have reached the replicas too (the README
+      // says what Redis's asynchronous replication can lose of a master's last writes).
+      await cluster.replicated();
       await cluster.kill(master);
       await waitFor(async () => (await cluster.masterOf(keys.batchEvents(parseTaskId(taskIds[0])!.batchId)).catch(() => master)) !== master, 'a replica to take over', 30_000);
       // Meanwhile nodes whose heartbeats could not be written answered 503; they serve again once they reach the new master.

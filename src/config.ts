@@ -22,6 +22,10 @@ export const config = {
   jobLockMs: 10_000,
   /** A queued copy of a call another live host runs looks at it again this often. */
   recheckMs: 5_000,
+  /** The longest a batch's answer waits for a replica of Redis to confirm it has the batch (WAIT). */
+  replicaWaitMs: 500,
+  /** How often a node asks Redis whether it has replicas online (only those are waited for). */
+  replicaCheckMs: 5_000,
   /** How often some node looks for dead hosts whose queues hold calls nobody else can run. */
   sweepIntervalMs: 5_000,
   /** Results and events stay readable this long after a batch's last call ended. */

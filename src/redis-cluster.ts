@@ -10,9 +10,14 @@ export function isCluster(redis: Redis): boolean {
   return (redis as unknown) instanceof Cluster;
 }
 
+/** A Redis Cluster's masters, as the connections the cluster sends its commands on. */
+export function masters(redis: Redis): Redis[] {
+  return (redis as unknown as Cluster).nodes('master');
+}
+
 /** The keys matching `pattern`, by SCAN (on every master under Redis Cluster), a batch at a time to `each`. */
 export async function scanKeys(redis: Redis, pattern: string, each: (keys: string[]) => Promise<void>): Promise<void> {
-  const nodes = isCluster(redis) ? (redis as unknown as Cluster).nodes('master') : [redis];
+  const nodes = isCluster(redis) ? masters(redis) : [redis];
   for (const node of nodes) {
     let cursor = '0';
     do {

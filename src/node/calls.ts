@@ -21,6 +21,8 @@ export interface CallServiceContext {
   queues: QueueCache;
   /** Live hosts, maybe a second old unless `fresh`. */
   liveHosts(fresh?: boolean): Promise<HostInfo[]>;
+  /** Resolves once Redis's replicas have this node's writes so far (or there are none to ask). */
+  replicas?: { afterWrites(): Promise<void> };
   /** This node's own workers: a one-call batch starts on one of their interpreters when one is free. */
   local?: {
     reserve(queue: string): Lease | undefined;
@@ -152,6 +154,8 @@ export class CallService {
     } else {
       await this.flows.addBulk(jobs);
     }
+    // Answered only once a replica has the batch: a failover then keeps it.
+    await this.ctx.replicas?.afterWrites();
     return { batchId, taskIds: calls.map((_, index) => taskIdOf(batchId, index)) };
   }
 

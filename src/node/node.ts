@@ -44,6 +44,7 @@ import { DashboardHub } from '../dashboard/hub.js';
 import { Gate, type NamedToken } from './tokens.js';
 import { QueueCache } from './queues.js';
 import { IdleCollector } from './idle-gc.js';
+import { ReplicaWait } from './replica-wait.js';
 import { DeadHostSweeper } from './sweeper.js';
 import { Connections } from './connections.js';
 
@@ -127,6 +128,7 @@ export class KsNode {
   private registry?: HostRegistry;
   private queues?: QueueCache;
   private sweeper?: DeadHostSweeper;
+  private replicaWait?: ReplicaWait;
   private idleCollector?: IdleCollector;
   /** What the interpreters run, the feed that publishes it, and this node's dashboard viewers. */
   private readonly activity = new ActivityLog();
@@ -245,9 +247,12 @@ export class KsNode {
     for (const line of reconciledReport(await reconcileData(redis, keys, dataRegistry, catalog, this.name))) log(line);
     const mover = new DataMover({ catalog, registry: dataRegistry, nodeName: this.name, readOnly: o.readOnly, token: ownToken, liveHosts, log, onReceived: (bytes) => metrics.moved('in', bytes) });
     const data = new DataService({ catalog, registry: dataRegistry, mover, nodeName: this.name, readOnly: o.readOnly, liveHosts });
+    this.replicaWait = new ReplicaWait(redis, { timeoutMs: config.replicaWaitMs, refreshMs: config.replicaCheckMs, log });
+    await this.replicaWait.start();
     this.calls = new CallService(
       {
         redis,
+        replicas: this.replicaWait,
         claims,
         keys,
         events: this.events,
@@ -319,6 +324,7 @@ export class KsNode {
       }
     };
     this.sweeper?.close();
+    this.replicaWait?.close();
     this.feed?.stop();
     this.hub?.close();
     for (const { autoscaler } of this.interpreters) autoscaler.stop();
