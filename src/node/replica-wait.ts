@@ -22,7 +22,7 @@ export interface ReplicaWaitOptions {
  * the batch is answered all the same: it is queued on the master.
  */
 export class ReplicaWait {
-  /** The masters that had a replica connected when last asked. */
+  /** The masters that had a replica online when last asked (and have not missed a WAIT since). */
   private replicated = new Set<Redis>();
   private timer?: NodeJS.Timeout;
   private lastWarningAt = 0;
