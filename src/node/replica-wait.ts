@@ -33,7 +33,8 @@ export class ReplicaWait {
   ) {}
 
   async start(): Promise<void> {
-    await this.refresh();
+    // A Redis that refuses INFO (some managed ones restrict commands) is not waited for.
+    await this.refresh().catch((error: Error) => this.opts.log(`not waiting for Redis replicas: INFO replication failed (${error.message})`));
     this.timer = setInterval(() => void this.refresh().catch(() => {}), this.opts.refreshMs);
     this.timer.unref();
   }
@@ -46,12 +47,13 @@ export class ReplicaWait {
   async afterWrites(): Promise<void> {
     if (!this.replicated.size) return;
     const waiting = [...this.replicated];
-    const confirmed = await Promise.all(waiting.map((master) => (master.call('WAIT', 1, this.opts.timeoutMs) as Promise<number>).catch(() => 0)));
-    const behind = waiting.filter((_, k) => confirmed[k] < 1);
+    const confirmed = await Promise.all(waiting.map((master) => (master.call('WAIT', 1, this.opts.timeoutMs) as Promise<number>).catch((error: Error) => error)));
+    const behind = waiting.filter((_, k) => !(Number(confirmed[k]) >= 1));
     for (const master of behind) this.replicated.delete(master);
     if (behind.length && Date.now() - this.lastWarningAt > 60_000) {
       this.lastWarningAt = Date.now();
-      this.opts.log(`no replica of ${behind.map(describe).join(', ')} confirmed a batch within ${this.opts.timeoutMs} ms: a failover now could lose it`);
+      const why = confirmed.find((answer) => answer instanceof Error);
+      this.opts.log(`no replica of ${behind.map(describe).join(', ')} confirmed a batch ${why ? `(WAIT failed: ${why.message})` : `within ${this.opts.timeoutMs} ms`}: a failover now could lose it`);
     }
   }
 
