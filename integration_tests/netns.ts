@@ -36,6 +36,15 @@ export interface Network {
 
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 
+/** The processes inside namespace `ns`. */
+function pidsIn(ns: string): number[] {
+  try {
+    return execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 export function makeNetwork(count: number): Network {
   const tag = `k${process.pid % 100_000}`;
   const bridge = `${tag}br`;
@@ -91,17 +100,22 @@ export function makeNetwork(count: number): Network {
         }
       }
       await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
-      for (const ns of made.ns) {
+      // Processes of other groups (a node's interpreters) may still be inside: a namespace lives
+      // on while one is, and its veth pair with it, whose names the next network would reuse.
+      for (const pid of made.ns.flatMap(pidsIn)) {
         try {
-          ip('netns', 'del', ns);
+          process.kill(pid, 'SIGKILL');
         } catch {
           // gone
         }
       }
-      try {
-        ip('link', 'del', bridge);
-      } catch {
-        // gone
+      // Deleting a veth end deletes the pair, whether or not its namespace still lives.
+      for (const command of [...made.links.map((link) => ['link', 'del', link]), ...made.ns.map((ns) => ['netns', 'del', ns]), ['link', 'del', bridge]]) {
+        try {
+          ip(...command);
+        } catch {
+          // gone
+        }
       }
     },
   };
