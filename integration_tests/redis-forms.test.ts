@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { Client } from '../src/index.js';
-import { Capture, freePort, runCli, spawnRedisServer, startNodeWith, stopCluster, waitFor, waitsAnswered, type TestNode } from './harness.js';
+import { Client, py } from '../src/index.js';
+import { Capture, freePort, runCli, spawnRedisServer, startNodeWith, stopCluster, testKeys, waitFor, waitsAnswered, type TestNode } from './harness.js';
 
 /** A CA, and a certificate it signed for 127.0.0.1 and localhost, made by openssl in `dir`. */
 function makeCertificates(dir: string, name: string): { ca: string; cert: string; key: string } {
@@ -77,77 +77,143 @@ describe('Redis over TLS (rediss://)', function () {
   });
 });
 
-describe('Redis behind Sentinel (redis-sentinel://), through a failover', function () {
-  this.timeout(90_000);
-  const dir = mkdtempSync(join(tmpdir(), 'ks-sentinel-'));
-  const servers: ReturnType<typeof spawnRedisServer>[] = [];
-  let master: ReturnType<typeof spawnRedisServer>;
-  let node: TestNode | undefined;
-  let client: Client | undefined;
-  let ports: { master: number; replica: number; sentinel: number };
-  let url = '';
-
-  before(async function () {
-    ports = { master: await freePort(), replica: await freePort(), sentinel: await freePort() };
-    const plain = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
-    master = spawnRedisServer(['--port', String(ports.master), ...plain, '--dir', dir]);
-    servers.push(master, spawnRedisServer(['--port', String(ports.replica), ...plain, '--dir', dir, '--replicaof', '127.0.0.1', String(ports.master)]));
-    const conf = join(dir, 'sentinel.conf');
-    writeFileSync(conf, [
-      `port ${ports.sentinel}`,
-      'bind 127.0.0.1',
-      `dir ${dir}`,
-      `sentinel monitor ksmaster 127.0.0.1 ${ports.master} 1`,
-      'sentinel down-after-milliseconds ksmaster 1000',
-      'sentinel failover-timeout ksmaster 3000',
-      '',
-    ].join('\n'));
-    servers.push(spawnRedisServer([conf, '--sentinel']));
-    url = `redis-sentinel://127.0.0.1:${ports.sentinel}/ksmaster`;
-    const sentinel = new Redis({ port: ports.sentinel, lazyConnect: true, retryStrategy: () => 100 });
-    sentinel.on('error', () => {});
+/** A master, its replica in sync, and one Sentinel watching them as `ksmaster` (down after 1 s), in `dir`. */
+async function startSentinelGroup(dir: string) {
+  const ports = { master: await freePort(), replica: await freePort(), sentinel: await freePort() };
+  const plain = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+  const master = spawnRedisServer(['--port', String(ports.master), ...plain, '--dir', dir]);
+  const replica = spawnRedisServer(['--port', String(ports.replica), ...plain, '--dir', dir, '--replicaof', '127.0.0.1', String(ports.master)]);
+  const conf = join(dir, 'sentinel.conf');
+  writeFileSync(conf, [
+    `port ${ports.sentinel}`,
+    'bind 127.0.0.1',
+    `dir ${dir}`,
+    `sentinel monitor ksmaster 127.0.0.1 ${ports.master} 1`,
+    'sentinel down-after-milliseconds ksmaster 1000',
+    'sentinel failover-timeout ksmaster 3000',
+    '',
+  ].join('\n'));
+  const servers = [master, replica, spawnRedisServer([conf, '--sentinel'])];
+  const sentinel = new Redis({ port: ports.sentinel, lazyConnect: true, retryStrategy: () => 100 });
+  sentinel.on('error', () => {});
+  try {
     await waitFor(async () => {
       const replicas = (await sentinel.call('SENTINEL', 'REPLICAS', 'ksmaster').catch(() => [])) as string[][];
       return replicas.some((fields) => fields.includes(String(ports.replica)) && fields[fields.indexOf('flags') + 1] === 'slave');
     }, 'the sentinel to see the master and its replica');
-    sentinel.disconnect();
     const onMaster = new Redis({ port: ports.master });
     await waitFor(async () => /^slave0:.*state=online/m.test(await onMaster.info('replication')), 'the replica to be in sync');
     onMaster.disconnect();
+  } finally {
+    sentinel.disconnect();
+  }
+  return {
+    ports,
+    master,
+    replica,
+    url: `redis-sentinel://127.0.0.1:${ports.sentinel}/ksmaster`,
+    /** Resolves once the Sentinel names the replica as the master. */
+    async promoted(): Promise<void> {
+      const asking = new Redis({ port: ports.sentinel });
+      asking.on('error', () => {});
+      try {
+        await waitFor(async () => ((await asking.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'ksmaster')) as string[])[1] === String(ports.replica), 'the sentinel to promote the replica', 30_000);
+      } finally {
+        asking.disconnect();
+      }
+    },
+    stop: () => Promise.all(servers.map((server) => server.stop())),
+  };
+}
+
+describe('Redis behind Sentinel (redis-sentinel://), through a failover', function () {
+  this.timeout(90_000);
+  const dir = mkdtempSync(join(tmpdir(), 'ks-sentinel-'));
+  let group: Awaited<ReturnType<typeof startSentinelGroup>>;
+  let node: TestNode | undefined;
+  let client: Client | undefined;
+
+  before(async function () {
+    group = await startSentinelGroup(dir);
   });
 
   after(async function () {
     await stopCluster(undefined, [node], client);
-    await Promise.all(servers.map((s) => s.stop()));
+    await group?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
   it('runs calls on the master Sentinel names, and goes on after the master dies and a replica takes over', async function () {
-    node = await startNodeWith('sentinel-a', ['--redis-connection', url, '--node-port', '0', '--node-name', 'sentinel-a', '--num-workers', '1']);
+    node = await startNodeWith('sentinel-a', ['--redis-connection', group.url, '--node-port', '0', '--node-name', 'sentinel-a', '--num-workers', '1']);
     client = new Client(node.url, { output: new Capture() });
     assert.equal((await bulkAdd(client, 20))[19], 20);
     // The node answered the batch once the replica had it.
-    assert.ok((await waitsAnswered(ports.master)) >= 1, 'the node asked the master to WAIT for its replica');
+    assert.ok((await waitsAnswered(group.ports.master)) >= 1, 'the node asked the master to WAIT for its replica');
     // A batch answered just before the master dies is run all the same after the failover.
     for (let i = 0; i < 5; i++) client.bc('operator:add', [i, 100]);
     await client.execute();
-    await master.stop();
-    const sentinel = new Redis({ port: ports.sentinel });
-    sentinel.on('error', () => {});
-    await waitFor(async () => ((await sentinel.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'ksmaster')) as string[])[1] === String(ports.replica), 'the sentinel to promote the replica', 30_000);
-    sentinel.disconnect();
+    await group.master.stop();
+    await group.promoted();
     assert.deepEqual(await client.br(), [100, 101, 102, 103, 104]);
     const c = client;
     await waitFor(() => c.call('operator:add', [2, 3], {}, { timeout: 5 }).then((v) => v === 5, () => false), 'a call through the new master', 30_000);
     assert.equal((await bulkAdd(client, 20))[0], 1);
-    const status = await runCli(['status', '--redis-connection', url]);
+    const status = await runCli(['status', '--redis-connection', group.url]);
     assert.match(status.stdout, /^sentinel-a\s/m);
   });
 
   it('says in one line that Sentinel knows no such master', async function () {
-    const started = await runCli(['start', '--datadir', join(dir, 'nope'), '--redis-connection', `redis-sentinel://127.0.0.1:${ports.sentinel}/nope`, '--node-port', '0']);
+    const started = await runCli(['start', '--datadir', join(dir, 'nope'), '--redis-connection', `redis-sentinel://127.0.0.1:${group.ports.sentinel}/nope`, '--node-port', '0']);
     assert.equal(started.code, 1);
     assert.equal(started.stderr.trim().split('\n').length, 1, started.stderr);
     assert.match(started.stderr, /^kitchensink: cannot start: no Redis answers at redis-sentinel:\/\/127\.0\.0\.1:\d+\/nope: the Sentinel answered: ERR No such master with that name$/m);
+  });
+});
+
+describe('a result the old master had not passed to its replica', function () {
+  this.timeout(120_000);
+  const dir = mkdtempSync(join(tmpdir(), 'ks-sentinel-lost-'));
+  let group: Awaited<ReturnType<typeof startSentinelGroup>>;
+  let node: TestNode | undefined;
+  let client: Client | undefined;
+
+  before(async function () {
+    group = await startSentinelGroup(dir);
+  });
+
+  after(async function () {
+    await stopCluster(undefined, [node], client);
+    await group?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs the call again after the failover, and the client gets its result', async function () {
+    node = await startNodeWith('sentinel-b', ['--redis-connection', group.url, '--node-port', '0', '--node-name', 'sentinel-b', '--num-workers', '1']);
+    client = new Client(node.url, { output: new Capture() });
+    const runs = join(dir, 'runs.txt');
+    client.bc(py`
+      import time
+      def f(runs):
+          with open(runs, "a") as log:
+              log.write("run\n")
+          time.sleep(2)
+          return "done"`, [runs]);
+    const [taskId] = await client.execute();
+    const onMaster = new Redis({ port: group.ports.master });
+    onMaster.on('error', () => {});
+    await waitFor(async () => (await onMaster.get(testKeys.claim(taskId)))?.includes('/'), 'the call to start');
+    // The replica's link breaks and cannot come back (a wrong password): the result goes to the master alone.
+    const onReplica = new Redis({ port: group.ports.replica });
+    await onReplica.config('SET', 'masterauth', 'wrong');
+    await onMaster.client('KILL', 'TYPE', 'replica');
+    await waitFor(async () => (await onMaster.get(testKeys.claim(taskId))) === 'done', 'the call to end on the master', 30_000);
+    assert.ok(!/^slave0:/m.test(await onMaster.info('replication')), 'the replica was cut off all along');
+    onMaster.disconnect();
+    await group.master.stop();
+    await onReplica.config('SET', 'masterauth', '');
+    onReplica.disconnect();
+    await group.promoted();
+    assert.deepEqual(await client.br(), ['done']);
+    assert.equal(readFileSync(runs, 'utf8'), 'run\nrun\n', 'it ran a second time on the new master');
   });
 });
