@@ -33,9 +33,8 @@ export class ReplicaWait {
   ) {}
 
   async start(): Promise<void> {
-    // A Redis that refuses INFO (some managed ones restrict commands) is not waited for.
-    await this.refresh().catch((error: Error) => this.opts.log(`not waiting for Redis replicas: INFO replication failed (${error.message})`));
-    this.timer = setInterval(() => void this.refresh().catch(() => {}), this.opts.refreshMs);
+    await this.refresh();
+    this.timer = setInterval(() => void this.refresh(), this.opts.refreshMs);
     this.timer.unref();
   }
 
@@ -47,7 +46,7 @@ export class ReplicaWait {
   async afterWrites(): Promise<void> {
     if (!this.replicated.size) return;
     const waiting = [...this.replicated];
-    const confirmed = await Promise.all(waiting.map((master) => (master.call('WAIT', 1, this.opts.timeoutMs) as Promise<number>).catch((error: Error) => error)));
+    const confirmed = await Promise.all(waiting.map((master) => this.wait(master)));
     const behind = waiting.filter((_, k) => !(Number(confirmed[k]) >= 1));
     for (const master of behind) this.replicated.delete(master);
     if (behind.length && Date.now() - this.lastWarningAt > 60_000) {
@@ -57,11 +56,32 @@ export class ReplicaWait {
     }
   }
 
+  /**
+   * A master's WAIT: the replicas that confirmed, or why not. A master that does not answer
+   * (its connection down, its commands queued until it comes back) counts as unconfirmed once
+   * WAIT's own timeout and a second more have passed.
+   */
+  private wait(master: Redis): Promise<number | Error> {
+    return answered(master.call('WAIT', 1, this.opts.timeoutMs) as Promise<number>, this.opts.timeoutMs + 1_000);
+  }
+
   private async refresh(): Promise<void> {
     const nodes = isCluster(this.redis) ? masters(this.redis) : [this.redis];
-    // Each replica is a line `slave0:ip=...,port=...,state=online,offset=...,lag=0`.
-    const online = await Promise.all(nodes.map(async (node) => /^slave\d+:.*\bstate=online\b/m.test(await node.info('replication'))));
-    this.replicated = new Set(nodes.filter((_, k) => online[k]));
+    // Each replica is a line `slave0:ip=...,port=...,state=online,offset=...,lag=0`; a master
+    // that does not answer is not waited for.
+    const infos = await Promise.all(nodes.map((node) => answered(node.info('replication'), this.opts.timeoutMs + 1_000)));
+    this.replicated = new Set(nodes.filter((_, k) => typeof infos[k] === 'string' && /^slave\d+:.*\bstate=online\b/m.test(infos[k] as string)));
+  }
+}
+
+/** What `promise` resolves to, or the error it rejects with, or an error once `ms` passed without either. */
+async function answered<T>(promise: Promise<T>, ms: number): Promise<T | Error> {
+  let timer: NodeJS.Timeout | undefined;
+  const silent = new Promise<Error>((resolve) => (timer = setTimeout(() => resolve(new Error(`no answer in ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([promise.catch((error: Error) => error), silent]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
