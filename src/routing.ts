@@ -23,7 +23,7 @@ export function rankHosts(dataUrls: string[], data: Record<string, RoutedData>, 
 
 /** `rankHosts`, with the bytes each host would copy. */
 export function scoreHosts(dataUrls: string[], data: Record<string, RoutedData>, hosts: string[], thresholdBytes: number): RankedHost[] {
-  const scored = hostsByBytes(dataUrls, holdingsOf(data), hosts);
+  const scored = bytesPerHost(dataUrls, holdingsOf(data), hosts).sort((a, b) => a.bytesToCopy - b.bytesToCopy || byName(a, b));
   const kept = scored.filter((s) => s.bytesToCopy < thresholdBytes);
   return kept.length ? kept : scored.slice(0, 1);
 }
@@ -33,10 +33,10 @@ type Holdings = Map<string, { size: number; holders: Set<string> }>;
 
 const holdingsOf = (data: Record<string, RoutedData>): Holdings => new Map(Object.entries(data).map(([url, { size, holders }]) => [url, { size, holders: new Set(holders) }]));
 
-/** Every host with the bytes it would copy for a call, ordered by (bytes, name). */
-function hostsByBytes(dataUrls: string[], holdings: Holdings, hosts: string[]): RankedHost[] {
+/** Every host with the bytes it would copy for a call, in the order of `hosts`. */
+function bytesPerHost(dataUrls: string[], holdings: Holdings, hosts: string[]): RankedHost[] {
   const known = [...new Set(dataUrls)].flatMap((url) => holdings.get(url) ?? []);
-  const scored = hosts.map((name) => {
+  return hosts.map((name) => {
     let bytesToCopy = 0;
     let copies = 0;
     for (const datum of known) {
@@ -46,7 +46,20 @@ function hostsByBytes(dataUrls: string[], holdings: Holdings, hosts: string[]): 
     }
     return { name, bytesToCopy, copies };
   });
-  return scored.sort((a, b) => a.bytesToCopy - b.bytesToCopy || byName(a, b));
+}
+
+/** The first `count` of `items` by `compare`, in order, without sorting the rest. */
+function firstOf<T>(items: T[], count: number, compare: (a: T, b: T) => number): T[] {
+  if (count >= items.length) return items.sort(compare);
+  const best: T[] = [];
+  for (const item of items) {
+    if (best.length === count && compare(item, best[count - 1]) >= 0) continue;
+    let at = best.length;
+    while (at > 0 && compare(item, best[at - 1]) < 0) at--;
+    best.splice(at, 0, item);
+    if (best.length > count) best.pop();
+  }
+  return best;
 }
 
 const byName = (a: { name: string }, b: { name: string }): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
@@ -113,10 +126,10 @@ export function routeCalls(
   const routes: RankedHost[][] = urlsPerCall.map(() => []);
   /** Routes call k by when each host could start it, if any host copies less than the threshold. */
   const spread = (k: number): boolean => {
-    const route = hostsByBytes(urlsPerCall[k], holdings, hosts[k]).filter((h) => h.bytesToCopy < thresholdBytes);
-    if (!route.length) return false;
-    route.sort((a, b) => startMs(a) - startMs(b) || a.bytesToCopy - b.bytesToCopy || byName(a, b));
-    routes[k] = routeTo(k, route.slice(0, hostsPerRoute));
+    const eligible = bytesPerHost(urlsPerCall[k], holdings, hosts[k]).flatMap((h) => (h.bytesToCopy < thresholdBytes ? [{ host: h, start: startMs(h) }] : []));
+    if (!eligible.length) return false;
+    const first = firstOf(eligible, hostsPerRoute, (a, b) => a.start - b.start || a.host.bytesToCopy - b.host.bytesToCopy || byName(a.host, b.host));
+    routes[k] = routeTo(k, first.map((h) => h.host));
     return true;
   };
   const overThreshold = urlsPerCall.flatMap((urls, k) => (urls.length && hosts[k].length && !spread(k) ? [k] : []));
@@ -135,7 +148,7 @@ export function routeCalls(
     const cheapest = hosts[k]
       .map((name) => ({ name, gather: group ? gatherBytes(group, name) : 0 }))
       .sort((a, b) => a.gather - b.gather || byName(a, b))[0].name;
-    routes[k] = routeTo(k, hostsByBytes(urlsPerCall[k], holdings, [cheapest]));
+    routes[k] = routeTo(k, bytesPerHost(urlsPerCall[k], holdings, [cheapest]));
   }
   return routes;
 }
