@@ -126,26 +126,44 @@ async function startSentinelGroup(dir: string) {
   };
 }
 
-describe('Redis behind Sentinel (redis-sentinel://), through a failover', function () {
-  this.timeout(90_000);
-  const dir = mkdtempSync(join(tmpdir(), 'ks-sentinel-'));
-  let group: Awaited<ReturnType<typeof startSentinelGroup>>;
-  let node: TestNode | undefined;
-  let client: Client | undefined;
+type SentinelGroup = Awaited<ReturnType<typeof startSentinelGroup>>;
 
+/**
+ * The hooks of a describe whose tests run one node on a Sentinel group of their own: the group
+ * starts before them; the node, its client, the group and `dir` go after them.
+ */
+function onSentinelGroup(dirPrefix: string) {
+  const dir = mkdtempSync(join(tmpdir(), dirPrefix));
+  const suite = {
+    dir,
+    group: undefined as unknown as SentinelGroup,
+    node: undefined as TestNode | undefined,
+    client: undefined as Client | undefined,
+    /** Starts the node `name` on the group's Sentinel url; answers a client of it. */
+    async start(name: string): Promise<Client> {
+      suite.node = await startNodeWith(name, ['--redis-connection', suite.group.url, '--node-port', '0', '--node-name', name, '--num-workers', '1']);
+      suite.client = new Client(suite.node.url, { output: new Capture() });
+      return suite.client;
+    },
+  };
   before(async function () {
-    group = await startSentinelGroup(dir);
+    suite.group = await startSentinelGroup(dir);
   });
-
   after(async function () {
-    await stopCluster(undefined, [node], client);
-    await group?.stop();
+    await stopCluster(undefined, [suite.node], suite.client);
+    await suite.group?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
+  return suite;
+}
+
+describe('Redis behind Sentinel (redis-sentinel://), through a failover', function () {
+  this.timeout(90_000);
+  const suite = onSentinelGroup('ks-sentinel-');
 
   it('runs calls on the master Sentinel names, and goes on after the master dies and a replica takes over', async function () {
-    node = await startNodeWith('sentinel-a', ['--redis-connection', group.url, '--node-port', '0', '--node-name', 'sentinel-a', '--num-workers', '1']);
-    client = new Client(node.url, { output: new Capture() });
+    const { group } = suite;
+    const client = await suite.start('sentinel-a');
     assert.equal((await bulkAdd(client, 20))[19], 20);
     // The node answered the batch once the replica had it.
     assert.ok((await waitsAnswered(group.ports.master)) >= 1, 'the node asked the master to WAIT for its replica');
@@ -155,15 +173,14 @@ describe('Redis behind Sentinel (redis-sentinel://), through a failover', functi
     await group.master.stop();
     await group.promoted();
     assert.deepEqual(await client.br(), [100, 101, 102, 103, 104]);
-    const c = client;
-    await waitFor(() => c.call('operator:add', [2, 3], {}, { timeout: 5 }).then((v) => v === 5, () => false), 'a call through the new master', 30_000);
+    await waitFor(() => client.call('operator:add', [2, 3], {}, { timeout: 5 }).then((v) => v === 5, () => false), 'a call through the new master', 30_000);
     assert.equal((await bulkAdd(client, 20))[0], 1);
     const status = await runCli(['status', '--redis-connection', group.url]);
     assert.match(status.stdout, /^sentinel-a\s/m);
   });
 
   it('says in one line that Sentinel knows no such master', async function () {
-    const started = await runCli(['start', '--datadir', join(dir, 'nope'), '--redis-connection', `redis-sentinel://127.0.0.1:${group.ports.sentinel}/nope`, '--node-port', '0']);
+    const started = await runCli(['start', '--datadir', join(suite.dir, 'nope'), '--redis-connection', `redis-sentinel://127.0.0.1:${suite.group.ports.sentinel}/nope`, '--node-port', '0']);
     assert.equal(started.code, 1);
     assert.equal(started.stderr.trim().split('\n').length, 1, started.stderr);
     assert.match(started.stderr, /^kitchensink: cannot start: no Redis answers at redis-sentinel:\/\/127\.0\.0\.1:\d+\/nope: the Sentinel answered: ERR No such master with that name$/m);
@@ -172,25 +189,12 @@ describe('Redis behind Sentinel (redis-sentinel://), through a failover', functi
 
 describe('a result the old master had not passed to its replica', function () {
   this.timeout(120_000);
-  const dir = mkdtempSync(join(tmpdir(), 'ks-sentinel-lost-'));
-  let group: Awaited<ReturnType<typeof startSentinelGroup>>;
-  let node: TestNode | undefined;
-  let client: Client | undefined;
-
-  before(async function () {
-    group = await startSentinelGroup(dir);
-  });
-
-  after(async function () {
-    await stopCluster(undefined, [node], client);
-    await group?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const suite = onSentinelGroup('ks-sentinel-lost-');
 
   it('runs the call again after the failover, and the client gets its result', async function () {
-    node = await startNodeWith('sentinel-b', ['--redis-connection', group.url, '--node-port', '0', '--node-name', 'sentinel-b', '--num-workers', '1']);
-    client = new Client(node.url, { output: new Capture() });
-    const runs = join(dir, 'runs.txt');
+    const { group } = suite;
+    const client = await suite.start('sentinel-b');
+    const runs = join(suite.dir, 'runs.txt');
     client.bc(py`
       import time
       def f(runs):

@@ -2,7 +2,6 @@ import { constants } from 'node:buffer';
 import { connect, type Socket } from 'node:net';
 import { maxHeadBytes, parseAnswerHead } from '../socket-get.js';
 
-
 /**
  * Where reads land that have no buffer of their own (chunked or close-delimited bodies, bytes
  * no request asked for). One for all sockets: a read is handed to its callback before the next.
