@@ -145,9 +145,11 @@ export function routeCalls(
     if (spread(k)) continue;
     const known = urlsPerCall[k].find((url) => holdings.has(url));
     const group = known && groups.rootOf(known);
-    const cheapest = hosts[k]
-      .map((name) => ({ name, gather: group ? gatherBytes(group, name) : 0 }))
-      .sort((a, b) => a.gather - b.gather || byName(a, b))[0].name;
+    const [{ name: cheapest }] = firstOf(
+      hosts[k].map((name) => ({ name, gather: group ? gatherBytes(group, name) : 0 })),
+      1,
+      (a, b) => a.gather - b.gather || byName(a, b),
+    );
     routes[k] = routeTo(k, bytesPerHost(urlsPerCall[k], holdings, [cheapest]));
   }
   return routes;

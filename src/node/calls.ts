@@ -113,10 +113,7 @@ export class CallService {
     };
     for (let index = 0; index < calls.length; index++) {
       const call = calls[index];
-      const targets = await this.targetQueues(call, hosts, index);
-      // A routed call's hosts are where its data is, not the only hosts it may run on.
-      const shared = callQueue(call);
-      const fallback = !call.opts?.host && targets[0].queue !== shared ? shared : undefined;
+      const { targets, fallback } = await this.targetQueues(call, hosts, index);
       const targetsKey = `${targets.map((t) => `${t.queue}/${t.extraBytes}`).join()} ${fallback}`;
       if (chunk.length >= chunkSize || targetsKey !== chunkKey) flush();
       chunkTargets = targets;
@@ -312,8 +309,12 @@ export class CallService {
     return this.ctx.claims.endCalls(batchId, indexes, 'cancelled', encode(cancelledByClient));
   }
 
-  /** The queues a call goes to, in rank order; refuses hosts and queues nobody serves. */
-  private async targetQueues(call: WireCall, hosts: HostInfo[], index: number): Promise<Target[]> {
+  /**
+   * The queues a call goes to, in rank order, and for a routed call the shared queue it falls
+   * back to when they all die (its hosts are where its data is, not the only ones that may run
+   * it); refuses hosts and queues nobody serves.
+   */
+  private async targetQueues(call: WireCall, hosts: HostInfo[], index: number): Promise<{ targets: Target[]; fallback?: string }> {
     // A job's calls go to the nodes that loaded it, unless the caller names a queue.
     const base = callQueue(call);
     const serves = (host: HostInfo) => host.queues.includes(base);
@@ -323,13 +324,13 @@ export class CallService {
       if (!host) host = (await this.ctx.liveHosts(true)).find((h) => h.name === call.opts!.host);
       if (!host) throw new BadRequest(`${where}: unknown or dead host ${JSON.stringify(call.opts.host)}`);
       if (!serves(host)) throw new BadRequest(`${where}: host ${host.name} does not serve queue ${JSON.stringify(base)}`);
-      return [{ queue: queueName(base, host.name), extraBytes: 0 }];
+      return { targets: [{ queue: queueName(base, host.name), extraBytes: 0 }] };
     }
     if (!hosts.some(serves) && !(await this.ctx.liveHosts(true)).some(serves)) throw unservedError(call, await this.ctx.liveHosts(true), `${where}: `);
     const live = new Set(hosts.filter(serves).map((h) => h.name));
     const ranked = liveRoute(call.route ?? [], call.routeBytes, live, this.opts.routeHostsMax);
-    if (!ranked.length) return [{ queue: base, extraBytes: 0 }];
-    return ranked.map(({ name, extraBytes }) => ({ queue: queueName(base, name), extraBytes }));
+    if (!ranked.length) return { targets: [{ queue: base, extraBytes: 0 }] };
+    return { targets: ranked.map(({ name, extraBytes }) => ({ queue: queueName(base, name), extraBytes })), fallback: base };
   }
 }
 
